@@ -1,0 +1,269 @@
+//! `ServiceContext`: what a running service sees of its runner.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::error::ServiceErrorKind;
+use crate::runner::Shared;
+use crate::service::IntoServiceResult;
+
+/// A running service's handle on its runner: shutdown, readiness and tied tasks.
+///
+/// A parameter of this type in a [`#[service]`](crate::service) fn is injected by the
+/// runner (it is not part of the generated function's signature). Each run gets its own
+/// context; clones are cheap and refer to the same run.
+///
+/// # Shutdown
+///
+/// When the runner shuts down, or this service is stopped or restarted, or a service it
+/// depends on goes down, the context's shutdown is requested: [`shutdown_requested`]
+/// resolves, [`is_shutdown_requested`] turns true and [`cancellation_token`] is
+/// cancelled. The service then has its `shutdown_timeout` to return before it is
+/// aborted and reported as hung.
+///
+/// [`shutdown_requested`]: ServiceContext::shutdown_requested
+/// [`is_shutdown_requested`]: ServiceContext::is_shutdown_requested
+/// [`cancellation_token`]: ServiceContext::cancellation_token
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{service, ServiceContext};
+///
+/// #[service]
+/// async fn server(ctx: ServiceContext) {
+///     // ... bind sockets ...
+///     ctx.ready(); // services that depend on this one may start now
+///     while let Some(()) = ctx.until_shutdown(tokio::time::sleep(std::time::Duration::from_secs(1))).await {
+///         // ... periodic work ...
+///     }
+/// }
+/// # drop(server());
+/// ```
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) idx: usize,
+    pub(crate) run: u64,
+    pub(crate) token: CancellationToken,
+}
+
+impl fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceContext")
+            .field("service", &self.name())
+            .field("run", &self.run)
+            .field("shutdown_requested", &self.token.is_cancelled())
+            .finish()
+    }
+}
+
+impl ServiceContext {
+    /// The service's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn hello(ctx: ServiceContext) {
+    ///     println!("I am {}", ctx.name());
+    /// }
+    /// # drop(hello());
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.slots[self.idx].name
+    }
+
+    /// This run's number, counting from 1 (restarts increase it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn hello(ctx: ServiceContext) {
+    ///     if ctx.run() > 1 {
+    ///         println!("restarted");
+    ///     }
+    /// }
+    /// # drop(hello());
+    /// ```
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// Marks the service ready: services that depend on it (`after = [...]`) may start.
+    /// Calling it again, or after the run ended, does nothing.
+    ///
+    /// A service with a context is not ready until it calls this; one without a context
+    /// is ready as soon as it starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service(name = "db")]
+    /// async fn db(ctx: ServiceContext) {
+    ///     // ... open the pool ...
+    ///     ctx.ready();
+    ///     ctx.shutdown_requested().await;
+    /// }
+    /// # drop(db());
+    /// ```
+    pub fn ready(&self) {
+        self.shared.mark_ready(self.idx, self.run);
+    }
+
+    /// Whether this run has been asked to stop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn busy(ctx: ServiceContext) {
+    ///     while !ctx.is_shutdown_requested() {
+    ///         tokio::task::yield_now().await;
+    ///     }
+    /// }
+    /// # drop(busy());
+    /// ```
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once this run has been asked to stop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it and calling again loses nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn idle(ctx: ServiceContext) {
+    ///     ctx.shutdown_requested().await;
+    ///     println!("flushing before exit");
+    /// }
+    /// # drop(idle());
+    /// ```
+    pub fn shutdown_requested(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// Runs `fut` until it completes (`Some(output)`) or shutdown is requested
+    /// (`None`; `fut` is dropped). If both are ready, the output wins.
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as `fut`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// # async fn next_job() -> Option<u32> { None }
+    /// #[service]
+    /// async fn worker(ctx: ServiceContext) {
+    ///     while let Some(Some(job)) = ctx.until_shutdown(next_job()).await {
+    ///         println!("job {job}");
+    ///     }
+    /// }
+    /// # drop(worker());
+    /// ```
+    pub async fn until_shutdown<F: Future>(&self, fut: F) -> Option<F::Output> {
+        self.token.run_until_cancelled(fut).await
+    }
+
+    /// The cancellation token of this run (a clone): cancelled when shutdown is
+    /// requested. Hand it to servers with their own graceful shutdown, e.g.
+    /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`.
+    ///
+    /// Cancelling it yourself asks this run to stop as if the runner had.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn http(ctx: ServiceContext) {
+    ///     let token = ctx.cancellation_token();
+    ///     // axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await
+    ///     token.cancelled().await;
+    /// }
+    /// # drop(http());
+    /// ```
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Spawns a task tied to this run.
+    ///
+    /// When the run ends (the service returns, fails, or is stopped), the context's
+    /// shutdown is requested and its tasks have the rest of the service's
+    /// `shutdown_timeout` to finish; then they are aborted. A task that returns `Err` or
+    /// panics fails the run: shutdown is requested, and once the service returns the
+    /// run counts as failed with the task's error (and is restarted per its policy).
+    ///
+    /// A task spawned through a context whose run has already ended is not started.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// #[service]
+    /// async fn listener(ctx: ServiceContext) {
+    ///     for conn in 0..3 {
+    ///         let c = ctx.clone();
+    ///         ctx.spawn(async move {
+    ///             c.shutdown_requested().await;
+    ///             println!("connection {conn} closed");
+    ///         });
+    ///     }
+    ///     ctx.shutdown_requested().await;
+    /// }
+    /// # drop(listener());
+    /// ```
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: IntoServiceResult,
+    {
+        let slot = &self.shared.slots[self.idx];
+        let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.run != self.run || !tasks.open {
+            tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
+            return;
+        }
+        let shared = self.shared.clone();
+        let (idx, run, token) = (self.idx, self.run, self.token.clone());
+        tasks.set.get_or_insert_with(Default::default).spawn(async move {
+            let kind = match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(out) => match out.into_service_result() {
+                    Ok(()) => return,
+                    Err(e) => ServiceErrorKind::Task(e),
+                },
+                Err(panic) => ServiceErrorKind::TaskPanicked(crate::panic_message(&*panic)),
+            };
+            let slot = &shared.slots[idx];
+            let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            if tasks.run == run && tasks.error.is_none() {
+                tasks.error = Some(kind);
+            }
+            drop(tasks);
+            token.cancel();
+        });
+    }
+}

@@ -1,0 +1,476 @@
+//! Errors returned by the runner, by services and by [`TaskGroup`](crate::TaskGroup).
+//!
+//! * [`Error`] is what [`run_services`](crate::run_services) and
+//!   [`RunnerHandle::wait`](crate::RunnerHandle::wait) return: a configuration problem
+//!   found before anything started, the services that failed or hung, or a shutdown
+//!   forced by a second signal.
+//! * [`ServiceError`] is one failed run of one service: the error it returned or the
+//!   message it panicked with, with the service name and run number.
+//! * [`ConfigError`] names what is wrong with a runner's configuration.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error, the form every service error is converted to.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with servicekit's [`Error`] as the default error type.
+///
+/// # Examples
+///
+/// ```
+/// fn check() -> servicekit::Result<()> {
+///     Ok(())
+/// }
+/// assert!(check().is_ok());
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a runner did not end cleanly.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{Error, Runner, Service};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let a = Service::without_context("a", || async {});
+/// let b = Service::without_context("a", || async {});
+/// let err = Runner::new().signals(false).service(a).service(b).start().await.unwrap_err();
+/// assert!(matches!(err, Error::Config(_)));
+/// assert_eq!(err.to_string(), "invalid configuration: two services are named `a`");
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was rejected before any service started.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// One or more services failed (gave up restarting) or did not stop in time.
+    #[error("{}", DisplayFailures(.0))]
+    Services(#[source] ServiceFailures),
+    /// A second SIGINT/SIGTERM arrived during a graceful shutdown: what was still
+    /// running was aborted at once. `#[servicekit::main]` exits with code 130.
+    #[error("shutdown forced by a second signal; aborted: {}", DisplayNames(.aborted))]
+    Forced {
+        /// The services that were still stopping and were aborted.
+        aborted: Vec<Arc<str>>,
+    },
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The failed or hung services, if this error is [`Error::Services`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let err = servicekit::Error::Forced { aborted: vec![] };
+    /// assert!(err.failures().is_empty());
+    /// ```
+    pub fn failures(&self) -> &[ServiceFailure] {
+        match self {
+            Error::Services(f) => &f.0,
+            _ => &[],
+        }
+    }
+
+    /// Whether the shutdown was forced by a second signal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = servicekit::Error::Forced { aborted: vec![] };
+    /// assert!(err.is_forced());
+    /// ```
+    pub fn is_forced(&self) -> bool {
+        matches!(self, Error::Forced { .. })
+    }
+}
+
+/// The list of failed services inside [`Error::Services`]; its [`source`] is the
+/// first failure, so an error chain printer shows the underlying cause.
+///
+/// [`source`]: std::error::Error::source
+///
+/// # Examples
+///
+/// ```
+/// # use servicekit::error::ServiceFailures;
+/// fn count(f: &ServiceFailures) -> usize { f.len() }
+/// ```
+#[derive(Debug)]
+pub struct ServiceFailures(pub(crate) Vec<ServiceFailure>);
+
+impl ServiceFailures {
+    /// The failures, in the order they happened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::error::ServiceFailures;
+    /// fn names(f: &ServiceFailures) -> Vec<&str> { f.iter().map(|f| f.service()).collect() }
+    /// ```
+    pub fn iter(&self) -> std::slice::Iter<'_, ServiceFailure> {
+        self.0.iter()
+    }
+
+    /// How many services failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::error::ServiceFailures;
+    /// fn none(f: &ServiceFailures) -> bool { f.is_empty() || f.len() == 0 }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the list is empty (never the case inside an [`Error`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::error::ServiceFailures;
+    /// fn none(f: &ServiceFailures) -> bool { f.is_empty() }
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ServiceFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        DisplayFailures(self).fmt(f)
+    }
+}
+
+impl std::error::Error for ServiceFailures {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|f| f as &(dyn std::error::Error + 'static))
+    }
+}
+
+struct DisplayFailures<'a>(&'a ServiceFailures);
+
+impl fmt::Display for DisplayFailures<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = &self.0.0;
+        if list.len() == 1 {
+            return write!(f, "{}", list[0]);
+        }
+        write!(f, "{} services failed: ", list.len())?;
+        for (i, failure) in list.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{failure}")?;
+        }
+        Ok(())
+    }
+}
+
+struct DisplayNames<'a>(&'a [Arc<str>]);
+
+impl fmt::Display for DisplayNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("nothing");
+        }
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "`{name}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// One service that made the runner fail.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::error::FailureKind;
+/// # fn show(f: &servicekit::error::ServiceFailure) {
+/// match f.kind() {
+///     FailureKind::GaveUp { restarts, .. } => println!("{} gave up after {restarts}", f.service()),
+///     FailureKind::Hung { timeout } => println!("{} hung for {timeout:?}", f.service()),
+///     _ => println!("{f}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceFailure {
+    pub(crate) service: Arc<str>,
+    pub(crate) kind: FailureKind,
+}
+
+impl ServiceFailure {
+    /// The service's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(x: &servicekit::error::ServiceFailure) -> &str {
+    /// x.service()
+    /// # }
+    /// ```
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// What went wrong.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(x: &servicekit::error::ServiceFailure) -> bool {
+    /// matches!(x.kind(), servicekit::error::FailureKind::Hung { .. })
+    /// # }
+    /// ```
+    pub fn kind(&self) -> &FailureKind {
+        &self.kind
+    }
+}
+
+/// What went wrong with a [`ServiceFailure`].
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::error::FailureKind;
+/// let k = FailureKind::Hung { timeout: std::time::Duration::from_secs(2) };
+/// assert!(matches!(k, FailureKind::Hung { .. }));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The service failed and may not be restarted again: its policy is `never`, or it
+    /// reached `max_restarts` within `within`.
+    GaveUp {
+        /// How many times it had been restarted after failures.
+        restarts: u32,
+        /// The last failure.
+        error: Arc<ServiceError>,
+    },
+    /// The service returned an error (or panicked) while it was being stopped.
+    StopFailed {
+        /// The failure.
+        error: Arc<ServiceError>,
+    },
+    /// The service did not return within its `shutdown_timeout` after being asked to
+    /// stop, and was aborted.
+    Hung {
+        /// The timeout it was given.
+        timeout: Duration,
+    },
+}
+
+impl fmt::Display for ServiceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FailureKind::GaveUp { restarts: 0, .. } => {
+                write!(f, "service `{}` failed", self.service)
+            }
+            FailureKind::GaveUp { restarts, .. } => write!(
+                f,
+                "service `{}` gave up after {restarts} restart{}",
+                self.service,
+                if *restarts == 1 { "" } else { "s" }
+            ),
+            FailureKind::StopFailed { .. } => {
+                write!(f, "service `{}` failed while stopping", self.service)
+            }
+            FailureKind::Hung { timeout } => write!(
+                f,
+                "service `{}` did not stop within {timeout:?} and was aborted",
+                self.service
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ServiceFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            FailureKind::GaveUp { error, .. } | FailureKind::StopFailed { error } => {
+                Some(&**error)
+            }
+            FailureKind::Hung { .. } => None,
+        }
+    }
+}
+
+/// One failed run of a service: the error it returned, or the message it panicked with.
+///
+/// # Examples
+///
+/// ```
+/// # fn f(e: &servicekit::ServiceError) {
+/// println!("{} run {} failed: {}", e.service(), e.run(), e);
+/// if let Some(msg) = e.panic_message() {
+///     println!("it panicked: {msg}");
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ServiceError {
+    pub(crate) service: Arc<str>,
+    pub(crate) run: u64,
+    pub(crate) kind: ServiceErrorKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum ServiceErrorKind {
+    Returned(BoxError),
+    Panicked(String),
+    Task(BoxError),
+    TaskPanicked(String),
+}
+
+impl ServiceError {
+    /// The name of the service that failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::ServiceError) -> &str {
+    /// e.service()
+    /// # }
+    /// ```
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The run that failed, counting from 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::ServiceError) -> bool {
+    /// e.run() >= 1
+    /// # }
+    /// ```
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// The panic message, if the run panicked (in the service or in a task it spawned
+    /// with [`ServiceContext::spawn`](crate::ServiceContext::spawn)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::ServiceError) -> Option<&str> {
+    /// e.panic_message()
+    /// # }
+    /// ```
+    pub fn panic_message(&self) -> Option<&str> {
+        match &self.kind {
+            ServiceErrorKind::Panicked(m) | ServiceErrorKind::TaskPanicked(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ServiceErrorKind::Returned(e) => {
+                write!(f, "service `{}` run {} failed: {e}", self.service, self.run)
+            }
+            ServiceErrorKind::Panicked(m) => {
+                write!(f, "service `{}` run {} panicked: {m}", self.service, self.run)
+            }
+            ServiceErrorKind::Task(e) => write!(
+                f,
+                "a task spawned by service `{}` run {} failed: {e}",
+                self.service, self.run
+            ),
+            ServiceErrorKind::TaskPanicked(m) => write!(
+                f,
+                "a task spawned by service `{}` run {} panicked: {m}",
+                self.service, self.run
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ServiceErrorKind::Returned(e) | ServiceErrorKind::Task(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// A runner configuration that was rejected before any service started.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{ConfigError, Error, Runner, Service};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let api = Service::without_context("api", || async {}).after(["db"]);
+/// let err = Runner::new().signals(false).service(api).start().await.unwrap_err();
+/// assert!(matches!(err, Error::Config(ConfigError::UnknownDependency { .. })));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Two services have the same name.
+    #[error("two services are named `{0}`")]
+    DuplicateName(String),
+    /// A service name is empty.
+    #[error("a service has an empty name")]
+    EmptyName,
+    /// A service depends on a name no service has.
+    #[error("service `{service}` depends on `{dependency}`, which is not a service of this runner")]
+    UnknownDependency {
+        /// The service declaring the dependency.
+        service: String,
+        /// The missing name.
+        dependency: String,
+    },
+    /// The dependencies form a cycle (the names are listed along the cycle).
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    /// A setting of one service is invalid.
+    #[error("service `{service}`: {problem}")]
+    Invalid {
+        /// The service.
+        service: String,
+        /// What is wrong, naming the setting.
+        problem: String,
+    },
+    /// A runner-wide setting is invalid.
+    #[error("runner: {0}")]
+    Runner(String),
+}
+
+/// An error from [`RunnerHandle::restart`](crate::RunnerHandle::restart) or
+/// [`RunnerHandle::stop`](crate::RunnerHandle::stop): no service has that name.
+///
+/// # Examples
+///
+/// ```
+/// let e = servicekit::error::UnknownService("nope".into());
+/// assert_eq!(e.to_string(), "no service named `nope`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no service named `{0}`")]
+pub struct UnknownService(pub String);

@@ -1,0 +1,221 @@
+//! servicekit: programs made of many long-running services, on tokio.
+//!
+//! * [`#[service]`](macro@service) turns an `async fn` into a restartable [`Service`]:
+//!   restart policies, exponential backoff with jitter, restart limits that escalate,
+//!   panics caught, periodic services, dependencies and readiness.
+//! * [`run_services`] and [`Runner`] run many services and shut them down gracefully on
+//!   SIGINT/SIGTERM (a second signal forces), with per-service timeouts.
+//! * [`#[servicekit::main]`](macro@main) builds the runtime, sets up tracing and turns
+//!   the outcome into an exit code.
+//! * [`TaskGroup`] is structured concurrency outside services.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use servicekit::{run_services, service, ServiceContext};
+//!
+//! #[service(restart = "always", backoff = "100ms..10s")]
+//! async fn heartbeat(ctx: ServiceContext, every: Duration) -> std::io::Result<()> {
+//!     while ctx.until_shutdown(tokio::time::sleep(every)).await.is_some() {
+//!         println!("beat");
+//!     }
+//!     Ok(())
+//! }
+//!
+//! #[servicekit::main]
+//! async fn main() -> servicekit::Result<()> {
+//!     run_services([heartbeat(Duration::from_secs(1))]).await
+//! }
+//! ```
+//!
+//! # Restart policies
+//!
+//! | `restart` | OTP | after `Ok` | after `Err` / panic |
+//! |---|---|---|---|
+//! | `"always"` | permanent | run again (after the base delay) | run again (after backoff) |
+//! | `"on-failure"` (default) | transient | end (`Stopped`) | run again (after backoff) |
+//! | `"never"` | temporary | end (`Stopped`) | give up (`Failed`) |
+//!
+//! Failures are limited to `max_restarts` within `within` (default 5 in 60 s); one more
+//! and the service gives up: by default the whole runner shuts down and returns an
+//! error naming it (`on_give_up = "ignore"` keeps the others running).
+//!
+//! # Signals and exit codes
+//!
+//! | event | effect |
+//! |---|---|
+//! | SIGINT, SIGTERM, SIGQUIT | graceful shutdown, reverse dependency order |
+//! | second SIGINT or SIGTERM during shutdown | abort what is left; exit code 130 |
+//! | SIGHUP | restart every service in dependency order |
+//!
+//! `#[servicekit::main]` exits with 0 after a clean shutdown, 1 when a service failed
+//! or hung or `main` returned another error (the error chain is printed to stderr), and
+//! 130 after a forced shutdown.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_code)]
+
+mod context;
+pub mod error;
+mod runner;
+mod service;
+mod signals;
+mod supervisor;
+mod task_group;
+
+#[doc(inline)]
+pub use servicekit_macros::{main, service};
+
+pub use context::ServiceContext;
+pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
+pub use runner::{
+    Event, Events, Runner, RunnerHandle, ServiceState, ServiceStatus, run_services,
+};
+pub use service::{
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_RESTARTS, DEFAULT_RESET_AFTER,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WITHIN, IntoServiceResult, OnGiveUp, Restart, Service,
+};
+pub use task_group::{TaskError, TaskGroup, TaskGroupError};
+pub use tokio_util::sync::CancellationToken;
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Helpers for the code the macros generate. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use crate::{BoxError, IntoServiceResult, Service, ServiceContext};
+
+    pub use core::time::Duration as __Duration;
+
+    /// Builds a service from the macro's factory closure.
+    pub fn service<F, Fut>(name: &str, has_context: bool, mut f: F) -> Service
+    where
+        F: FnMut(ServiceContext) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoServiceResult,
+    {
+        Service::from_parts(
+            name.to_owned(),
+            has_context,
+            Box::new(move |ctx| {
+                let fut = f(ctx);
+                Box::pin(async move { fut.await.into_service_result() })
+            }),
+        )
+    }
+
+    /// Clones one argument of a `#[service]` fn for a run; the bounds give the error
+    /// users see for an argument that cannot be cloned or sent.
+    #[inline]
+    pub fn clone_arg<T: Clone + Send + 'static>(arg: &T) -> T {
+        arg.clone()
+    }
+
+    /// What `#[servicekit::main]` may return.
+    pub trait MainOutput {
+        /// Reports the outcome on stderr and gives the exit code.
+        fn exit_code(self) -> ExitCode;
+    }
+
+    impl MainOutput for () {
+        fn exit_code(self) -> ExitCode {
+            ExitCode::SUCCESS
+        }
+    }
+
+    impl<E: Into<BoxError>> MainOutput for Result<(), E> {
+        fn exit_code(self) -> ExitCode {
+            let Err(e) = self else {
+                return ExitCode::SUCCESS;
+            };
+            let e: BoxError = e.into();
+            let mut forced = false;
+            let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+            let mut text = String::from("Error: ");
+            let mut first = true;
+            while let Some(err) = chain {
+                if let Some(crate::Error::Forced { .. }) = err.downcast_ref::<crate::Error>() {
+                    forced = true;
+                }
+                if !first {
+                    text.push_str("\n  caused by: ");
+                }
+                text.push_str(&err.to_string());
+                first = false;
+                chain = err.source();
+            }
+            eprintln!("{text}");
+            if forced {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// `#[servicekit::main]` settings.
+    #[derive(Debug)]
+    pub struct MainConfig {
+        /// Multi-thread runtime (the default) or current-thread.
+        pub multi_thread: bool,
+        /// Worker threads of a multi-thread runtime.
+        pub worker_threads: Option<usize>,
+        /// Install a tracing-subscriber fmt layer filtered by `RUST_LOG` (default `info`).
+        pub tracing: bool,
+        /// How long the runtime may take to shut down after `main` returns.
+        pub runtime_shutdown: Duration,
+    }
+
+    /// Runs `main`'s body: tracing, runtime, exit code, runtime shutdown deadline.
+    pub fn run_main<Fut>(config: MainConfig, fut: Fut) -> ExitCode
+    where
+        Fut: Future,
+        Fut::Output: MainOutput,
+    {
+        if config.tracing {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        let mut builder = if config.multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        if let Some(n) = config.worker_threads {
+            builder.worker_threads(n);
+        }
+        let runtime = match builder.enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("Error: cannot build the tokio runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let out = runtime.block_on(fut);
+        let code = out.exit_code();
+        runtime.shutdown_timeout(config.runtime_shutdown);
+        code
+    }
+}

@@ -1,0 +1,995 @@
+//! The runner: validates a set of services, starts one supervisor task per service,
+//! relays signals and commands, and reports how everything ended.
+//!
+//! Design note: every supervisor owns one `Slot` in a shared array. Slots talk to each
+//! other only through two atomics (`phase`, `cmd`) and one `Notify` (`wake`): whoever
+//! changes something a supervisor cares about (a dependency's readiness, a dependent
+//! that stopped, a command, shutdown) stores it and calls `wake.notify_one()`; the
+//! supervisor re-examines everything when woken. `notify_one` keeps a permit, so no
+//! wake-up is lost, and there is no channel allocation per service.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{
+    ConfigError, Error, Result, ServiceError, ServiceErrorKind, ServiceFailure, ServiceFailures,
+    UnknownService,
+};
+use crate::service::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Service};
+
+/// The state of one service.
+///
+/// `Starting → Running → (Restarting → Running)* → Stopping → Stopped | Failed`.
+/// A service waiting for its dependencies is `Starting`.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::ServiceState;
+/// assert!(ServiceState::Stopped.is_terminal());
+/// assert!(!ServiceState::Running.is_terminal());
+/// assert_eq!(ServiceState::Restarting.to_string(), "restarting");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceState {
+    /// Created, or waiting for its dependencies to be ready.
+    Starting,
+    /// A run is in progress.
+    Running,
+    /// The last run ended and the next one waits for its backoff delay.
+    Restarting,
+    /// Asked to stop; waiting for dependents, then for the run to return.
+    Stopping,
+    /// Ended without error (terminal).
+    Stopped,
+    /// Gave up, or was aborted after its shutdown timeout (terminal).
+    Failed,
+}
+
+impl ServiceState {
+    /// Whether the service has ended for good.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(servicekit::ServiceState::Failed.is_terminal());
+    /// ```
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ServiceState::Stopped | ServiceState::Failed)
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+        })
+    }
+}
+
+/// A snapshot of one service, from [`RunnerHandle::status`].
+///
+/// # Examples
+///
+/// ```
+/// # fn show(s: &servicekit::ServiceStatus) {
+/// println!("{}: {} (restarts: {}, up {:?})", s.name, s.state, s.restarts, s.uptime);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceStatus {
+    /// The service's name.
+    pub name: Arc<str>,
+    /// Its state.
+    pub state: ServiceState,
+    /// How many times it was restarted after a failure.
+    pub restarts: u32,
+    /// How many runs have started.
+    pub runs: u64,
+    /// The last failure, if any.
+    pub last_error: Option<Arc<ServiceError>>,
+    /// How long the current run has been going, if one is.
+    pub uptime: Option<Duration>,
+}
+
+/// Something that happened in a runner, from [`RunnerHandle::events`].
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::Event;
+/// # fn show(ev: Event) {
+/// match ev {
+///     Event::State { service, state } => println!("{service} is {state}"),
+///     Event::Failed { service, error } => println!("{service} failed: {error}"),
+///     Event::Lagged(n) => println!("missed {n} events"),
+///     _ => {}
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A service changed state.
+    State {
+        /// The service.
+        service: Arc<str>,
+        /// Its new state.
+        state: ServiceState,
+    },
+    /// A run of a service failed (returned `Err`, panicked, or a tied task failed).
+    Failed {
+        /// The service.
+        service: Arc<str>,
+        /// The failure.
+        error: Arc<ServiceError>,
+    },
+    /// The stream fell behind and this many events were skipped (never silently).
+    Lagged(u64),
+}
+
+// `phase` packs the current run number (high bits) with these flags, so a `ready()`
+// from a context of an old run can be told apart atomically.
+pub(crate) const READY: u64 = 1;
+pub(crate) const ACTIVE: u64 = 2;
+pub(crate) const ENDED: u64 = 4;
+const RUN_SHIFT: u32 = 3;
+
+pub(crate) const CMD_NONE: u8 = 0;
+pub(crate) const CMD_RESTART: u8 = 1;
+pub(crate) const CMD_STOP: u8 = 2;
+
+pub(crate) struct Slot {
+    pub(crate) name: Arc<str>,
+    pub(crate) has_context: bool,
+    pub(crate) config: Config,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) deps: Box<[usize]>,
+    pub(crate) dependents: Box<[usize]>,
+    pub(crate) phase: AtomicU64,
+    pub(crate) cmd: AtomicU8,
+    pub(crate) wake: Notify,
+    pub(crate) status: Mutex<StatusInner>,
+    pub(crate) tasks: Mutex<Tasks>,
+}
+
+pub(crate) struct StatusInner {
+    pub(crate) state: ServiceState,
+    pub(crate) restarts: u32,
+    pub(crate) runs: u64,
+    pub(crate) last_error: Option<Arc<ServiceError>>,
+    pub(crate) since: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct Tasks {
+    pub(crate) run: u64,
+    pub(crate) open: bool,
+    pub(crate) set: Option<JoinSet<()>>,
+    pub(crate) error: Option<ServiceErrorKind>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) slots: Box<[Slot]>,
+    by_name: HashMap<Arc<str>, usize>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) forced: AtomicBool,
+    pub(crate) root: CancellationToken,
+    events: broadcast::Sender<Event>,
+    pub(crate) failures: Mutex<Vec<ServiceFailure>>,
+    pub(crate) aborted: Mutex<Vec<Arc<str>>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn phase(&self, idx: usize) -> u64 {
+        self.slots[idx].phase.load(Ordering::Acquire)
+    }
+
+    /// Stores a new phase for `idx` and wakes whoever may care: dependents (readiness)
+    /// and dependencies (waiting for their dependents to stop).
+    pub(crate) fn set_phase(&self, idx: usize, run: u64, flags: u64) {
+        let slot = &self.slots[idx];
+        slot.phase
+            .store((run << RUN_SHIFT) | flags, Ordering::Release);
+        for &d in slot.dependents.iter().chain(slot.deps.iter()) {
+            self.slots[d].wake.notify_one();
+        }
+    }
+
+    pub(crate) fn mark_ready(&self, idx: usize, run: u64) {
+        let slot = &self.slots[idx];
+        let mut cur = slot.phase.load(Ordering::Acquire);
+        loop {
+            if cur >> RUN_SHIFT != run || cur & (READY | ENDED) != 0 || cur & ACTIVE == 0 {
+                return;
+            }
+            match slot.phase.compare_exchange_weak(
+                cur,
+                cur | READY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        tracing::debug!(service = %slot.name, run, "ready");
+        for &d in slot.dependents.iter() {
+            self.slots[d].wake.notify_one();
+        }
+    }
+
+    pub(crate) fn set_state(&self, idx: usize, state: ServiceState) {
+        let slot = &self.slots[idx];
+        {
+            let mut st = lock(&slot.status);
+            if st.state == state {
+                return;
+            }
+            st.state = state;
+            if state != ServiceState::Running {
+                st.since = None;
+            }
+        }
+        tracing::debug!(service = %slot.name, %state, "state changed");
+        self.emit(|| Event::State {
+            service: slot.name.clone(),
+            state,
+        });
+    }
+
+    pub(crate) fn emit(&self, ev: impl FnOnce() -> Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(ev());
+        }
+    }
+
+    pub(crate) fn record_failure(&self, failure: ServiceFailure) {
+        lock(&self.failures).push(failure);
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::AcqRel) {
+            tracing::info!("shutting down");
+            self.root.cancel();
+            for slot in self.slots.iter() {
+                slot.wake.notify_one();
+            }
+        }
+    }
+
+    fn force(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        if !self.forced.swap(true, Ordering::AcqRel) {
+            tracing::warn!("second signal: aborting what is still running");
+            self.root.cancel();
+            for slot in self.slots.iter() {
+                slot.wake.notify_one();
+            }
+        }
+    }
+
+    fn restart_all(&self) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::info!("restarting every service");
+        for slot in self.slots.iter() {
+            slot.cmd.store(CMD_RESTART, Ordering::Release);
+            slot.wake.notify_one();
+        }
+    }
+
+    fn command(&self, name: &str, cmd: u8) -> Result<(), UnknownService> {
+        let &idx = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| UnknownService(name.to_owned()))?;
+        let slot = &self.slots[idx];
+        slot.cmd.store(cmd, Ordering::Release);
+        slot.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Builds and starts a set of services.
+///
+/// [`run_services`] is `Runner::new().services(..).run()`; use the builder to set the
+/// runner-wide shutdown timeout, turn signal handling off, or get a [`RunnerHandle`]
+/// with status, events and per-service control.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use servicekit::{Runner, Service};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> servicekit::Result<()> {
+/// let handle = Runner::new()
+///     .shutdown_timeout(Duration::from_secs(5))
+///     .signals(false)
+///     .service(Service::new("idle", |ctx| async move { ctx.shutdown_requested().await }))
+///     .start()
+///     .await?;
+/// assert_eq!(handle.status().len(), 1);
+/// handle.shutdown();
+/// handle.wait().await
+/// # }
+/// ```
+#[must_use = "a Runner does nothing until `start` or `run` is awaited"]
+pub struct Runner {
+    services: Vec<Service>,
+    shutdown_timeout: Duration,
+    signals: bool,
+    token: Option<CancellationToken>,
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner")
+            .field("services", &self.services)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("signals", &self.signals)
+            .finish()
+    }
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runner {
+    /// A runner with no services, a 10 s default shutdown timeout, and signal handling on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runner = servicekit::Runner::new();
+    /// # drop(runner);
+    /// ```
+    pub fn new() -> Self {
+        Runner {
+            services: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            signals: true,
+            token: None,
+        }
+    }
+
+    /// The shutdown timeout of services that do not set their own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runner = servicekit::Runner::new().shutdown_timeout(std::time::Duration::from_secs(3));
+    /// # drop(runner);
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether to handle SIGINT/SIGTERM/SIGQUIT/SIGHUP (Ctrl+C on Windows). On by
+    /// default; turn it off when the program handles signals itself (then call
+    /// [`RunnerHandle::shutdown`] or cancel the [`shutdown_token`](Runner::shutdown_token)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runner = servicekit::Runner::new().signals(false);
+    /// # drop(runner);
+    /// ```
+    pub fn signals(mut self, on: bool) -> Self {
+        self.signals = on;
+        self
+    }
+
+    /// Uses `token` as the runner's shutdown token: cancelling it starts a graceful
+    /// shutdown (for a sync `main`, a Windows service, a parent framework).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let token = tokio_util::sync::CancellationToken::new();
+    /// let runner = servicekit::Runner::new().shutdown_token(token.clone());
+    /// # drop(runner);
+    /// ```
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Adds a service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let runner = servicekit::Runner::new()
+    ///     .service(servicekit::Service::without_context("a", || async {}));
+    /// # drop(runner);
+    /// ```
+    pub fn service(mut self, service: Service) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Adds several services.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::Service;
+    /// let runner = servicekit::Runner::new().services([
+    ///     Service::without_context("a", || async {}),
+    ///     Service::without_context("b", || async {}),
+    /// ]);
+    /// # drop(runner);
+    /// ```
+    pub fn services(mut self, services: impl IntoIterator<Item = Service>) -> Self {
+        self.services.extend(services);
+        self
+    }
+
+    /// Validates the configuration and starts every service (dependencies first).
+    ///
+    /// Services start in the background: this returns as soon as every supervisor is
+    /// running, before the services are ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for duplicate or empty names, unknown dependencies, a dependency
+    /// cycle or an invalid setting (nothing has started then), and [`Error::Signals`] if
+    /// the signal handlers cannot be installed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> servicekit::Result<()> {
+    /// let handle = servicekit::Runner::new()
+    ///     .signals(false)
+    ///     .service(servicekit::Service::without_context("once", || async {}))
+    ///     .start()
+    ///     .await?;
+    /// handle.wait().await
+    /// # }
+    /// ```
+    pub async fn start(self) -> Result<RunnerHandle> {
+        let Runner {
+            services,
+            shutdown_timeout,
+            signals,
+            token,
+        } = self;
+        let order = validate(&services)?;
+        let n = services.len();
+
+        let mut by_name = HashMap::with_capacity(n);
+        for (i, s) in services.iter().enumerate() {
+            by_name.insert(s.name.clone(), i);
+        }
+        let mut deps_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut dependents_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, s) in services.iter().enumerate() {
+            for d in &s.config.after {
+                let j = by_name[d.as_str()];
+                if !deps_of[i].contains(&j) {
+                    deps_of[i].push(j);
+                    dependents_of[j].push(i);
+                }
+            }
+        }
+
+        let mut factories = Vec::with_capacity(n);
+        let mut slots = Vec::with_capacity(n);
+        for ((s, deps), dependents) in services.into_iter().zip(deps_of).zip(dependents_of) {
+            let Service {
+                name,
+                has_context,
+                mut config,
+                factory,
+            } = s;
+            config.after = Vec::new();
+            factories.push(Some(factory));
+            slots.push(Slot {
+                name,
+                has_context,
+                shutdown_timeout: config.shutdown_timeout.unwrap_or(shutdown_timeout),
+                config,
+                deps: deps.into(),
+                dependents: dependents.into(),
+                phase: AtomicU64::new(0),
+                cmd: AtomicU8::new(CMD_NONE),
+                wake: Notify::new(),
+                status: Mutex::new(StatusInner {
+                    state: ServiceState::Starting,
+                    restarts: 0,
+                    runs: 0,
+                    last_error: None,
+                    since: None,
+                }),
+                tasks: Mutex::new(Tasks::default()),
+            });
+        }
+
+        #[cfg(unix)]
+        let signals = if signals {
+            Some(crate::signals::Signals::new().map_err(Error::Signals)?)
+        } else {
+            None
+        };
+        #[cfg(not(unix))]
+        let signals = signals.then(crate::signals::Signals::new);
+
+        let shared = Arc::new(Shared {
+            slots: slots.into(),
+            by_name,
+            shutting_down: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            root: token.unwrap_or_default(),
+            events: broadcast::channel(1024).0,
+            failures: Mutex::new(Vec::new()),
+            aborted: Mutex::new(Vec::new()),
+        });
+
+        let tracker = TaskTracker::new();
+        for idx in order {
+            let factory = factories[idx].take().expect("each service is spawned once");
+            tracker.spawn(crate::supervisor::supervise(shared.clone(), idx, factory));
+        }
+        tracker.close();
+
+        let control = tokio::spawn(control(shared.clone(), tracker, signals));
+        Ok(RunnerHandle {
+            shared,
+            control: Some(control),
+        })
+    }
+
+    /// Starts every service and waits until they have all ended; see [`run_services`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Runner::start`] and [`RunnerHandle::wait`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> servicekit::Result<()> {
+    /// servicekit::Runner::new()
+    ///     .signals(false)
+    ///     .service(servicekit::Service::without_context("once", || async {}))
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run(self) -> Result<()> {
+        self.start().await?.wait().await
+    }
+}
+
+/// Checks names, dependencies and settings; returns a start order (dependencies first).
+fn validate(services: &[Service]) -> Result<Vec<usize>, ConfigError> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(services.len());
+    for (i, s) in services.iter().enumerate() {
+        if s.name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        if index.insert(&s.name, i).is_some() {
+            return Err(ConfigError::DuplicateName(s.name.to_string()));
+        }
+        s.config.validate(&s.name)?;
+    }
+    for s in services {
+        for d in &s.config.after {
+            if !index.contains_key(d.as_str()) {
+                return Err(ConfigError::UnknownDependency {
+                    service: s.name.to_string(),
+                    dependency: d.clone(),
+                });
+            }
+        }
+    }
+    // Depth-first topological sort; a grey node met again closes a cycle.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        White,
+        Grey,
+        Black,
+    }
+    let mut mark = vec![Mark::White; services.len()];
+    let mut order = Vec::with_capacity(services.len());
+    let mut path: Vec<usize> = Vec::new();
+    for root in 0..services.len() {
+        if mark[root] != Mark::White {
+            continue;
+        }
+        // (node, next dependency to visit)
+        let mut stack = vec![(root, 0usize)];
+        mark[root] = Mark::Grey;
+        path.push(root);
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let after = &services[node].config.after;
+            if *next < after.len() {
+                let dep = index[after[*next].as_str()];
+                *next += 1;
+                match mark[dep] {
+                    Mark::White => {
+                        mark[dep] = Mark::Grey;
+                        path.push(dep);
+                        stack.push((dep, 0));
+                    }
+                    Mark::Grey => {
+                        let start = path.iter().position(|&p| p == dep).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            path[start..].iter().map(|&p| services[p].name.to_string()).collect();
+                        cycle.push(services[dep].name.to_string());
+                        return Err(ConfigError::Cycle(cycle));
+                    }
+                    Mark::Black => {}
+                }
+            } else {
+                mark[node] = Mark::Black;
+                order.push(node);
+                path.pop();
+                stack.pop();
+            }
+        }
+    }
+    Ok(order)
+}
+
+async fn control(
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    mut signals: Option<crate::signals::Signals>,
+) {
+    let done = tracker.wait();
+    tokio::pin!(done);
+    let root = shared.root.clone();
+    let mut cancelled_seen = false;
+    loop {
+        tokio::select! {
+            () = &mut done => break,
+            () = root.cancelled(), if !cancelled_seen => {
+                cancelled_seen = true;
+                shared.begin_shutdown();
+            }
+            sig = crate::signals::next(&mut signals) => match sig {
+                crate::signals::Kind::Reload => shared.restart_all(),
+                crate::signals::Kind::Graceful { forcing } => {
+                    if shared.shutting_down.load(Ordering::Acquire) {
+                        if forcing {
+                            shared.force();
+                        }
+                    } else {
+                        shared.begin_shutdown();
+                    }
+                }
+            },
+        }
+    }
+    // Dropping the signal stream unregisters it; once no runner is active the
+    // default actions come back.
+    drop(signals);
+}
+
+/// A running set of services: status, events, control, and the final outcome.
+///
+/// Dropping the handle without calling [`wait`](RunnerHandle::wait) starts a graceful
+/// shutdown in the background.
+///
+/// # Examples
+///
+/// ```
+/// use futures::StreamExt;
+/// use servicekit::{Event, Runner, Service, ServiceState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> servicekit::Result<()> {
+/// let handle = Runner::new()
+///     .signals(false)
+///     .service(Service::new("svc", |ctx| async move { ctx.shutdown_requested().await }))
+///     .start()
+///     .await?;
+/// let mut events = handle.events();
+/// handle.shutdown();
+/// while let Some(ev) = events.next().await {
+///     if let Event::State { state: ServiceState::Stopped, .. } = ev {
+///         break;
+///     }
+/// }
+/// handle.wait().await
+/// # }
+/// ```
+pub struct RunnerHandle {
+    shared: Arc<Shared>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerHandle")
+            .field("services", &self.shared.slots.len())
+            .field(
+                "shutting_down",
+                &self.shared.shutting_down.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl RunnerHandle {
+    /// A snapshot of every service, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// for s in handle.status() {
+    ///     println!("{}: {}", s.name, s.state);
+    /// }
+    /// # }
+    /// ```
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let now = Instant::now();
+        self.shared
+            .slots
+            .iter()
+            .map(|slot| {
+                let st = lock(&slot.status);
+                ServiceStatus {
+                    name: slot.name.clone(),
+                    state: st.state,
+                    restarts: st.restarts,
+                    runs: st.runs,
+                    last_error: st.last_error.clone(),
+                    uptime: st.since.map(|s| now.saturating_duration_since(s)),
+                }
+            })
+            .collect()
+    }
+
+    /// A stream of every state change and failure from now on.
+    ///
+    /// Up to 1024 events are buffered per stream; a stream that falls further behind
+    /// yields [`Event::Lagged`] with the number it missed. The stream ends when the
+    /// runner has ended and every event was read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// use futures::StreamExt;
+    /// let mut events = handle.events();
+    /// while let Some(ev) = events.next().await {
+    ///     println!("{ev:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> Events {
+        Events {
+            inner: Box::pin(futures::stream::unfold(
+                self.shared.events.subscribe(),
+                |mut rx| async move {
+                    match rx.recv().await {
+                        Ok(ev) => Some((ev, rx)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Some((Event::Lagged(n), rx)),
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    }
+                },
+            )),
+        }
+    }
+
+    /// Starts a graceful shutdown: services stop in reverse dependency order, each
+    /// within its shutdown timeout. Returns at once; [`wait`](RunnerHandle::wait) for
+    /// the outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: servicekit::RunnerHandle) -> servicekit::Result<()> {
+    /// handle.shutdown();
+    /// handle.wait().await
+    /// # }
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.begin_shutdown();
+    }
+
+    /// The runner's shutdown token: cancelled when shutdown starts; cancelling it
+    /// starts one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// let token = handle.shutdown_token();
+    /// token.cancelled().await;
+    /// # }
+    /// ```
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.root.clone()
+    }
+
+    /// Restarts one service: its dependents stop first, then it stops (within its
+    /// shutdown timeout), starts again, and its dependents start again once it is
+    /// ready. Does not count towards `max_restarts`.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownService`] if no service has that name. Restarting a service that has
+    /// already ended does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// handle.restart("db").expect("db is a service");
+    /// # }
+    /// ```
+    pub fn restart(&self, name: &str) -> Result<(), UnknownService> {
+        self.shared.command(name, CMD_RESTART)
+    }
+
+    /// Stops one service for good: its dependents stop first (and end too, since what
+    /// they depend on is gone); the others keep running.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownService`] if no service has that name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// handle.stop("metrics").expect("metrics is a service");
+    /// # }
+    /// ```
+    pub fn stop(&self, name: &str) -> Result<(), UnknownService> {
+        self.shared.command(name, CMD_STOP)
+    }
+
+    /// Waits until every service has ended (after a shutdown, an escalation, or because
+    /// they all returned), then reports the outcome. Signal handlers are removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forced`] if a second signal forced the shutdown; [`Error::Services`]
+    /// naming every service that gave up, failed while stopping or hung.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future drops the handle, which starts a graceful
+    /// shutdown in the background.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: servicekit::RunnerHandle) {
+    /// if let Err(e) = handle.wait().await {
+    ///     eprintln!("{e}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn wait(mut self) -> Result<()> {
+        if let Some(control) = self.control.take() {
+            if let Err(e) = control.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        outcome(&self.shared)
+    }
+}
+
+fn outcome(shared: &Shared) -> Result<()> {
+    if shared.forced.load(Ordering::Acquire) {
+        return Err(Error::Forced {
+            aborted: std::mem::take(&mut *lock(&shared.aborted)),
+        });
+    }
+    let failures = std::mem::take(&mut *lock(&shared.failures));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Services(ServiceFailures(failures)))
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        if self.control.is_some() {
+            self.shared.begin_shutdown();
+        }
+    }
+}
+
+/// The stream returned by [`RunnerHandle::events`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn f(handle: &servicekit::RunnerHandle) {
+/// use futures::StreamExt;
+/// let first: Option<servicekit::Event> = handle.events().next().await;
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct Events {
+    inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// Runs services until they have all ended, one gave up, or a shutdown signal
+/// arrived; then stops the rest gracefully and reports the outcome.
+///
+/// Services start in dependency order and stop in reverse. SIGINT, SIGTERM and SIGQUIT
+/// start a graceful shutdown; a second SIGINT or SIGTERM during it aborts what is left
+/// ([`Error::Forced`]); SIGHUP restarts every service in dependency order. The handlers
+/// are removed when this returns.
+///
+/// # Errors
+///
+/// [`Error::Config`] before anything starts (duplicate names, unknown dependency, cycle,
+/// invalid setting); [`Error::Services`] naming each service that gave up or hung;
+/// [`Error::Forced`] after a second signal.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{run_services, service};
+///
+/// #[service(restart = "never")]
+/// async fn once() {
+///     println!("hello");
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> servicekit::Result<()> {
+/// run_services([once()]).await
+/// # }
+/// ```
+pub async fn run_services(services: impl IntoIterator<Item = Service>) -> Result<()> {
+    Runner::new().services(services).run().await
+}

@@ -1,0 +1,296 @@
+//! Checks the annotated function and generates the code.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+
+use crate::attr::{Dur, Errors, parse_main_args, parse_service_args};
+
+fn is_context(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "ServiceContext"),
+        Type::Reference(r) => is_context(&r.elem),
+        _ => false,
+    }
+}
+
+fn duration(krate: &TokenStream, d: Dur) -> TokenStream {
+    let nanos = d.nanos as u64;
+    quote_spanned!(d.span=> #krate::__private::__Duration::from_nanos(#nanos))
+}
+
+/// `#[service]`.
+pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(
+                e.span(),
+                "`#[service]` can only be used on an `async fn`",
+            )
+            .to_compile_error();
+            return quote!(#e #item);
+        }
+    };
+    let mut errors = Errors::default();
+    let a = parse_service_args(args, &mut errors);
+    let krate = match &a.krate {
+        Some(p) => quote!(#p),
+        None => quote!(::servicekit),
+    };
+
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        errors.add(sig.fn_token, "`#[service]` requires an `async fn`");
+    }
+    if let Some(c) = &sig.constness {
+        errors.add(c, "`#[service]` cannot be used on a `const fn`");
+    }
+    if let Some(v) = &sig.variadic {
+        errors.add(v, "`#[service]` functions cannot be variadic");
+    }
+
+    // Parameters: the context is injected, every other one is cloned for each run.
+    let mut outer_params = Vec::new();
+    let mut call_args = Vec::new();
+    let mut clones = Vec::new();
+    let mut has_context = false;
+    for (i, arg) in sig.inputs.iter().enumerate() {
+        match arg {
+            FnArg::Receiver(r) => errors.add(
+                r,
+                "`#[service]` cannot be used on methods: a service is a free `async fn` (remove the `self` parameter)",
+            ),
+            FnArg::Typed(pt) => {
+                if is_context(&pt.ty) {
+                    if has_context {
+                        errors.add(
+                            pt,
+                            "only one `ServiceContext` parameter is allowed; the runner injects a single context per run",
+                        );
+                    }
+                    if matches!(&*pt.ty, Type::Reference(_)) {
+                        errors.add(&pt.ty, "take the context by value: `ctx: ServiceContext` (it is cheap to clone)");
+                    }
+                    has_context = true;
+                    call_args.push(quote!(__servicekit_ctx.clone()));
+                    continue;
+                }
+                if let Type::ImplTrait(t) = &*pt.ty {
+                    errors.add(t, "`impl Trait` arguments are not supported by `#[service]`; use a generic parameter");
+                }
+                let ident = match &*pt.pat {
+                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
+                    _ => format_ident!("__servicekit_arg{}", i),
+                };
+                let ty = &pt.ty;
+                let attrs = &pt.attrs;
+                outer_params.push(quote!(#(#attrs)* #ident: #ty));
+                clones.push(quote_spanned! {ty.span()=>
+                    let #ident = #krate::__private::clone_arg::<#ty>(&#ident);
+                });
+                call_args.push(quote!(#ident));
+            }
+        }
+    }
+
+    let vis = &func.vis;
+    let name_ident = &sig.ident;
+    let attrs = &func.attrs;
+    let generics = &sig.generics;
+    let (_, ty_generics, where_clause) = generics.split_for_impl();
+    let service_name = match &a.name {
+        Some(n) => n.value(),
+        None => name_ident.to_string(),
+    };
+
+    if let Err(e) = errors.into_result() {
+        let e = e.to_compile_error();
+        // A stand-in with the final signature keeps callers and IDEs working.
+        return quote! {
+            #e
+            #(#attrs)*
+            #vis fn #name_ident #generics (#(#outer_params),*) -> #krate::Service #where_clause {
+                ::core::unreachable!("`#[service]` reported an error")
+            }
+        };
+    }
+
+    let mut builder = Vec::new();
+    if let Some((r, span)) = &a.restart {
+        let variant = match r.as_str() {
+            "always" => quote_spanned!(*span=> Always),
+            "never" => quote_spanned!(*span=> Never),
+            _ => quote_spanned!(*span=> OnFailure),
+        };
+        builder.push(quote!(.restart(#krate::Restart::#variant)));
+    }
+    if let Some(d) = a.every {
+        let d = duration(&krate, d);
+        builder.push(quote!(.every(#d)));
+    }
+    if let Some((base, cap)) = a.backoff {
+        let (b, c) = (duration(&krate, base), duration(&krate, cap));
+        builder.push(quote!(.backoff(#b, #c)));
+    }
+    if let Some(d) = a.reset_after {
+        let d = duration(&krate, d);
+        builder.push(quote!(.reset_after(#d)));
+    }
+    if a.max_restarts.is_some() || a.within.is_some() {
+        let max = match a.max_restarts {
+            Some((n, _)) => quote!(#n),
+            None => quote!(#krate::DEFAULT_MAX_RESTARTS),
+        };
+        let within = match a.within {
+            Some(d) => duration(&krate, d),
+            None => quote!(#krate::DEFAULT_WITHIN),
+        };
+        builder.push(quote!(.max_restarts(#max, #within)));
+    }
+    if let Some((v, span)) = &a.on_give_up {
+        let variant = if v == "ignore" {
+            quote_spanned!(*span=> Ignore)
+        } else {
+            quote_spanned!(*span=> Shutdown)
+        };
+        builder.push(quote!(.on_give_up(#krate::OnGiveUp::#variant)));
+    }
+    if let Some(d) = a.shutdown_timeout {
+        let d = duration(&krate, d);
+        builder.push(quote!(.shutdown_timeout(#d)));
+    }
+    if !a.after.is_empty() {
+        let after = &a.after;
+        builder.push(quote!(.after([#(#after),*])));
+    }
+
+    // The body keeps the user's signature (context included) as an inner fn, so type
+    // errors in it point at the user's code.
+    let mut inner_sig = sig.clone();
+    inner_sig.ident = format_ident!("__servicekit_body");
+    let block = &func.block;
+    let output_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, t) => t.span(),
+    };
+    let turbofish = if generics.params.is_empty() {
+        quote!()
+    } else {
+        let t = ty_generics.as_turbofish();
+        quote!(#t)
+    };
+    let service_fn = quote_spanned!(output_span=> #krate::__private::service);
+    let ctx_param = if has_context {
+        quote!(__servicekit_ctx: #krate::ServiceContext)
+    } else {
+        quote!(_: #krate::ServiceContext)
+    };
+
+    quote! {
+        #(#attrs)*
+        #[must_use = "a Service does nothing until it is given to a runner"]
+        #vis fn #name_ident #generics (#(#outer_params),*) -> #krate::Service #where_clause {
+            #[allow(clippy::needless_pass_by_value, clippy::unused_async)]
+            #inner_sig #block
+
+            #service_fn(
+                #service_name,
+                #has_context,
+                move |#ctx_param| {
+                    #(#clones)*
+                    __servicekit_body #turbofish (#(#call_args),*)
+                },
+            )
+            #(#builder)*
+        }
+    }
+}
+
+/// `#[servicekit::main]`.
+pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(
+                e.span(),
+                "`#[servicekit::main]` can only be used on `async fn main`",
+            )
+            .to_compile_error();
+            return quote!(#e #item);
+        }
+    };
+    let mut errors = Errors::default();
+    let a = parse_main_args(args, &mut errors);
+    let krate = match &a.krate {
+        Some(p) => quote!(#p),
+        None => quote!(::servicekit),
+    };
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        errors.add(
+            sig.fn_token,
+            "`#[servicekit::main]` requires an `async fn`",
+        );
+    }
+    if !sig.inputs.is_empty() {
+        errors.add(&sig.inputs, "`main` cannot take arguments");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.add(&sig.generics, "`main` cannot be generic");
+    }
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let ident = &sig.ident;
+    if let Err(e) = errors.into_result() {
+        let e = e.to_compile_error();
+        return quote! {
+            #e
+            #(#attrs)*
+            #vis fn #ident() -> ::std::process::ExitCode {
+                ::core::unreachable!("`#[servicekit::main]` reported an error")
+            }
+        };
+    }
+    let output = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => quote!(#t),
+    };
+    let out_span = match &sig.output {
+        ReturnType::Default => Span::call_site(),
+        ReturnType::Type(_, t) => t.span(),
+    };
+    let block = &func.block;
+    let multi = a.multi_thread;
+    let tracing = a.tracing;
+    let threads = match a.worker_threads {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let shutdown = a.runtime_shutdown as u64;
+    let body = quote_spanned! {out_span=>
+        async move {
+            let __servicekit_out: #output = async move #block.await;
+            __servicekit_out
+        }
+    };
+    quote! {
+        #(#attrs)*
+        #vis fn #ident() -> ::std::process::ExitCode {
+            #krate::__private::run_main(
+                #krate::__private::MainConfig {
+                    multi_thread: #multi,
+                    worker_threads: #threads,
+                    tracing: #tracing,
+                    runtime_shutdown: #krate::__private::__Duration::from_nanos(#shutdown),
+                },
+                #body,
+            )
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Procedural macros for [servicekit](https://docs.rs/servicekit): `#[service]` and
+//! `#[main]`. Use them through the `servicekit` crate, which re-exports them.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_code)]
+
+mod attr;
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// Turns an `async fn` into a function returning a restartable [`Service`].
+///
+/// Calling the generated function runs nothing: it returns a `Service` that
+/// `run_services` or a `Runner` runs, restarts and stops. The arguments are kept and
+/// cloned for each run, so they must be `Clone + Send + 'static`. A parameter of type
+/// `ServiceContext` (in any position) is injected by the runner and is not part of the
+/// generated signature. The body may return `()` or `Result<(), E>` with
+/// `E: Into<Box<dyn Error + Send + Sync>>`.
+///
+/// # Arguments
+///
+/// | key | value | default |
+/// |---|---|---|
+/// | `name` | `"text"` | the fn's name |
+/// | `restart` | `"always"`, `"on-failure"`, `"never"` | `"on-failure"` |
+/// | `every` | duration: run the body periodically | not periodic |
+/// | `backoff` | `"base..cap"` | `"100ms..30s"` |
+/// | `reset_after` | duration | `"60s"` |
+/// | `max_restarts` | whole number | `5` |
+/// | `within` | duration | `"60s"` |
+/// | `on_give_up` | `"shutdown"`, `"ignore"` | `"shutdown"` |
+/// | `shutdown_timeout` | duration | the runner's (10 s) |
+/// | `after` | `["name", ...]`: dependencies | none |
+/// | `crate` | `"path"` to servicekit | `"::servicekit"` |
+///
+/// Durations are written `"250ms"`, `"5s"`, `"2m"` or `"1h"` and checked at compile time.
+///
+/// # Examples
+///
+/// ```ignore
+/// use servicekit::{service, ServiceContext};
+///
+/// #[service(name = "api", restart = "always", backoff = "100ms..10s", after = ["db"])]
+/// async fn api(ctx: ServiceContext, port: u16) -> std::io::Result<()> {
+///     ctx.ready();
+///     ctx.shutdown_requested().await;
+///     Ok(())
+/// }
+/// ```
+///
+/// Equivalent code without `#[service]`:
+///
+/// ```ignore
+/// fn api(port: u16) -> servicekit::Service {
+///     servicekit::Service::new("api", move |ctx| {
+///         let port = port.clone();
+///         async move {
+///             ctx.ready();
+///             ctx.shutdown_requested().await;
+///             Ok::<(), std::io::Error>(())
+///         }
+///     })
+///     .restart(servicekit::Restart::Always)
+///     .backoff(Duration::from_millis(100), Duration::from_secs(10))
+///     .after(["db"])
+/// }
+/// ```
+///
+/// [`Service`]: https://docs.rs/servicekit/latest/servicekit/struct.Service.html
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::service(args.into(), item.into()).into()
+}
+
+/// Runs `async fn main` on a tokio runtime and turns its outcome into the exit code.
+///
+/// It builds the runtime (`flavor = "multi_thread"` by default or `"current_thread"`,
+/// `worker_threads = n`), installs a `tracing-subscriber` fmt layer on stderr filtered
+/// by `RUST_LOG` (default `info`) unless `tracing = false`, and after the body returns
+/// shuts the runtime down within `runtime_shutdown` (default `"1s"`) so a stray
+/// blocking task cannot keep the process alive.
+///
+/// `main` may return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`.
+///
+/// | outcome | exit code |
+/// |---|---|
+/// | `()` or `Ok(())` | 0 |
+/// | `Err(e)` (a service failed or hung, or any other error); the chain is printed to stderr | 1 |
+/// | `Err(servicekit::Error::Forced)`: a second signal forced the shutdown | 130 |
+///
+/// # Examples
+///
+/// ```ignore
+/// #[servicekit::main(flavor = "current_thread")]
+/// async fn main() -> servicekit::Result<()> {
+///     servicekit::run_services([/* services */]).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::main(args.into(), item.into()).into()
+}

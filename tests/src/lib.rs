@@ -1,0 +1,1 @@
+//! Shared helpers for servicekit's integration, process and UI tests.
