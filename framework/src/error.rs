@@ -50,8 +50,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
     /// One or more services failed (gave up restarting) or did not stop in time.
-    #[error("{}", DisplayFailures(.0))]
-    Services(#[source] ServiceFailures),
+    #[error(transparent)]
+    Services(ServiceFailures),
     /// A second SIGINT/SIGTERM arrived during a graceful shutdown: what was still
     /// running was aborted at once. `#[servicekit::main]` exits with code 130.
     #[error("shutdown forced by a second signal; aborted: {}", DisplayNames(.aborted))]
@@ -93,8 +93,9 @@ impl Error {
     }
 }
 
-/// The list of failed services inside [`Error::Services`]; its [`source`] is the
-/// first failure, so an error chain printer shows the underlying cause.
+/// The list of failed services inside [`Error::Services`]. Its `Display` names every
+/// failure; its [`source`] is the cause of the first one, so an error chain printer
+/// shows the underlying error.
 ///
 /// [`source`]: std::error::Error::source
 ///
@@ -153,9 +154,7 @@ impl fmt::Display for ServiceFailures {
 
 impl std::error::Error for ServiceFailures {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .first()
-            .map(|f| f as &(dyn std::error::Error + 'static))
+        self.0.first().and_then(|f| std::error::Error::source(f))
     }
 }
 
@@ -386,15 +385,15 @@ impl ServiceError {
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ServiceErrorKind::Returned(e) => {
-                write!(f, "service `{}` run {} failed: {e}", self.service, self.run)
+            ServiceErrorKind::Returned(_) => {
+                write!(f, "service `{}` run {} failed", self.service, self.run)
             }
             ServiceErrorKind::Panicked(m) => {
                 write!(f, "service `{}` run {} panicked: {m}", self.service, self.run)
             }
-            ServiceErrorKind::Task(e) => write!(
+            ServiceErrorKind::Task(_) => write!(
                 f,
-                "a task spawned by service `{}` run {} failed: {e}",
+                "a task spawned by service `{}` run {} failed",
                 self.service, self.run
             ),
             ServiceErrorKind::TaskPanicked(m) => write!(
@@ -474,3 +473,18 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no service named `{0}`")]
 pub struct UnknownService(pub String);
+
+/// Displays an error followed by its sources: `outer: inner: root cause`.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

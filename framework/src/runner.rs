@@ -296,7 +296,9 @@ impl Shared {
             return;
         }
         tracing::info!("restarting every service");
-        for slot in self.slots.iter() {
+        // Only the roots: their dependents go down and come back after them by the
+        // dependency rule, so each service restarts once, in dependency order.
+        for slot in self.slots.iter().filter(|s| s.deps.is_empty()) {
             slot.cmd.store(CMD_RESTART, Ordering::Release);
             slot.wake.notify_one();
         }
@@ -900,12 +902,11 @@ impl RunnerHandle {
     /// # }
     /// ```
     pub async fn wait(mut self) -> Result<()> {
-        if let Some(control) = self.control.take() {
-            if let Err(e) = control.await {
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
-                }
-            }
+        if let Some(control) = self.control.take()
+            && let Err(e) = control.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
         }
         outcome(&self.shared)
     }

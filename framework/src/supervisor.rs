@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::context::ServiceContext;
-use crate::error::{FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
+use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
 use crate::runner::{
     ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, lock,
 };
@@ -129,7 +129,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory)
         let failure = match outcome.result {
             Some(Err(e)) => {
                 let e = Arc::new(e);
-                tracing::warn!(service = %slot.name, run, error = %e, "service failed");
+                tracing::warn!(service = %slot.name, run, error = %Chain(&*e), "service failed");
                 lock(&slot.status).last_error = Some(e.clone());
                 shared.emit(|| crate::Event::Failed {
                     service: slot.name.clone(),
@@ -186,7 +186,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory)
                     give_up = window.len() >= cfg.max_restarts as usize;
                 }
                 if give_up {
-                    tracing::error!(service = %slot.name, restarts, error = %error, "service gave up");
+                    tracing::error!(service = %slot.name, restarts, error = %Chain(&*error), "service gave up");
                     shared.record_failure(ServiceFailure {
                         service: slot.name.clone(),
                         kind: FailureKind::GaveUp { restarts, error },
