@@ -83,24 +83,30 @@ fn poll_now<F: Future + Unpin>(fut: &mut F) -> impl Future<Output = Poll<F::Outp
     std::future::poll_fn(move |cx| Poll::Ready(Pin::new(&mut *fut).poll(cx)))
 }
 
-/// Wraps a factory so each run is a periodic loop of the original body.
+/// Wraps a factory so each run is a periodic loop of the original body: ticks at
+/// `start + k × period`; a run that overruns skips every tick it missed and waits for
+/// the next one on the grid (no burst of catch-up runs, no immediate extra run).
 fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
     let inner = Arc::new(Mutex::new(factory));
     Box::new(move |ctx: ServiceContext| {
         let inner = inner.clone();
         Box::pin(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let start = Instant::now();
+            let mut due = start;
             loop {
+                let tick = tokio::time::sleep_until(due);
                 if has_context {
-                    if ctx.until_shutdown(interval.tick()).await.is_none() {
+                    if ctx.until_shutdown(tick).await.is_none() {
                         return Ok(());
                     }
                 } else {
-                    interval.tick().await;
+                    tick.await;
                 }
-                let tick = (lock(&inner))(ctx.clone());
-                tick.await?;
+                let run = (lock(&inner))(ctx.clone());
+                run.await?;
+                let elapsed = start.elapsed().as_nanos();
+                let k = elapsed / period.as_nanos() + 1;
+                due = start + Duration::from_nanos(u64::try_from(k * period.as_nanos()).unwrap_or(u64::MAX));
             }
         })
     })
