@@ -1,0 +1,287 @@
+//! Real processes: build the examples, run them, send real signals, and check exit codes
+//! and output.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Builds every example once per test binary and returns the examples directory.
+fn examples_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "servicekit-examples", "--examples"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the examples failed");
+        // target/<profile>/deps/process-xxxx -> target/<profile>/examples
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("examples")
+    })
+    .clone()
+}
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    /// Lines before this index were already matched by `expect_line`.
+    cursor: usize,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Proc {
+    fn spawn(path: PathBuf) -> Proc {
+        let mut child = Command::new(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+        let out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Proc {
+            child,
+            lines,
+            stdout: Vec::new(),
+            cursor: 0,
+            stderr,
+        }
+    }
+
+    fn example(name: &str) -> Proc {
+        Proc::spawn(examples_dir().join(name))
+    }
+
+    /// Waits for a stdout line containing `text`, after the last one matched.
+    fn expect_line(&mut self, text: &str) {
+        if let Some(i) = self.stdout[self.cursor..].iter().position(|l| l.contains(text)) {
+            self.cursor += i + 1;
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    self.stdout.push(line);
+                    if hit {
+                        self.cursor = self.stdout.len();
+                        return;
+                    }
+                }
+                Err(_) => panic!("no line with `{text}`; stdout so far: {:#?}", self.stdout),
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (at most `limit`), returning status, elapsed, stdout, stderr.
+    fn finish(mut self, limit: Duration) -> (ExitStatus, Duration, Vec<String>, String) {
+        let began = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if began.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("process did not exit within {limit:?}; stdout: {:#?}", self.stdout);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let elapsed = began.elapsed();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.stdout.push(line);
+        }
+        (status, elapsed, self.stdout, self.stderr.join().unwrap())
+    }
+}
+
+const SIGHUP: i32 = 1;
+const SIGINT: i32 = 2;
+const SIGQUIT: i32 = 3;
+const SIGTERM: i32 = 15;
+
+fn graceful_stop_of_quickstart(sig: i32) {
+    let mut p = Proc::example("01_quickstart");
+    p.expect_line("heartbeat: beat 1");
+    p.signal(sig);
+    let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(out.iter().any(|l| l.starts_with("heartbeat: stopping after")), "{out:#?}");
+    assert!(out.iter().any(|l| l.starts_with("worker: finished")), "{out:#?}");
+    assert_eq!(out.last().unwrap(), "quickstart: all services stopped cleanly");
+}
+
+#[test]
+fn sigint_stops_the_quickstart_cleanly() {
+    graceful_stop_of_quickstart(SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_quickstart_cleanly() {
+    graceful_stop_of_quickstart(SIGTERM);
+}
+
+#[test]
+fn sigquit_stops_the_quickstart_cleanly() {
+    graceful_stop_of_quickstart(SIGQUIT);
+}
+
+#[test]
+fn a_service_reaching_its_restart_limit_makes_the_program_exit_1() {
+    let p = Proc::example("02_restart");
+    let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    assert!(elapsed < Duration::from_secs(10));
+    assert_eq!(out.iter().filter(|l| l.contains("connecting")).count(), 5, "{out:#?}");
+    assert!(
+        err.contains("Error: service `flaky-upstream` gave up after 4 restarts"),
+        "stderr: {err}"
+    );
+    assert!(err.contains("caused by: connection refused (attempt 5)"), "stderr: {err}");
+}
+
+#[test]
+fn one_sigint_waits_for_the_hung_service_timeout_then_exits_1_naming_it() {
+    let mut p = Proc::example("03_graceful_shutdown");
+    p.expect_line("stubborn: I will ignore");
+    p.signal(SIGINT);
+    let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    assert!(out.iter().any(|l| l == "drainer: drained"), "{out:#?}");
+    assert!(out.iter().any(|l| l.starts_with("batcher: finished batch")), "{out:#?}");
+    assert!(
+        err.contains("Error: service `stubborn` did not stop within 2s and was aborted"),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn a_second_sigint_forces_exit_130_at_once() {
+    let mut p = Proc::example("03_graceful_shutdown");
+    p.expect_line("stubborn: I will ignore");
+    p.signal(SIGINT);
+    p.expect_line("drainer: drained");
+    let began = Instant::now();
+    p.signal(SIGINT);
+    let (status, _, _, err) = p.finish(Duration::from_secs(10));
+    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
+    assert_eq!(status.code(), Some(130), "stderr: {err}");
+    assert!(err.contains("shutdown forced by a second signal; aborted: `stubborn`"), "{err}");
+}
+
+#[test]
+fn a_sigterm_after_sigint_forces_too() {
+    let mut p = Proc::example("03_graceful_shutdown");
+    p.expect_line("stubborn: I will ignore");
+    p.signal(SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    p.signal(SIGTERM);
+    let (status, elapsed, _, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "stderr: {err}");
+    assert!(elapsed < Duration::from_secs(1));
+}
+
+#[test]
+fn dependencies_start_in_order_sighup_restarts_in_order_and_stop_is_reversed() {
+    let mut p = Proc::example("04_dependencies");
+    p.expect_line("worker: ready");
+    p.signal(SIGHUP);
+    p.expect_line("worker: starting (run 2)");
+    p.expect_line("worker: ready");
+    p.signal(SIGINT);
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let lines: Vec<&str> = out
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.ends_with("ready") && !l.starts_with("dependencies"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "db: starting (run 1)",
+            "api: starting on port 8080 (run 1)",
+            "worker: starting (run 1)",
+            // SIGHUP: down in reverse, up in order, each once
+            "worker: stopped",
+            "api: stopped",
+            "db: stopped",
+            "db: starting (run 2)",
+            "api: starting on port 8080 (run 2)",
+            "worker: starting (run 2)",
+            // SIGINT
+            "worker: stopped",
+            "api: stopped",
+            "db: stopped",
+        ]
+    );
+    assert_eq!(out.last().unwrap(), "dependencies: all stopped");
+    assert!(err.contains("signal=\"SIGHUP\""), "{err}");
+}
+
+#[test]
+fn periodic_example_ticks_and_stops_on_sigterm() {
+    let mut p = Proc::example("05_periodic");
+    p.expect_line("metrics: tick at 1.0s");
+    p.signal(SIGTERM);
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(out.iter().filter(|l| l.starts_with("compactor: run")).count() >= 3, "{out:#?}");
+}
+
+fn default_action_is_back_after_the_runner(sig: i32) {
+    let mut p = Proc::spawn(PathBuf::from(env!("CARGO_BIN_EXE_after_runner")));
+    p.expect_line("runner ended");
+    p.signal(sig);
+    let (status, elapsed, out, _) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(sig), "{status:?}");
+    assert!(elapsed < Duration::from_secs(2));
+    assert!(!out.iter().any(|l| l == "still alive"));
+}
+
+#[test]
+fn sigint_kills_by_default_once_the_runner_has_ended() {
+    default_action_is_back_after_the_runner(SIGINT);
+}
+
+#[test]
+fn sighup_and_sigterm_kill_by_default_once_the_runner_has_ended() {
+    default_action_is_back_after_the_runner(SIGHUP);
+    default_action_is_back_after_the_runner(SIGTERM);
+}
