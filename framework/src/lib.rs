@@ -122,6 +122,17 @@ pub mod __private {
         )
     }
 
+    /// Checks that a `#[service]` body returns `()` or `Result<(), E>`; the macro spans
+    /// the call on the declared return type so the error points there.
+    #[inline]
+    pub fn check_output<F>(fut: F) -> F
+    where
+        F: Future,
+        F::Output: IntoServiceResult,
+    {
+        fut
+    }
+
     /// Clones one argument of a `#[service]` fn for a run; the bounds give the error
     /// users see for an argument that cannot be cloned or sent.
     #[inline]

@@ -4,7 +4,6 @@
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitStr, MetaNameValue, Token};
 
 /// Collects errors so that one expansion reports all of them.
@@ -19,8 +18,9 @@ impl Errors {
         }
     }
 
-    pub(crate) fn add(&mut self, span: impl Spanned, msg: impl std::fmt::Display) {
-        self.push(syn::Error::new(span.span(), msg));
+    /// An error underlining all of `tokens`.
+    pub(crate) fn add(&mut self, tokens: impl quote::ToTokens, msg: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, msg));
     }
 
     pub(crate) fn into_result(self) -> Result<(), syn::Error> {
@@ -344,7 +344,7 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
                             return Err(syn::Error::new(i.span(), "`worker_threads` must be at least 1"));
                         }
                         out.worker_threads = Some(n);
-                        worker_span = Some(nv.path.span());
+                        worker_span = Some(syn::spanned::Spanned::span(&nv.path));
                     }
                     other => {
                         return Err(syn::Error::new_spanned(
@@ -372,10 +372,10 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
         }
     }
     if let (Some(span), false) = (worker_span, out.multi_thread) {
-        errors.add(
+        errors.push(syn::Error::new(
             span,
             "`worker_threads` can only be set with the \"multi_thread\" flavor",
-        );
+        ));
     }
     out
 }

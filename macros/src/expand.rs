@@ -19,6 +19,24 @@ fn is_context(ty: &Type) -> bool {
     }
 }
 
+/// Gives every token the span of the user's tokens, so an error on a generated call
+/// points at them.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                t = proc_macro2::TokenTree::Group(ng);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
+}
+
 fn duration(krate: &TokenStream, d: Dur) -> TokenStream {
     let nanos = d.nanos as u64;
     quote_spanned!(d.span=> #krate::__private::__Duration::from_nanos(#nanos))
@@ -57,6 +75,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 
     // Parameters: the context is injected, every other one is cloned for each run.
     let mut outer_params = Vec::new();
+    let mut standin_params = Vec::new();
     let mut call_args = Vec::new();
     let mut clones = Vec::new();
     let mut has_context = false;
@@ -67,6 +86,8 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
                 "`#[service]` cannot be used on methods: a service is a free `async fn` (remove the `self` parameter)",
             ),
             FnArg::Typed(pt) => {
+                let ty = &pt.ty;
+                standin_params.push(quote!(_: #ty));
                 if is_context(&pt.ty) {
                     if has_context {
                         errors.add(
@@ -115,7 +136,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         return quote! {
             #e
             #(#attrs)*
-            #vis fn #name_ident #generics (#(#outer_params),*) -> #krate::Service #where_clause {
+            #vis fn #name_ident #generics (#(#standin_params),*) -> #krate::Service #where_clause {
                 ::core::unreachable!("`#[service]` reported an error")
             }
         };
@@ -185,7 +206,10 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         let t = ty_generics.as_turbofish();
         quote!(#t)
     };
-    let service_fn = quote_spanned!(output_span=> #krate::__private::service);
+    let run_body = respan(
+        quote!(#krate::__private::check_output(__servicekit_body #turbofish (#(#call_args),*))),
+        output_span,
+    );
     let ctx_param = if has_context {
         quote!(__servicekit_ctx: #krate::ServiceContext)
     } else {
@@ -199,12 +223,12 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             #[allow(clippy::needless_pass_by_value, clippy::unused_async)]
             #inner_sig #block
 
-            #service_fn(
+            #krate::__private::service(
                 #service_name,
                 #has_context,
                 move |#ctx_param| {
                     #(#clones)*
-                    __servicekit_body #turbofish (#(#call_args),*)
+                    #run_body
                 },
             )
             #(#builder)*

@@ -1,0 +1,2 @@
+#[servicekit::main(flavor = "single")]
+async fn main() {}

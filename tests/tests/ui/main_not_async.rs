@@ -1,0 +1,2 @@
+#[servicekit::main]
+fn main() {}

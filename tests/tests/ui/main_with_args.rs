@@ -1,0 +1,4 @@
+#[servicekit::main]
+async fn main(args: Vec<String>) {
+    let _ = args;
+}

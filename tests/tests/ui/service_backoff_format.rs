@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(backoff = "100ms-10s")]
+async fn dash() {}
+
+fn main() {}

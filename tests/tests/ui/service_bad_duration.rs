@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(shutdown_timeout = "5 seconds")]
+async fn slow() {}
+
+fn main() {}

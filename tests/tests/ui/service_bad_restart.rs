@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(restart = "sometimes")]
+async fn maybe() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use servicekit::service;
+
+#[service]
+async fn answer() -> u32 {
+    42
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(name = "a", name = "b")]
+async fn twice() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service]
+fn not_async() {}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use servicekit::service;
+
+struct Server;
+
+impl Server {
+    #[service]
+    async fn run(&self) {}
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(restarts = "always")]
+async fn typo() {}
+
+fn main() {}
