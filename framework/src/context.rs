@@ -6,7 +6,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use std::sync::atomic::Ordering;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ServiceErrorKind;
 use crate::runner::Shared;
@@ -50,7 +51,6 @@ pub struct ServiceContext {
     pub(crate) shared: Arc<Shared>,
     pub(crate) idx: usize,
     pub(crate) run: u64,
-    pub(crate) token: CancellationToken,
 }
 
 impl fmt::Debug for ServiceContext {
@@ -58,7 +58,7 @@ impl fmt::Debug for ServiceContext {
         f.debug_struct("ServiceContext")
             .field("service", &self.name())
             .field("run", &self.run)
-            .field("shutdown_requested", &self.token.is_cancelled())
+            .field("shutdown_requested", &self.is_shutdown_requested())
             .finish()
     }
 }
@@ -135,7 +135,9 @@ impl ServiceContext {
     /// # drop(busy());
     /// ```
     pub fn is_shutdown_requested(&self) -> bool {
-        self.token.is_cancelled()
+        // Runs only go up, and every run ends with a stop request: a context of an
+        // old run always sees its shutdown requested.
+        self.shared.slots[self.idx].stop_run.load(Ordering::Acquire) >= self.run
     }
 
     /// Resolves once this run has been asked to stop.
@@ -155,8 +157,16 @@ impl ServiceContext {
     /// }
     /// # drop(idle());
     /// ```
-    pub fn shutdown_requested(&self) -> WaitForCancellationFuture<'_> {
-        self.token.cancelled()
+    pub async fn shutdown_requested(&self) {
+        let slot = &self.shared.slots[self.idx];
+        loop {
+            // Created before the check: a `notify_waiters` after it is not missed.
+            let notified = slot.stop.notified();
+            if self.is_shutdown_requested() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Runs `fut` until it completes (`Some(output)`) or shutdown is requested
@@ -180,14 +190,19 @@ impl ServiceContext {
     /// # drop(worker());
     /// ```
     pub async fn until_shutdown<F: Future>(&self, fut: F) -> Option<F::Output> {
-        self.token.run_until_cancelled(fut).await
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            () = self.shutdown_requested() => None,
+        }
     }
 
     /// The cancellation token of this run (a clone): cancelled when shutdown is
     /// requested. Hand it to servers with their own graceful shutdown, e.g.
     /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`.
     ///
-    /// Cancelling it yourself asks this run to stop as if the runner had.
+    /// The token is created on the first call of a run (a run that never asks for it
+    /// costs nothing); cancelling it yourself does not stop the service.
     ///
     /// # Examples
     ///
@@ -202,7 +217,14 @@ impl ServiceContext {
     /// # drop(http());
     /// ```
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.token.clone()
+        let slot = &self.shared.slots[self.idx];
+        let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.run != self.run || self.is_shutdown_requested() {
+            let token = CancellationToken::new();
+            token.cancel();
+            return token;
+        }
+        tasks.token.get_or_insert_with(CancellationToken::new).clone()
     }
 
     /// Spawns a task tied to this run.
@@ -248,8 +270,8 @@ impl ServiceContext {
             return;
         }
         let shared = self.shared.clone();
-        let (idx, run, token) = (self.idx, self.run, self.token.clone());
-        tasks.set.get_or_insert_with(Default::default).spawn(async move {
+        let (idx, run) = (self.idx, self.run);
+        tasks.tied.get_or_insert_with(Default::default).set.spawn(async move {
             let kind = match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(out) => match out.into_service_result() {
                     Ok(()) => return,
@@ -259,11 +281,14 @@ impl ServiceContext {
             };
             let slot = &shared.slots[idx];
             let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            if tasks.run == run && tasks.error.is_none() {
-                tasks.error = Some(kind);
+            if tasks.run == run
+                && let Some(tied) = tasks.tied.as_mut()
+                && tied.error.is_none()
+            {
+                tied.error = Some(kind);
             }
             drop(tasks);
-            token.cancel();
+            shared.request_stop(idx, run);
         });
     }
 }

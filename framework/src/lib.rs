@@ -103,23 +103,17 @@ pub mod __private {
 
     use crate::{BoxError, IntoServiceResult, Service, ServiceContext};
 
+
     pub use core::time::Duration as __Duration;
 
     /// Builds a service from the macro's factory closure.
-    pub fn service<F, Fut>(name: &str, has_context: bool, mut f: F) -> Service
+    pub fn service<F, Fut>(name: &str, has_context: bool, f: F) -> Service
     where
         F: FnMut(ServiceContext) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoServiceResult,
     {
-        Service::from_parts(
-            name.to_owned(),
-            has_context,
-            Box::new(move |ctx| {
-                let fut = f(ctx);
-                Box::pin(async move { fut.await.into_service_result() })
-            }),
-        )
+        Service::from_fn(name.to_owned(), has_context, f)
     }
 
     /// Checks that a `#[service]` body returns `()` or `Result<(), E>`; the macro spans

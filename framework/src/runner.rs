@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,7 +21,6 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::error::{
     ConfigError, Error, Result, ServiceError, ServiceErrorKind, ServiceFailure, ServiceFailures,
@@ -160,15 +159,40 @@ pub(crate) const CMD_STOP: u8 = 2;
 pub(crate) struct Slot {
     pub(crate) name: Arc<str>,
     pub(crate) has_context: bool,
-    pub(crate) config: Config,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) deps: Box<[usize]>,
-    pub(crate) dependents: Box<[usize]>,
+    /// Shared by consecutive services with equal settings (most use the defaults):
+    /// a slot is per service, for the whole run, so every byte counts.
+    pub(crate) config: Arc<Config>,
+    links: Option<Box<Links>>,
     pub(crate) phase: AtomicU64,
     pub(crate) cmd: AtomicU8,
+    /// Wakes the supervisor (`notify_one`: a permit is kept).
     pub(crate) wake: Notify,
+    /// The last run asked to stop; `stop` wakes everyone waiting on a context.
+    pub(crate) stop_run: AtomicU64,
+    pub(crate) stop: Notify,
     pub(crate) status: Mutex<StatusInner>,
     pub(crate) tasks: Mutex<Tasks>,
+}
+
+struct Links {
+    deps: Box<[usize]>,
+    dependents: Box<[usize]>,
+}
+
+impl Slot {
+    pub(crate) fn deps(&self) -> &[usize] {
+        self.links.as_ref().map_or(&[], |l| &l.deps)
+    }
+
+    pub(crate) fn dependents(&self) -> &[usize] {
+        self.links.as_ref().map_or(&[], |l| &l.dependents)
+    }
+
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        self.config
+            .shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
 }
 
 pub(crate) struct StatusInner {
@@ -179,23 +203,33 @@ pub(crate) struct StatusInner {
     pub(crate) since: Option<Instant>,
 }
 
+/// Tasks tied to the current run; the set is allocated on the first `ctx.spawn`.
 #[derive(Default)]
 pub(crate) struct Tasks {
     pub(crate) run: u64,
     pub(crate) open: bool,
-    pub(crate) set: Option<JoinSet<()>>,
+    pub(crate) tied: Option<Box<Tied>>,
+    /// Created by the first `ctx.cancellation_token()` of the run.
+    pub(crate) token: Option<CancellationToken>,
+}
+
+#[derive(Default)]
+pub(crate) struct Tied {
+    pub(crate) set: JoinSet<()>,
     pub(crate) error: Option<ServiceErrorKind>,
 }
 
 pub(crate) struct Shared {
     pub(crate) slots: Box<[Slot]>,
-    by_name: HashMap<Arc<str>, usize>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) forced: AtomicBool,
     pub(crate) root: CancellationToken,
     events: broadcast::Sender<Event>,
     pub(crate) failures: Mutex<Vec<ServiceFailure>>,
     pub(crate) aborted: Mutex<Vec<Arc<str>>>,
+    /// Supervisors still running; `ended` is notified when it reaches zero.
+    live: AtomicUsize,
+    ended: Notify,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,6 +237,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Called by each supervisor as it ends.
+    pub(crate) fn supervisor_ended(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ended.notify_waiters();
+        }
+    }
+
+    async fn all_ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) fn phase(&self, idx: usize) -> u64 {
         self.slots[idx].phase.load(Ordering::Acquire)
     }
@@ -213,7 +264,7 @@ impl Shared {
         let slot = &self.slots[idx];
         slot.phase
             .store((run << RUN_SHIFT) | flags, Ordering::Release);
-        for &d in slot.dependents.iter().chain(slot.deps.iter()) {
+        for &d in slot.dependents().iter().chain(slot.deps()) {
             self.slots[d].wake.notify_one();
         }
     }
@@ -236,8 +287,21 @@ impl Shared {
             }
         }
         tracing::debug!(service = %slot.name, run, "ready");
-        for &d in slot.dependents.iter() {
+        for &d in slot.dependents() {
             self.slots[d].wake.notify_one();
+        }
+    }
+
+    /// Asks run `run` of `idx` to stop: its context's shutdown is requested.
+    pub(crate) fn request_stop(&self, idx: usize, run: u64) {
+        let slot = &self.slots[idx];
+        if slot.stop_run.fetch_max(run, Ordering::AcqRel) >= run {
+            return;
+        }
+        slot.stop.notify_waiters();
+        let token = lock(&slot.tasks).token.clone();
+        if let Some(token) = token {
+            token.cancel();
         }
     }
 
@@ -298,16 +362,19 @@ impl Shared {
         tracing::info!("restarting every service");
         // Only the roots: their dependents go down and come back after them by the
         // dependency rule, so each service restarts once, in dependency order.
-        for slot in self.slots.iter().filter(|s| s.deps.is_empty()) {
+        for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
             slot.cmd.store(CMD_RESTART, Ordering::Release);
             slot.wake.notify_one();
         }
     }
 
     fn command(&self, name: &str, cmd: u8) -> Result<(), UnknownService> {
-        let &idx = self
-            .by_name
-            .get(name)
+        // A linear search: commands are rare, and a name index would cost every
+        // service memory for the whole run.
+        let idx = self
+            .slots
+            .iter()
+            .position(|s| &*s.name == name)
             .ok_or_else(|| UnknownService(name.to_owned()))?;
         let slot = &self.slots[idx];
         slot.cmd.store(cmd, Ordering::Release);
@@ -488,46 +555,52 @@ impl Runner {
             signals,
             token,
         } = self;
-        let order = validate(&services)?;
+        let (order, deps_of) = validate(&services)?;
         let n = services.len();
-
-        let mut by_name = HashMap::with_capacity(n);
-        for (i, s) in services.iter().enumerate() {
-            by_name.insert(s.name.clone(), i);
-        }
-        let mut deps_of: Vec<Vec<usize>> = vec![Vec::new(); n];
         let mut dependents_of: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, s) in services.iter().enumerate() {
-            for d in &s.config.after {
-                let j = by_name[d.as_str()];
-                if !deps_of[i].contains(&j) {
-                    deps_of[i].push(j);
-                    dependents_of[j].push(i);
-                }
+        for (i, deps) in deps_of.iter().enumerate() {
+            for &j in deps {
+                dependents_of[j].push(i);
             }
         }
 
         let mut factories = Vec::with_capacity(n);
         let mut slots = Vec::with_capacity(n);
+        let mut last_config: Option<Arc<Config>> = None;
         for ((s, deps), dependents) in services.into_iter().zip(deps_of).zip(dependents_of) {
             let Service {
                 name,
                 has_context,
                 mut config,
                 factory,
+                ..
             } = s;
-            config.after = Vec::new();
             factories.push(Some(factory));
+            config.shutdown_timeout = Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
+            let config = match &last_config {
+                Some(last) if **last == config => last.clone(),
+                _ => {
+                    let c = Arc::new(config);
+                    last_config = Some(c.clone());
+                    c
+                }
+            };
+            let links = (!deps.is_empty() || !dependents.is_empty()).then(|| {
+                Box::new(Links {
+                    deps: deps.into(),
+                    dependents: dependents.into(),
+                })
+            });
             slots.push(Slot {
                 name,
                 has_context,
-                shutdown_timeout: config.shutdown_timeout.unwrap_or(shutdown_timeout),
                 config,
-                deps: deps.into(),
-                dependents: dependents.into(),
+                links,
                 phase: AtomicU64::new(0),
                 cmd: AtomicU8::new(CMD_NONE),
                 wake: Notify::new(),
+                stop_run: AtomicU64::new(0),
+                stop: Notify::new(),
                 status: Mutex::new(StatusInner {
                     state: ServiceState::Starting,
                     restarts: 0,
@@ -550,23 +623,22 @@ impl Runner {
 
         let shared = Arc::new(Shared {
             slots: slots.into(),
-            by_name,
             shutting_down: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             root: token.unwrap_or_default(),
             events: broadcast::channel(1024).0,
             failures: Mutex::new(Vec::new()),
             aborted: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(n),
+            ended: Notify::new(),
         });
 
-        let tracker = TaskTracker::new();
         for idx in order {
             let factory = factories[idx].take().expect("each service is spawned once");
-            tracker.spawn(crate::supervisor::supervise(shared.clone(), idx, factory));
+            tokio::spawn(crate::supervisor::supervise(shared.clone(), idx, factory));
         }
-        tracker.close();
 
-        let control = tokio::spawn(control(shared.clone(), tracker, signals));
+        let control = tokio::spawn(control(shared.clone(), signals));
         Ok(RunnerHandle {
             shared,
             control: Some(control),
@@ -596,8 +668,10 @@ impl Runner {
     }
 }
 
-/// Checks names, dependencies and settings; returns a start order (dependencies first).
-fn validate(services: &[Service]) -> Result<Vec<usize>, ConfigError> {
+/// Checks names, dependencies and settings; returns a start order (dependencies first)
+/// and each service's dependencies as indices.
+#[allow(clippy::type_complexity)]
+fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), ConfigError> {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(services.len());
     for (i, s) in services.iter().enumerate() {
         if s.name.is_empty() {
@@ -607,14 +681,24 @@ fn validate(services: &[Service]) -> Result<Vec<usize>, ConfigError> {
             return Err(ConfigError::DuplicateName(s.name.to_string()));
         }
         s.config.validate(&s.name)?;
+        if s.after.iter().any(|d| *d == *s.name) {
+            return Err(ConfigError::Invalid {
+                service: s.name.to_string(),
+                problem: "it depends on itself".into(),
+            });
+        }
     }
-    for s in services {
-        for d in &s.config.after {
-            if !index.contains_key(d.as_str()) {
+    let mut deps_of: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
+    for (s, deps) in services.iter().zip(&mut deps_of) {
+        for d in &s.after {
+            let Some(&j) = index.get(d.as_str()) else {
                 return Err(ConfigError::UnknownDependency {
                     service: s.name.to_string(),
                     dependency: d.clone(),
                 });
+            };
+            if !deps.contains(&j) {
+                deps.push(j);
             }
         }
     }
@@ -637,9 +721,9 @@ fn validate(services: &[Service]) -> Result<Vec<usize>, ConfigError> {
         mark[root] = Mark::Grey;
         path.push(root);
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let after = &services[node].config.after;
+            let after = &deps_of[node];
             if *next < after.len() {
-                let dep = index[after[*next].as_str()];
+                let dep = after[*next];
                 *next += 1;
                 match mark[dep] {
                     Mark::White => {
@@ -664,15 +748,14 @@ fn validate(services: &[Service]) -> Result<Vec<usize>, ConfigError> {
             }
         }
     }
-    Ok(order)
+    Ok((order, deps_of))
 }
 
 async fn control(
     shared: Arc<Shared>,
-    tracker: TaskTracker,
     mut signals: Option<crate::signals::Signals>,
 ) {
-    let done = tracker.wait();
+    let done = shared.all_ended();
     tokio::pin!(done);
     let root = shared.root.clone();
     let mut cancelled_seen = false;
@@ -993,4 +1076,18 @@ impl Stream for Events {
 /// ```
 pub async fn run_services(services: impl IntoIterator<Item = Service>) -> Result<()> {
     Runner::new().services(services).run().await
+}
+#[cfg(test)]
+pub(crate) fn dummy_shared() -> Arc<Shared> {
+    Arc::new(Shared {
+        slots: Box::new([]),
+        shutting_down: AtomicBool::new(false),
+        forced: AtomicBool::new(false),
+        root: CancellationToken::new(),
+        events: broadcast::channel(1).0,
+        failures: Mutex::new(Vec::new()),
+        aborted: Mutex::new(Vec::new()),
+        live: AtomicUsize::new(0),
+        ended: Notify::new(),
+    })
 }

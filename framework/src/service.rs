@@ -4,12 +4,20 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::context::ServiceContext;
 use crate::error::{BoxError, ConfigError};
 
-pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'static>>;
+/// What one run produces: the body's result, or the payload of its panic.
+pub(crate) type RunResult = Result<Result<(), BoxError>, Box<dyn std::any::Any + Send>>;
+/// One run of a body, boxed together with its tracing span and panic guard (so the
+/// supervisor task itself stays small).
+pub(crate) type RunFuture = Pin<Box<dyn Future<Output = RunResult> + Send + 'static>>;
 pub(crate) type Factory = Box<dyn FnMut(ServiceContext) -> RunFuture + Send + 'static>;
 
 /// When a service that ended is run again (OTP's restart types).
@@ -60,7 +68,7 @@ pub enum OnGiveUp {
 }
 
 /// The supervision settings of one service. Built through [`Service`]'s methods.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     pub(crate) restart: Restart,
     pub(crate) every: Option<Duration>,
@@ -71,7 +79,6 @@ pub(crate) struct Config {
     pub(crate) within: Duration,
     pub(crate) on_give_up: OnGiveUp,
     pub(crate) shutdown_timeout: Option<Duration>,
-    pub(crate) after: Vec<String>,
 }
 
 /// Default lower bound of the restart delay.
@@ -99,7 +106,6 @@ impl Default for Config {
             within: DEFAULT_WITHIN,
             on_give_up: OnGiveUp::Shutdown,
             shutdown_timeout: None,
-            after: Vec::new(),
         }
     }
 }
@@ -121,9 +127,6 @@ impl Config {
         }
         if self.every.is_some_and(|d| d.is_zero()) {
             return Err(invalid("`every` must be greater than zero".into()));
-        }
-        if self.after.iter().any(|d| d == name) {
-            return Err(invalid("it depends on itself".into()));
         }
         Ok(())
     }
@@ -173,6 +176,7 @@ pub struct Service {
     pub(crate) name: Arc<str>,
     pub(crate) has_context: bool,
     pub(crate) config: Config,
+    pub(crate) after: Vec<String>,
     pub(crate) factory: Factory,
 }
 
@@ -182,6 +186,7 @@ impl fmt::Debug for Service {
             .field("name", &self.name)
             .field("has_context", &self.has_context)
             .field("config", &self.config)
+            .field("after", &self.after)
             .finish_non_exhaustive()
     }
 }
@@ -227,20 +232,13 @@ impl Service {
     /// });
     /// # drop(svc);
     /// ```
-    pub fn new<F, Fut>(name: impl Into<String>, mut f: F) -> Self
+    pub fn new<F, Fut>(name: impl Into<String>, f: F) -> Self
     where
         F: FnMut(ServiceContext) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoServiceResult,
     {
-        Self::from_parts(
-            name.into(),
-            true,
-            Box::new(move |ctx| {
-                let fut = f(ctx);
-                Box::pin(async move { fut.await.into_service_result() })
-            }),
-        )
+        Self::from_fn(name.into(), true, f)
     }
 
     /// A service without a context: on shutdown its future is dropped at once
@@ -260,21 +258,38 @@ impl Service {
         Fut: Future + Send + 'static,
         Fut::Output: IntoServiceResult,
     {
+        Self::from_fn(name.into(), false, move |_ctx| f())
+    }
+
+    pub(crate) fn from_fn<F, Fut>(name: String, has_context: bool, mut f: F) -> Self
+    where
+        F: FnMut(ServiceContext) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoServiceResult,
+    {
         Self::from_parts(
-            name.into(),
-            false,
-            Box::new(move |_ctx| {
-                let fut = f();
-                Box::pin(async move { fut.await.into_service_result() })
+            name,
+            has_context,
+            Box::new(move |ctx: ServiceContext| {
+                let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
+                let fut = span.in_scope(|| f(ctx));
+                // Combinators, not an `async` block: an async block would store `fut`
+                // twice (as capture and as awaited local), doubling every run's box.
+                Box::pin(
+                    AssertUnwindSafe(fut.map(IntoServiceResult::into_service_result))
+                        .catch_unwind()
+                        .instrument(span),
+                )
             }),
         )
     }
 
-    pub(crate) fn from_parts(name: String, has_context: bool, factory: Factory) -> Self {
+    fn from_parts(name: String, has_context: bool, factory: Factory) -> Self {
         Service {
             name: name.into(),
             has_context,
             config: Config::default(),
+            after: Vec::new(),
             factory,
         }
     }
@@ -416,7 +431,7 @@ impl Service {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.after.extend(names.into_iter().map(Into::into));
+        self.after.extend(names.into_iter().map(Into::into));
         self
     }
 }

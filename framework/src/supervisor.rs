@@ -7,24 +7,20 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::context::ServiceContext;
 use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
 use crate::runner::{
     ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, lock,
 };
-use crate::service::{Factory, OnGiveUp, Restart};
+use crate::service::{Factory, OnGiveUp, Restart, RunResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -69,7 +65,7 @@ fn stop_reason(shared: &Shared, idx: usize) -> Option<Reason> {
         _ => {}
     }
     if slot
-        .deps
+        .deps()
         .iter()
         .any(|&d| shared.phase(d) & READY == 0)
     {
@@ -97,13 +93,15 @@ fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
                 let tick = tokio::time::sleep_until(due);
                 if has_context {
                     if ctx.until_shutdown(tick).await.is_none() {
-                        return Ok(());
+                        return Ok(Ok(()));
                     }
                 } else {
                     tick.await;
                 }
                 let run = (lock(&inner))(ctx.clone());
-                run.await?;
+                if let err @ (Ok(Err(_)) | Err(_)) = run.await {
+                    return err;
+                }
                 let elapsed = start.elapsed().as_nanos();
                 let k = elapsed / period.as_nanos() + 1;
                 due = start + Duration::from_nanos(u64::try_from(k * period.as_nanos()).unwrap_or(u64::MAX));
@@ -112,26 +110,34 @@ fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
     })
 }
 
-pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory) {
-    let slot = &shared.slots[idx];
-    let cfg = &slot.config;
-    let mut factory = match cfg.every {
-        Some(period) => periodic(factory, period, slot.has_context),
-        None => factory,
-    };
-    let unlimited = cfg.max_restarts == u32::MAX;
-    let mut attempt: u32 = 0;
-    let mut window: VecDeque<Instant> = VecDeque::new();
-    let mut restarts: u32 = 0;
-    let mut run: u64 = 0;
+/// What comes after a run.
+enum Next {
+    /// Start again at once (restart command, or a dependency came back).
+    Now,
+    /// Start again after this delay.
+    After(Duration),
+    /// The service is over, in this state.
+    End(ServiceState),
+}
 
-    let end = 'life: loop {
-        if !wait_start(&shared, idx).await {
-            break ServiceState::Stopped;
-        }
-        run += 1;
-        let outcome = run_once(&shared, idx, &mut factory, run).await;
+/// The restart bookkeeping of one service, kept between runs (boxed on the first
+/// restart: most services never need it).
+#[derive(Default)]
+struct Restarts {
+    /// Exponent of the next backoff delay.
+    attempt: u32,
+    /// Times of the restarts within the current `within` window.
+    window: VecDeque<Instant>,
+    /// Restarts after failures so far.
+    count: u32,
+}
 
+impl Restarts {
+    /// Decides what follows a run (no waiting here, so nothing of this is kept alive
+    /// in the supervisor task while a run is idle).
+    fn decide(&mut self, shared: &Shared, idx: usize, outcome: Outcome, run: u64) -> Next {
+        let slot = &shared.slots[idx];
+        let cfg = &slot.config;
         let failure = match outcome.result {
             Some(Err(e)) => {
                 let e = Arc::new(e);
@@ -146,84 +152,112 @@ pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory)
             _ => None,
         };
         if outcome.hung {
-            tracing::error!(service = %slot.name, timeout = ?slot.shutdown_timeout, "service did not stop in time and was aborted");
+            tracing::error!(service = %slot.name, timeout = ?slot.shutdown_timeout(), "service did not stop in time and was aborted");
             shared.record_failure(ServiceFailure {
                 service: slot.name.clone(),
                 kind: FailureKind::Hung {
-                    timeout: slot.shutdown_timeout,
+                    timeout: slot.shutdown_timeout(),
                 },
             });
-            break ServiceState::Failed;
+            return Next::End(ServiceState::Failed);
         }
         if shared.forced.load(Ordering::Acquire) {
-            break ServiceState::Stopped;
+            return Next::End(ServiceState::Stopped);
         }
         match outcome.reason {
             Some(Reason::Shutdown | Reason::Stop) => {
-                if let Some(error) = failure {
-                    shared.record_failure(ServiceFailure {
-                        service: slot.name.clone(),
-                        kind: FailureKind::StopFailed { error },
-                    });
-                    break ServiceState::Failed;
-                }
-                break ServiceState::Stopped;
+                let Some(error) = failure else {
+                    return Next::End(ServiceState::Stopped);
+                };
+                shared.record_failure(ServiceFailure {
+                    service: slot.name.clone(),
+                    kind: FailureKind::StopFailed { error },
+                });
+                return Next::End(ServiceState::Failed);
             }
-            Some(Reason::Restart | Reason::DependencyDown) => continue,
+            Some(Reason::Restart | Reason::DependencyDown) => return Next::Now,
             None => {}
         }
-
-        let delay = match failure {
-            None if cfg.restart == Restart::Always => {
-                attempt = 0;
-                cfg.backoff_base
+        let Some(error) = failure else {
+            if cfg.restart != Restart::Always {
+                return Next::End(ServiceState::Stopped);
             }
-            None => break ServiceState::Stopped,
-            Some(error) => {
-                let now = Instant::now();
-                let mut give_up = cfg.restart == Restart::Never;
-                if !give_up && !unlimited {
-                    while window
-                        .front()
-                        .is_some_and(|&t| now.saturating_duration_since(t) >= cfg.within)
-                    {
-                        window.pop_front();
-                    }
-                    give_up = window.len() >= cfg.max_restarts as usize;
-                }
-                if give_up {
-                    tracing::error!(service = %slot.name, restarts, error = %Chain(&*error), "service gave up");
-                    shared.record_failure(ServiceFailure {
-                        service: slot.name.clone(),
-                        kind: FailureKind::GaveUp { restarts, error },
-                    });
-                    if cfg.on_give_up == OnGiveUp::Shutdown {
-                        shared.begin_shutdown();
-                    }
-                    break 'life ServiceState::Failed;
-                }
-                if !unlimited {
-                    window.push_back(now);
-                }
-                if outcome.lasted >= cfg.reset_after {
-                    attempt = 0;
-                }
-                let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, attempt);
-                attempt = attempt.saturating_add(1);
-                restarts += 1;
-                lock(&slot.status).restarts = restarts;
-                delay
-            }
+            // A clean end is not a failure: no count, and the delay starts over.
+            self.attempt = 0;
+            return Next::After(cfg.backoff_base);
         };
-        shared.set_state(idx, ServiceState::Restarting);
-        tracing::info!(service = %slot.name, ?delay, "restarting");
-        if !pause(&shared, idx, delay).await {
+        let now = Instant::now();
+        let unlimited = cfg.max_restarts == u32::MAX;
+        let mut give_up = cfg.restart == Restart::Never;
+        if !give_up && !unlimited {
+            while self
+                .window
+                .front()
+                .is_some_and(|&t| now.saturating_duration_since(t) >= cfg.within)
+            {
+                self.window.pop_front();
+            }
+            give_up = self.window.len() >= cfg.max_restarts as usize;
+        }
+        if give_up {
+            tracing::error!(service = %slot.name, restarts = self.count, error = %Chain(&*error), "service gave up");
+            shared.record_failure(ServiceFailure {
+                service: slot.name.clone(),
+                kind: FailureKind::GaveUp {
+                    restarts: self.count,
+                    error,
+                },
+            });
+            if cfg.on_give_up == OnGiveUp::Shutdown {
+                shared.begin_shutdown();
+            }
+            return Next::End(ServiceState::Failed);
+        }
+        if !unlimited {
+            self.window.push_back(now);
+        }
+        if outcome.lasted >= cfg.reset_after {
+            self.attempt = 0;
+        }
+        let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        self.count += 1;
+        lock(&slot.status).restarts = self.count;
+        Next::After(delay)
+    }
+}
+
+pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory) {
+    let slot = &shared.slots[idx];
+    let mut factory = match slot.config.every {
+        Some(period) => periodic(factory, period, slot.has_context),
+        None => factory,
+    };
+    let mut restarts: Option<Box<Restarts>> = None;
+    let mut run: u64 = 0;
+    let end = loop {
+        if !wait_start(&shared, idx).await {
             break ServiceState::Stopped;
+        }
+        run += 1;
+        let outcome = run_once(&shared, idx, &mut factory, run).await;
+        let restarts = restarts.get_or_insert_with(Box::default);
+        match restarts.decide(&shared, idx, outcome, run) {
+            Next::Now => {}
+            Next::After(delay) => {
+                shared.set_state(idx, ServiceState::Restarting);
+                tracing::info!(service = %slot.name, ?delay, "restarting");
+                if !pause(&shared, idx, delay).await {
+                    break ServiceState::Stopped;
+                }
+            }
+            Next::End(state) => break state,
         }
     };
     shared.set_phase(idx, run, ENDED);
     shared.set_state(idx, end);
     tracing::info!(service = %slot.name, state = %end, "service ended");
+    shared.supervisor_ended();
 }
 
 /// Waits until the service may start a run: `false` if it must end instead.
@@ -237,7 +271,7 @@ async fn wait_start(shared: &Shared, idx: usize) -> bool {
             return false;
         }
         let mut all_ready = true;
-        for &d in slot.deps.iter() {
+        for &d in slot.deps() {
             let phase = shared.phase(d);
             if phase & ENDED != 0 {
                 tracing::info!(service = %slot.name, dependency = %shared.slots[d].name, "dependency ended");
@@ -265,6 +299,10 @@ async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
         tokio::task::yield_now().await;
         return !must_end();
     }
+    Box::pin(sleep_or_command(slot, delay, must_end)).await
+}
+
+async fn sleep_or_command(slot: &crate::runner::Slot, delay: Duration, must_end: impl Fn() -> bool) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {
@@ -285,23 +323,22 @@ async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
 
 async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) -> Outcome {
     let slot = &shared.slots[idx];
-    let token = CancellationToken::new();
     {
         let mut tasks = lock(&slot.tasks);
         tasks.run = run;
         tasks.open = true;
-        tasks.error = None;
+        tasks.tied = None;
+        tasks.token = None;
     }
     shared.set_phase(
         idx,
         run,
         if slot.has_context { ACTIVE } else { ACTIVE | READY },
     );
-    let started = Instant::now();
     {
         let mut st = lock(&slot.status);
         st.runs = run;
-        st.since = Some(started);
+        st.since = Some(Instant::now());
     }
     shared.set_state(idx, ServiceState::Running);
 
@@ -309,37 +346,103 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
         shared: shared.clone(),
         idx,
         run,
-        token: token.clone(),
     };
-    let span = tracing::info_span!("service", name = %slot.name, run);
-    let body = span.in_scope(|| factory(ctx));
-    let mut fut = AssertUnwindSafe(body).catch_unwind().instrument(span);
+    let mut fut = factory(ctx);
 
+    // The hot, idle part: only the body and one `Notified` are live here, which keeps
+    // the supervisor task small; the rarer waits below are boxed when needed.
     let mut result = None;
-    let mut reason = None;
-    while result.is_none() {
-        tokio::select! {
-            biased;
-            r = &mut fut => result = Some(r),
-            () = slot.wake.notified() => {
-                reason = stop_reason(shared, idx);
-                if reason.is_some() {
-                    break;
+    let reason = {
+        let mut wake = std::pin::pin!(slot.wake.notified());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut fut).poll(cx) {
+                result = Some(r);
+                return Poll::Ready(None);
+            }
+            while wake.as_mut().poll(cx).is_ready() {
+                wake.set(slot.wake.notified());
+                if let Some(reason) = stop_reason(shared, idx) {
+                    return Poll::Ready(Some(reason));
                 }
             }
-        }
-    }
-    let lasted = started.elapsed();
-    let forced = || shared.forced.load(Ordering::Acquire);
+            Poll::Pending
+        })
+        .await
+    };
+    let lasted = lock(&slot.status)
+        .since
+        .map_or(Duration::ZERO, |s| s.elapsed());
 
-    // Going down: dependents stop first (the body keeps running for them meanwhile).
     shared.set_phase(idx, run, ACTIVE);
     if reason.is_some() {
         shared.set_state(idx, ServiceState::Stopping);
     }
+    let has_tied = lock(&slot.tasks).tied.is_some();
+    let simple = slot.dependents().is_empty() && !has_tied;
+    if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire) {
+        // The common stop: ask, poll once; most bodies return right away, so neither a
+        // timer nor the boxed slow path below is needed.
+        shared.request_stop(idx, run);
+        if let Poll::Ready(r) = poll_now(&mut fut).await {
+            result = Some(r);
+        }
+    }
+    let mut hung = false;
+    if !simple || (result.is_none() && slot.has_context) {
+        (result, hung) = Box::pin(wind_down(shared, idx, run, fut, result)).await;
+    } else {
+        drop(fut);
+    }
+    shared.request_stop(idx, run);
+    let task_error = {
+        let mut tasks = lock(&slot.tasks);
+        tasks.open = false;
+        tasks.tied.take().and_then(|t| t.error)
+    };
+
+    let error = |kind| ServiceError {
+        service: slot.name.clone(),
+        run,
+        kind,
+    };
+    let result = result.map(|r| match r {
+        Ok(Ok(())) => match task_error {
+            Some(kind) => Err(error(kind)),
+            None => Ok(()),
+        },
+        Ok(Err(e)) => Err(error(ServiceErrorKind::Returned(e))),
+        Err(panic) => Err(error(ServiceErrorKind::Panicked(crate::panic_message(
+            &*panic,
+        )))),
+    });
+    shared.set_phase(idx, run, 0);
+    Outcome {
+        result,
+        reason,
+        hung,
+        lasted,
+    }
+}
+
+/// Ends a run: dependents stop first (the body keeps running for them meanwhile), then
+/// the body is asked to stop and given its timeout (or dropped at once if it has no
+/// context), then tied tasks get what is left of the timeout. Returns the body's
+/// result, if it returned, and whether it hung.
+async fn wind_down<F>(
+    shared: &Shared,
+    idx: usize,
+    run: u64,
+    mut fut: F,
+    mut result: Option<RunResult>,
+) -> (Option<RunResult>, bool)
+where
+    F: Future<Output = RunResult> + Unpin,
+{
+    let slot = &shared.slots[idx];
+    let forced = || shared.forced.load(Ordering::Acquire);
     while !forced()
         && slot
-            .dependents
+            .dependents()
             .iter()
             .any(|&d| shared.phase(d) & ACTIVE != 0)
     {
@@ -350,11 +453,10 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
         }
     }
 
-    let timeout = slot.shutdown_timeout;
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + slot.shutdown_timeout();
     let mut hung = false;
     if result.is_none() && slot.has_context && !forced() {
-        token.cancel();
+        shared.request_stop(idx, run);
         if let Poll::Ready(r) = poll_now(&mut fut).await {
             result = Some(r);
         } else {
@@ -381,13 +483,14 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
     }
     drop(fut);
 
-    // Tasks tied to the run: they see shutdown, get what is left of the timeout, then
-    // are aborted when the set is dropped.
-    token.cancel();
+    // Tied tasks see shutdown, get what is left of the timeout, then are aborted when
+    // the set is dropped. The error slot stays in place so failures during this wait
+    // are still recorded.
+    shared.request_stop(idx, run);
     let set = {
         let mut tasks = lock(&slot.tasks);
         tasks.open = false;
-        tasks.set.take()
+        tasks.tied.as_mut().map(|t| std::mem::take(&mut t.set))
     };
     if let Some(mut set) = set {
         let sleep = tokio::time::sleep_until(deadline);
@@ -404,30 +507,7 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
             }
         }
     }
-    let task_error = lock(&slot.tasks).error.take();
-
-    let error = |kind| ServiceError {
-        service: slot.name.clone(),
-        run,
-        kind,
-    };
-    let result = result.map(|r| match r {
-        Ok(Ok(())) => match task_error {
-            Some(kind) => Err(error(kind)),
-            None => Ok(()),
-        },
-        Ok(Err(e)) => Err(error(ServiceErrorKind::Returned(e))),
-        Err(panic) => Err(error(ServiceErrorKind::Panicked(crate::panic_message(
-            &*panic,
-        )))),
-    });
-    shared.set_phase(idx, run, 0);
-    Outcome {
-        result,
-        reason,
-        hung,
-        lasted,
-    }
+    (result, hung)
 }
 
 #[cfg(test)]
@@ -448,5 +528,39 @@ mod tests {
         }
         assert_eq!(backoff_delay(base, cap, 0), base);
         assert_eq!(backoff_delay(Duration::ZERO, Duration::ZERO, 9), Duration::ZERO);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let _g = rt.enter();
+        eprintln!("Slot: {}", std::mem::size_of::<crate::runner::Slot>());
+        eprintln!("Config: {}", std::mem::size_of::<crate::service::Config>());
+        eprintln!("Tasks: {}", std::mem::size_of::<crate::runner::Tasks>());
+        eprintln!("StatusInner: {}", std::mem::size_of::<crate::runner::StatusInner>());
+        eprintln!("Notify: {}", std::mem::size_of::<tokio::sync::Notify>());
+        eprintln!("Sleep: {}", std::mem::size_of::<tokio::time::Sleep>());
+        eprintln!("ctx: {}", std::mem::size_of::<crate::ServiceContext>());
+        fn fut_size<F: std::future::Future>(_: &F) -> usize { std::mem::size_of::<F>() }
+        let f: super::super::service::Factory = Box::new(|_| Box::pin(async { Ok(Ok(())) }));
+        let shared: std::sync::Arc<crate::runner::Shared> = unsafe_free_dummy();
+        let fut = super::supervise(shared, 0, f);
+        eprintln!("supervise future: {}", fut_size(&fut));
+        let n = tokio::sync::Notify::new();
+        eprintln!("Notified: {}", fut_size(&n.notified()));
+        eprintln!("span: {}", std::mem::size_of::<tracing::Span>());
+        eprintln!("outcome: {}", std::mem::size_of::<super::Outcome>());
+        let shared = crate::runner::dummy_shared();
+        let mut f: super::super::service::Factory = Box::new(|_| Box::pin(async { Ok(Ok(())) }));
+        eprintln!("run_once: {}", fut_size(&super::run_once(&shared, 0, &mut f, 1)));
+        eprintln!("wait_start: {}", fut_size(&super::wait_start(&shared, 0)));
+        let mut svc = crate::Service::new("x", |ctx| async move { ctx.shutdown_requested().await; });
+        let ctx = crate::ServiceContext { shared: shared.clone(), idx: 0, run: 1 };
+        let b = (svc.factory)(ctx);
+        eprintln!("body box: {}", std::mem::size_of_val(&*b));
+        eprintln!("pause: {}", fut_size(&super::pause(&shared, 0, std::time::Duration::ZERO)));
+        fn unsafe_free_dummy() -> std::sync::Arc<crate::runner::Shared> { crate::runner::dummy_shared() }
     }
 }
