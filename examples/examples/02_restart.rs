@@ -13,7 +13,6 @@ use servicekit::{ServiceContext, run_services, service};
 #[derive(Debug)]
 struct ConnectError(u32);
 
-
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "connection refused (attempt {})", self.0)

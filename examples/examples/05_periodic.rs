@@ -21,7 +21,7 @@ async fn metrics(started: Instant) {
 #[service(name = "compactor", every = "300ms")]
 async fn compactor(started: Instant, runs: Arc<AtomicU32>) {
     let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-    let slow = n % 3 == 0;
+    let slow = n.is_multiple_of(3);
     println!(
         "compactor: run {n} at {:.1}s{}",
         started.elapsed().as_secs_f64(),
@@ -36,5 +36,9 @@ async fn compactor(started: Instant, runs: Arc<AtomicU32>) {
 async fn main() -> servicekit::Result<()> {
     println!("periodic: press Ctrl+C to stop");
     let started = Instant::now();
-    run_services([metrics(started), compactor(started, Arc::new(AtomicU32::new(0)))]).await
+    run_services([
+        metrics(started),
+        compactor(started, Arc::new(AtomicU32::new(0))),
+    ])
+    .await
 }

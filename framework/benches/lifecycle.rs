@@ -6,7 +6,8 @@
 //! (b) heap bytes per idle service (counting allocator);
 //! (c) restarts per second of a service that fails at once with zero backoff.
 //!
-//! Run: `cargo bench -p servicekit --bench lifecycle` (add `-- --reps 21` for more).
+//! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
+//! `-- --no-restarts` to skip (c)).
 
 use std::alloc::System;
 use std::time::{Duration, Instant};
@@ -29,8 +30,7 @@ struct Sample {
 
 fn net_bytes(region: &Region<'_, System>) -> f64 {
     let c = region.change();
-    (c.bytes_allocated as f64 - c.bytes_deallocated as f64)
-        + (c.bytes_reallocated as f64).max(0.0)
+    (c.bytes_allocated as f64 - c.bytes_deallocated as f64) + (c.bytes_reallocated as f64).max(0.0)
 }
 
 async fn settle() {
@@ -73,7 +73,11 @@ async fn servicekit_once() -> Sample {
         })
         .collect();
     if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
-        eprintln!("services built: {:.1} B/service (size {})", net_bytes(&region) / N as f64, std::mem::size_of::<Service>());
+        eprintln!(
+            "services built: {:.1} B/service (size {})",
+            net_bytes(&region) / N as f64,
+            std::mem::size_of::<Service>()
+        );
     }
     let handle = Runner::new()
         .signals(false)
@@ -83,7 +87,10 @@ async fn servicekit_once() -> Sample {
         .expect("valid");
     let start = t0.elapsed();
     if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
-        eprintln!("after start: {:.1} B/service", net_bytes(&region) / N as f64);
+        eprintln!(
+            "after start: {:.1} B/service",
+            net_bytes(&region) / N as f64
+        );
     }
     settle().await;
     let bytes = net_bytes(&region) / N as f64;
@@ -103,7 +110,12 @@ async fn servicekit_restarts(window: Duration) -> f64 {
         .restart(Restart::OnFailure)
         .backoff(Duration::ZERO, Duration::ZERO)
         .max_restarts(u32::MAX, Duration::from_secs(1));
-    let handle = Runner::new().signals(false).service(svc).start().await.unwrap();
+    let handle = Runner::new()
+        .signals(false)
+        .service(svc)
+        .start()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let r0 = handle.status()[0].restarts;
     let t0 = Instant::now();
@@ -180,22 +192,61 @@ fn main() {
         let show = |label: &str, (m, lo, hi): (f64, f64, f64), unit: &str| {
             println!("  {label:<40} {m:>10.2} {unit} [{lo:.2} .. {hi:.2}]");
         };
-        show("(a) start, baseline", ms(&b, |x| x.start.as_secs_f64() * 1e3), "ms");
-        show("(a) start, servicekit", ms(&s, |x| x.start.as_secs_f64() * 1e3), "ms");
-        show("(a) start ratio servicekit/baseline", median_spread(start_ratio), "x");
-        show("(a) stop, baseline", ms(&b, |x| x.stop.as_secs_f64() * 1e3), "ms");
-        show("(a) stop, servicekit", ms(&s, |x| x.stop.as_secs_f64() * 1e3), "ms");
-        show("(a) stop ratio servicekit/baseline", median_spread(stop_ratio), "x");
-        show("(b) bytes per service, baseline", ms(&b, |x| x.bytes_per_service), "B");
-        show("(b) bytes per service, servicekit", ms(&s, |x| x.bytes_per_service), "B");
+        show(
+            "(a) start, baseline",
+            ms(&b, |x| x.start.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) start, servicekit",
+            ms(&s, |x| x.start.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) start ratio servicekit/baseline",
+            median_spread(start_ratio),
+            "x",
+        );
+        show(
+            "(a) stop, baseline",
+            ms(&b, |x| x.stop.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) stop, servicekit",
+            ms(&s, |x| x.stop.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) stop ratio servicekit/baseline",
+            median_spread(stop_ratio),
+            "x",
+        );
+        show(
+            "(b) bytes per service, baseline",
+            ms(&b, |x| x.bytes_per_service),
+            "B",
+        );
+        show(
+            "(b) bytes per service, servicekit",
+            ms(&s, |x| x.bytes_per_service),
+            "B",
+        );
 
+        if std::env::args().any(|a| a == "--no-restarts") {
+            return;
+        }
         let window = Duration::from_millis(300);
         let (mut rb, mut rs) = (Vec::new(), Vec::new());
         for _ in 0..reps.min(7) {
             rb.push(baseline_restarts(window).await);
             rs.push(servicekit_restarts(window).await);
         }
-        show("(c) restarts/s, hand-written spawn loop", median_spread(rb), "/s");
+        show(
+            "(c) restarts/s, hand-written spawn loop",
+            median_spread(rb),
+            "/s",
+        );
         show("(c) restarts/s, servicekit", median_spread(rs), "/s");
     });
 }

@@ -224,7 +224,10 @@ impl ServiceContext {
             token.cancel();
             return token;
         }
-        tasks.token.get_or_insert_with(CancellationToken::new).clone()
+        tasks
+            .token
+            .get_or_insert_with(CancellationToken::new)
+            .clone()
     }
 
     /// Spawns a task tied to this run.
@@ -271,24 +274,28 @@ impl ServiceContext {
         }
         let shared = self.shared.clone();
         let (idx, run) = (self.idx, self.run);
-        tasks.tied.get_or_insert_with(Default::default).set.spawn(async move {
-            let kind = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(out) => match out.into_service_result() {
-                    Ok(()) => return,
-                    Err(e) => ServiceErrorKind::Task(e),
-                },
-                Err(panic) => ServiceErrorKind::TaskPanicked(crate::panic_message(&*panic)),
-            };
-            let slot = &shared.slots[idx];
-            let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            if tasks.run == run
-                && let Some(tied) = tasks.tied.as_mut()
-                && tied.error.is_none()
-            {
-                tied.error = Some(kind);
-            }
-            drop(tasks);
-            shared.request_stop(idx, run);
-        });
+        tasks
+            .tied
+            .get_or_insert_with(Default::default)
+            .set
+            .spawn(async move {
+                let kind = match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(out) => match out.into_service_result() {
+                        Ok(()) => return,
+                        Err(e) => ServiceErrorKind::Task(e),
+                    },
+                    Err(panic) => ServiceErrorKind::TaskPanicked(crate::panic_message(&*panic)),
+                };
+                let slot = &shared.slots[idx];
+                let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                if tasks.run == run
+                    && let Some(tied) = tasks.tied.as_mut()
+                    && tied.error.is_none()
+                {
+                    tied.error = Some(kind);
+                }
+                drop(tasks);
+                shared.request_stop(idx, run);
+            });
     }
 }

@@ -302,9 +302,7 @@ impl fmt::Display for ServiceFailure {
 impl std::error::Error for ServiceFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            FailureKind::GaveUp { error, .. } | FailureKind::StopFailed { error } => {
-                Some(&**error)
-            }
+            FailureKind::GaveUp { error, .. } | FailureKind::StopFailed { error } => Some(&**error),
             FailureKind::Hung { .. } => None,
         }
     }
@@ -389,7 +387,11 @@ impl fmt::Display for ServiceError {
                 write!(f, "service `{}` run {} failed", self.service, self.run)
             }
             ServiceErrorKind::Panicked(m) => {
-                write!(f, "service `{}` run {} panicked: {m}", self.service, self.run)
+                write!(
+                    f,
+                    "service `{}` run {} panicked: {m}",
+                    self.service, self.run
+                )
             }
             ServiceErrorKind::Task(_) => write!(
                 f,

@@ -74,9 +74,7 @@ pub use servicekit_macros::{main, service};
 
 pub use context::ServiceContext;
 pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
-pub use runner::{
-    Event, Events, Runner, RunnerHandle, ServiceState, ServiceStatus, run_services,
-};
+pub use runner::{Event, Events, Runner, RunnerHandle, ServiceState, ServiceStatus, run_services};
 pub use service::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_RESTARTS, DEFAULT_RESET_AFTER,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WITHIN, IntoServiceResult, OnGiveUp, Restart, Service,
@@ -103,7 +101,6 @@ pub mod __private {
 
     use crate::{BoxError, IntoServiceResult, Service, ServiceContext};
 
-
     pub use core::time::Duration as __Duration;
 
     /// Builds a service from the macro's factory closure.
@@ -119,12 +116,12 @@ pub mod __private {
     /// Checks that a `#[service]` body returns `()` or `Result<(), E>`; the macro spans
     /// the call on the declared return type so the error points there.
     #[inline]
-    pub fn check_output<F>(fut: F) -> F
+    pub fn check_output<F>(fut: F) -> futures::future::Map<F, fn(F::Output) -> Result<(), BoxError>>
     where
         F: Future,
         F::Output: IntoServiceResult,
     {
-        fut
+        futures::FutureExt::map(fut, IntoServiceResult::into_service_result)
     }
 
     /// Clones one argument of a `#[service]` fn for a run; the bounds give the error

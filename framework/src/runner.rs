@@ -225,6 +225,9 @@ pub(crate) struct Shared {
     pub(crate) forced: AtomicBool,
     pub(crate) root: CancellationToken,
     events: broadcast::Sender<Event>,
+    /// Live `Events` streams: checked on every state change, so no lock is taken
+    /// when nobody listens (`broadcast::Sender::receiver_count` locks).
+    subscribers: Arc<AtomicUsize>,
     pub(crate) failures: Mutex<Vec<ServiceFailure>>,
     pub(crate) aborted: Mutex<Vec<Arc<str>>>,
     /// Supervisors still running; `ended` is notified when it reaches zero.
@@ -325,7 +328,7 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, ev: impl FnOnce() -> Event) {
-        if self.events.receiver_count() > 0 {
+        if self.subscribers.load(Ordering::Relaxed) > 0 {
             let _ = self.events.send(ev());
         }
     }
@@ -520,7 +523,12 @@ impl Runner {
     /// # drop(runner);
     /// ```
     pub fn services(mut self, services: impl IntoIterator<Item = Service>) -> Self {
-        self.services.extend(services);
+        if self.services.is_empty() {
+            // Collecting a `Vec`'s iterator reuses its buffer: no copy of every service.
+            self.services = services.into_iter().collect();
+        } else {
+            self.services.extend(services);
+        }
         self
     }
 
@@ -627,6 +635,7 @@ impl Runner {
             forced: AtomicBool::new(false),
             root: token.unwrap_or_default(),
             events: broadcast::channel(1024).0,
+            subscribers: Arc::default(),
             failures: Mutex::new(Vec::new()),
             aborted: Mutex::new(Vec::new()),
             live: AtomicUsize::new(n),
@@ -668,11 +677,37 @@ impl Runner {
     }
 }
 
+/// FNV-1a for the name index built once at start: names come from the program, not
+/// from an attacker, and SipHash was a visible part of starting 10,000 services.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type BuildNameHasher = std::hash::BuildHasherDefault<NameHasher>;
+
 /// Checks names, dependencies and settings; returns a start order (dependencies first)
 /// and each service's dependencies as indices.
 #[allow(clippy::type_complexity)]
 fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), ConfigError> {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(services.len());
+    let mut index: HashMap<&str, usize, BuildNameHasher> =
+        HashMap::with_capacity_and_hasher(services.len(), BuildNameHasher::default());
     for (i, s) in services.iter().enumerate() {
         if s.name.is_empty() {
             return Err(ConfigError::EmptyName);
@@ -733,8 +768,10 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
                     }
                     Mark::Grey => {
                         let start = path.iter().position(|&p| p == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            path[start..].iter().map(|&p| services[p].name.to_string()).collect();
+                        let mut cycle: Vec<String> = path[start..]
+                            .iter()
+                            .map(|&p| services[p].name.to_string())
+                            .collect();
                         cycle.push(services[dep].name.to_string());
                         return Err(ConfigError::Cycle(cycle));
                     }
@@ -751,10 +788,7 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
     Ok((order, deps_of))
 }
 
-async fn control(
-    shared: Arc<Shared>,
-    mut signals: Option<crate::signals::Signals>,
-) {
+async fn control(shared: Arc<Shared>, mut signals: Option<crate::signals::Signals>) {
     let done = shared.all_ended();
     tokio::pin!(done);
     let root = shared.root.clone();
@@ -879,7 +913,10 @@ impl RunnerHandle {
     /// # }
     /// ```
     pub fn events(&self) -> Events {
+        self.shared.subscribers.fetch_add(1, Ordering::Relaxed);
         Events {
+            // Not the whole `Shared`: the stream ends when the runner's sender drops.
+            subscribers: self.shared.subscribers.clone(),
             inner: Box::pin(futures::stream::unfold(
                 self.shared.events.subscribe(),
                 |mut rx| async move {
@@ -1029,7 +1066,14 @@ impl Drop for RunnerHandle {
 /// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct Events {
+    subscribers: Arc<AtomicUsize>,
     inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for Events {
@@ -1085,6 +1129,7 @@ pub(crate) fn dummy_shared() -> Arc<Shared> {
         forced: AtomicBool::new(false),
         root: CancellationToken::new(),
         events: broadcast::channel(1).0,
+        subscribers: Arc::default(),
         failures: Mutex::new(Vec::new()),
         aborted: Mutex::new(Vec::new()),
         live: AtomicUsize::new(0),

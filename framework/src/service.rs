@@ -2,9 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;

@@ -57,7 +57,10 @@ pub(crate) fn parse_duration(lit: &LitStr) -> Result<u128, syn::Error> {
     };
     let nanos = n.checked_mul(unit).ok_or_else(err)?;
     if nanos > u64::MAX as u128 {
-        return Err(syn::Error::new(lit.span(), format!("duration `{text}` is too long")));
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("duration `{text}` is too long"),
+        ));
     }
     Ok(nanos)
 }
@@ -220,7 +223,9 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                             if !matches!(v.as_str(), "always" | "on-failure" | "never") {
                                 return Err(syn::Error::new(
                                     s.span(),
-                                    format!("invalid `restart` value `{v}`; expected \"always\", \"on-failure\" or \"never\""),
+                                    format!(
+                                        "invalid `restart` value `{v}`; expected \"always\", \"on-failure\" or \"never\""
+                                    ),
                                 ));
                             }
                             out.restart = Some((v, s.span()));
@@ -230,7 +235,9 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                             if !matches!(v.as_str(), "shutdown" | "ignore") {
                                 return Err(syn::Error::new(
                                     s.span(),
-                                    format!("invalid `on_give_up` value `{v}`; expected \"shutdown\" or \"ignore\""),
+                                    format!(
+                                        "invalid `on_give_up` value `{v}`; expected \"shutdown\" or \"ignore\""
+                                    ),
                                 ));
                             }
                             out.on_give_up = Some((v, s.span()));
@@ -238,14 +245,20 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                         "every" => {
                             let d = dur(&s)?;
                             if d.nanos == 0 {
-                                return Err(syn::Error::new(s.span(), "`every` must be greater than zero"));
+                                return Err(syn::Error::new(
+                                    s.span(),
+                                    "`every` must be greater than zero",
+                                ));
                             }
                             out.every = Some(d);
                         }
                         "within" => {
                             let d = dur(&s)?;
                             if d.nanos == 0 {
-                                return Err(syn::Error::new(s.span(), "`within` must be greater than zero"));
+                                return Err(syn::Error::new(
+                                    s.span(),
+                                    "`within` must be greater than zero",
+                                ));
                             }
                             out.within = Some(d);
                         }
@@ -256,7 +269,9 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                             let Some((a, b)) = v.split_once("..") else {
                                 return Err(syn::Error::new(
                                     s.span(),
-                                    format!("invalid `backoff` value `{v}`; expected \"base..cap\", like \"100ms..10s\""),
+                                    format!(
+                                        "invalid `backoff` value `{v}`; expected \"base..cap\", like \"100ms..10s\""
+                                    ),
                                 ));
                             };
                             let base = dur(&LitStr::new(a, s.span()))?;
@@ -330,7 +345,9 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
                         v => {
                             return Err(syn::Error::new(
                                 s.span(),
-                                format!("invalid `flavor` value `{v}`; expected \"multi_thread\" or \"current_thread\""),
+                                format!(
+                                    "invalid `flavor` value `{v}`; expected \"multi_thread\" or \"current_thread\""
+                                ),
                             ));
                         }
                     };
@@ -341,7 +358,10 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
                     }) => {
                         let n = i.base10_parse::<usize>()?;
                         if n == 0 {
-                            return Err(syn::Error::new(i.span(), "`worker_threads` must be at least 1"));
+                            return Err(syn::Error::new(
+                                i.span(),
+                                "`worker_threads` must be at least 1",
+                            ));
                         }
                         out.worker_threads = Some(n);
                         worker_span = Some(syn::spanned::Spanned::span(&nv.path));
@@ -358,7 +378,10 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
                         lit: Lit::Bool(b), ..
                     }) => out.tracing = b.value,
                     other => {
-                        return Err(syn::Error::new_spanned(other, "`tracing` expects `true` or `false`"));
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "`tracing` expects `true` or `false`",
+                        ));
                     }
                 },
                 "runtime_shutdown" => out.runtime_shutdown = parse_duration(&str_value(nv)?)?,

@@ -47,11 +47,8 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => {
-            let e = syn::Error::new(
-                e.span(),
-                "`#[service]` can only be used on an `async fn`",
-            )
-            .to_compile_error();
+            let e = syn::Error::new(e.span(), "`#[service]` can only be used on an `async fn`")
+                .to_compile_error();
             return quote!(#e #item);
         }
     };
@@ -257,10 +254,7 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let sig = &func.sig;
     if sig.asyncness.is_none() {
-        errors.add(
-            sig.fn_token,
-            "`#[servicekit::main]` requires an `async fn`",
-        );
+        errors.add(sig.fn_token, "`#[servicekit::main]` requires an `async fn`");
     }
     if !sig.inputs.is_empty() {
         errors.add(&sig.inputs, "`main` cannot take arguments");

@@ -35,7 +35,12 @@ impl Log {
 
     /// The entries' texts, in order.
     pub fn lines(&self) -> Vec<String> {
-        self.entries.lock().unwrap().iter().map(|(_, s)| s.clone()).collect()
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 
     /// The times of entries equal to `what`.

@@ -22,7 +22,11 @@ fn runner() -> Runner {
 }
 
 async fn start(services: Vec<Service>) -> RunnerHandle {
-    runner().services(services).start().await.expect("valid configuration")
+    runner()
+        .services(services)
+        .start()
+        .await
+        .expect("valid configuration")
 }
 
 /// A service that fails every run, logging each start.
@@ -54,7 +58,10 @@ async fn backoff_sequence_stays_within_exact_bounds() {
         for (n, pair) in times.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
             let ceiling = (base * 2u32.pow(n.min(10) as u32)).min(cap);
-            assert!(gap >= base && gap <= ceiling, "restart {n}: gap {gap:?} not in [{base:?}, {ceiling:?}]");
+            assert!(
+                gap >= base && gap <= ceiling,
+                "restart {n}: gap {gap:?} not in [{base:?}, {ceiling:?}]"
+            );
             if gap > base {
                 above_base += 1;
             }
@@ -166,7 +173,10 @@ async fn exceeding_the_restart_intensity_escalates_to_a_runner_shutdown() {
     assert_eq!(log.times_of("flaky start").len(), 4);
     assert_eq!(log.lines().last().unwrap(), "other asked to stop");
     assert_eq!(err.failures().len(), 1);
-    assert!(matches!(err.failures()[0].kind(), FailureKind::GaveUp { restarts: 3, .. }));
+    assert!(matches!(
+        err.failures()[0].kind(),
+        FailureKind::GaveUp { restarts: 3, .. }
+    ));
     assert_eq!(err.to_string(), "service `flaky` gave up after 3 restarts");
     let cause = std::error::Error::source(&err).unwrap();
     assert_eq!(cause.to_string(), "service `flaky` run 4 failed");
@@ -208,7 +218,10 @@ async fn the_intensity_window_slides() {
     .max_restarts(2, Duration::from_secs(10));
     let err = start(vec![svc]).await.wait().await.unwrap_err();
     assert_eq!(log.times_of("start").len(), 3);
-    assert!(matches!(err.failures()[0].kind(), FailureKind::GaveUp { restarts: 2, .. }));
+    assert!(matches!(
+        err.failures()[0].kind(),
+        FailureKind::GaveUp { restarts: 2, .. }
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,7 +230,10 @@ async fn on_give_up_ignore_keeps_the_others_and_reports_at_the_end() {
     let flaky = failing("optional", &log)
         .restart(Restart::Never)
         .on_give_up(OnGiveUp::Ignore);
-    let steady = Service::new("steady", |ctx| async move { ctx.shutdown_requested().await });
+    let steady = Service::new(
+        "steady",
+        |ctx| async move { ctx.shutdown_requested().await },
+    );
     let h = start(vec![flaky, steady]).await;
     sleep(Duration::from_secs(5)).await;
     let st = h.status();
@@ -241,7 +257,10 @@ async fn a_panic_is_a_failure_with_its_message() {
         panic!("expected a give-up: {err}");
     };
     assert_eq!(error.panic_message(), Some("kaboom 42"));
-    assert_eq!(error.to_string(), "service `panicky` run 1 panicked: kaboom 42");
+    assert_eq!(
+        error.to_string(),
+        "service `panicky` run 1 panicked: kaboom 42"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -265,7 +284,11 @@ async fn the_next_run_starts_only_after_the_previous_one_has_ended() {
             let _clear = Clear(r);
             n.fetch_add(1, Ordering::SeqCst);
             // fail quickly, or get stopped by a restart command while sleeping
-            if ctx.until_shutdown(sleep(Duration::from_millis(50))).await.is_none() {
+            if ctx
+                .until_shutdown(sleep(Duration::from_millis(50)))
+                .await
+                .is_none()
+            {
                 return Ok(());
             }
             Err::<(), _>("again")
@@ -280,7 +303,11 @@ async fn the_next_run_starts_only_after_the_previous_one_has_ended() {
     }
     h.shutdown();
     h.wait().await.unwrap();
-    assert!(runs.load(Ordering::SeqCst) >= 20, "runs: {}", runs.load(Ordering::SeqCst));
+    assert!(
+        runs.load(Ordering::SeqCst) >= 20,
+        "runs: {}",
+        runs.load(Ordering::SeqCst)
+    );
     assert_eq!(overlaps.load(Ordering::SeqCst), 0);
 }
 
@@ -305,7 +332,11 @@ async fn periodic_runs_never_overlap_and_skip_missed_ticks() {
     sleep(Duration::from_millis(6500)).await;
     h.shutdown();
     h.wait().await.unwrap();
-    let begins: Vec<u64> = log.times_of("begin").iter().map(|d| d.as_millis() as u64).collect();
+    let begins: Vec<u64> = log
+        .times_of("begin")
+        .iter()
+        .map(|d| d.as_millis() as u64)
+        .collect();
     // 0, 1, 2 (lasts until 4.5: ticks 3 and 4 are skipped), 5, 6
     assert_eq!(begins, vec![0, 1000, 2000, 5000, 6000]);
     let lines = log.lines();
@@ -326,7 +357,11 @@ async fn a_periodic_service_with_a_context_stops_between_ticks() {
     let began = Instant::now();
     h.shutdown();
     h.wait().await.unwrap();
-    assert_eq!(began.elapsed(), Duration::ZERO, "stop must not wait for the next tick");
+    assert_eq!(
+        began.elapsed(),
+        Duration::ZERO,
+        "stop must not wait for the next tick"
+    );
     assert_eq!(log.lines(), ["tick 1"]);
 }
 
@@ -357,7 +392,14 @@ async fn dependencies_start_in_order_after_readiness_and_stop_in_reverse() {
     h.wait().await.unwrap();
     assert_eq!(
         log.lines(),
-        ["db start", "api start", "worker start", "worker stop", "api stop", "db stop"]
+        [
+            "db start",
+            "api start",
+            "worker start",
+            "worker stop",
+            "api stop",
+            "db stop"
+        ]
     );
     assert_eq!(log.times_of("api start"), [Duration::from_secs(1)]);
     assert_eq!(log.times_of("worker start"), [Duration::from_secs(3)]);
@@ -367,7 +409,7 @@ async fn dependencies_start_in_order_after_readiness_and_stop_in_reverse() {
 async fn a_service_without_context_is_ready_when_started() {
     let log = Log::new();
     let l = log.clone();
-    let base = Service::without_context("base", || std::future::pending::<()>());
+    let base = Service::without_context("base", std::future::pending::<()>);
     let dep = Service::without_context("dep", move || {
         l.push("dep start");
         std::future::pending::<()>()
@@ -408,7 +450,16 @@ async fn a_failing_dependency_stops_its_dependents_first_and_they_restart_after_
     h.wait().await.unwrap();
     assert_eq!(
         log.lines(),
-        ["db start", "api start", "db crash", "api stop", "db start", "api start", "api stop", "db stop"]
+        [
+            "db start",
+            "api start",
+            "db crash",
+            "api stop",
+            "db start",
+            "api start",
+            "api stop",
+            "db stop"
+        ]
     );
     assert_eq!(log.times_of("api start")[1], Duration::from_secs(2));
 }
@@ -432,7 +483,11 @@ async fn restart_and_stop_one_service_move_its_dependents_along() {
     sleep(MS).await;
     let st = h.status();
     assert_eq!(st[0].state, ServiceState::Stopped);
-    assert_eq!(st[1].state, ServiceState::Stopped, "a dependent ends with its dependency");
+    assert_eq!(
+        st[1].state,
+        ServiceState::Stopped,
+        "a dependent ends with its dependency"
+    );
     assert_eq!(st[2].state, ServiceState::Running);
     assert!(h.restart("nope").is_err());
     h.shutdown();
@@ -452,7 +507,10 @@ async fn a_hung_service_is_aborted_after_its_timeout_and_named() {
         }
     })
     .shutdown_timeout(Duration::from_secs(2));
-    let polite = Service::new("polite", |ctx| async move { ctx.shutdown_requested().await });
+    let polite = Service::new(
+        "polite",
+        |ctx| async move { ctx.shutdown_requested().await },
+    );
     let h = runner()
         .shutdown_timeout(Duration::from_secs(30))
         .services([stubborn, polite])
@@ -465,10 +523,16 @@ async fn a_hung_service_is_aborted_after_its_timeout_and_named() {
     h.shutdown();
     let err = h.wait().await.unwrap_err();
     assert_eq!(began.elapsed(), Duration::from_secs(2));
-    assert!(dropped.load(Ordering::SeqCst), "the hung future was dropped");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the hung future was dropped"
+    );
     assert_eq!(err.failures().len(), 1);
     assert_eq!(err.failures()[0].service(), "stubborn");
-    assert_eq!(err.to_string(), "service `stubborn` did not stop within 2s and was aborted");
+    assert_eq!(
+        err.to_string(),
+        "service `stubborn` did not stop within 2s and was aborted"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -546,9 +610,16 @@ async fn tasks_spawned_from_the_context_are_tied_to_the_run() {
     assert_eq!(began.elapsed(), Duration::from_secs(2));
     assert_eq!(
         log.lines(),
-        ["service returned", "polite task drained", "stubborn task aborted"]
+        [
+            "service returned",
+            "polite task drained",
+            "stubborn task aborted"
+        ]
     );
-    assert_eq!(log.times_of("polite task drained"), [Duration::from_millis(501)]);
+    assert_eq!(
+        log.times_of("polite task drained"),
+        [Duration::from_millis(501)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -568,7 +639,10 @@ async fn a_failing_tied_task_fails_the_run() {
     let err = start(vec![svc]).await.wait().await.unwrap_err();
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     let cause = std::error::Error::source(&err).unwrap();
-    assert_eq!(cause.to_string(), "a task spawned by service `s` run 3 failed");
+    assert_eq!(
+        cause.to_string(),
+        "a task spawned by service `s` run 3 failed"
+    );
     assert_eq!(cause.source().unwrap().to_string(), "task broke");
 }
 
@@ -583,7 +657,10 @@ async fn status_and_events_follow_every_state_change() {
     let st = &h.status()[0];
     assert_eq!(st.state, ServiceState::Restarting);
     assert_eq!(st.restarts, 1);
-    assert_eq!(st.last_error.as_ref().unwrap().to_string(), "service `f` run 1 failed");
+    assert_eq!(
+        st.last_error.as_ref().unwrap().to_string(),
+        "service `f` run 1 failed"
+    );
     let err = h.wait().await.unwrap_err();
     assert_eq!(err.failures()[0].service(), "f");
     let mut seen = Vec::new();
@@ -596,13 +673,23 @@ async fn status_and_events_follow_every_state_change() {
     }
     assert_eq!(
         seen,
-        ["running", "failed run 1", "restarting", "running", "failed run 2", "failed"]
+        [
+            "running",
+            "failed run 1",
+            "restarting",
+            "running",
+            "failed run 2",
+            "failed"
+        ]
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn status_reports_uptime_of_the_current_run() {
-    let h = start(vec![Service::new("s", |ctx| async move { ctx.shutdown_requested().await })]).await;
+    let h = start(vec![Service::new("s", |ctx| async move {
+        ctx.shutdown_requested().await
+    })])
+    .await;
     sleep(Duration::from_secs(3)).await;
     let st = &h.status()[0];
     assert_eq!(st.state, ServiceState::Running);
@@ -635,7 +722,9 @@ async fn the_shutdown_token_starts_a_graceful_shutdown() {
     let token = servicekit::CancellationToken::new();
     let h = runner()
         .shutdown_token(token.clone())
-        .service(Service::new("s", |ctx| async move { ctx.shutdown_requested().await }))
+        .service(Service::new("s", |ctx| async move {
+            ctx.shutdown_requested().await
+        }))
         .start()
         .await
         .unwrap();
@@ -655,7 +744,10 @@ async fn an_error_while_stopping_is_reported() {
     h.shutdown();
     let err = h.wait().await.unwrap_err();
     assert_eq!(err.to_string(), "service `s` failed while stopping");
-    assert!(matches!(err.failures()[0].kind(), FailureKind::StopFailed { .. }));
+    assert!(matches!(
+        err.failures()[0].kind(),
+        FailureKind::StopFailed { .. }
+    ));
 }
 
 async fn config_error(services: Vec<Service>) -> ConfigError {
@@ -697,17 +789,26 @@ async fn invalid_configurations_are_rejected_before_anything_starts() {
     assert_eq!(e.to_string(), "dependency cycle: a -> b -> c -> a");
 
     let e = config_error(vec![probe(), noop("x").max_restarts(3, Duration::ZERO)]).await;
-    assert_eq!(e.to_string(), "service `x`: `within` must be greater than zero");
+    assert_eq!(
+        e.to_string(),
+        "service `x`: `within` must be greater than zero"
+    );
 
     let e = config_error(vec![
         probe(),
         noop("x").backoff(Duration::from_secs(2), Duration::from_secs(1)),
     ])
     .await;
-    assert_eq!(e.to_string(), "service `x`: `backoff` base 2s is greater than its cap 1s");
+    assert_eq!(
+        e.to_string(),
+        "service `x`: `backoff` base 2s is greater than its cap 1s"
+    );
 
     let e = config_error(vec![probe(), noop("x").every(Duration::ZERO)]).await;
-    assert_eq!(e.to_string(), "service `x`: `every` must be greater than zero");
+    assert_eq!(
+        e.to_string(),
+        "service `x`: `every` must be greater than zero"
+    );
 
     let e = config_error(vec![probe(), noop("")]).await;
     assert_eq!(e, ConfigError::EmptyName);
@@ -716,7 +817,10 @@ async fn invalid_configurations_are_rejected_before_anything_starts() {
     assert_eq!(e.to_string(), "service `self`: it depends on itself");
 
     sleep(Duration::from_secs(1)).await;
-    assert!(!started.load(Ordering::SeqCst), "a service started despite the error");
+    assert!(
+        !started.load(Ordering::SeqCst),
+        "a service started despite the error"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -728,7 +832,9 @@ async fn run_services_returns_once_every_service_has_ended() {
     }
     let log = Log::new();
     // run_services installs signal handlers; that is fine in a test process.
-    run_services([once(log.clone(), 1), once_named(log.clone())]).await.unwrap();
+    run_services([once(log.clone(), 1), once_named(log.clone())])
+        .await
+        .unwrap();
     assert_eq!(log.lines(), ["done 1", "named done"]);
 
     #[service(name = "custom-name", restart = "never")]
@@ -760,7 +866,11 @@ async fn macro_services_get_fresh_argument_clones_and_their_settings() {
     let log = Log::new();
     let svc = counter(vec![0], log.clone());
     assert_eq!(svc.name(), "counter");
-    let h = start(vec![svc, Service::new("keep", |c| async move { c.shutdown_requested().await })]).await;
+    let h = start(vec![
+        svc,
+        Service::new("keep", |c| async move { c.shutdown_requested().await }),
+    ])
+    .await;
     sleep(Duration::from_secs(10)).await;
     // Each run starts from a fresh clone of the argument.
     assert_eq!(log.lines(), ["[0, 1]", "[0, 2]", "[0, 3]"]);
@@ -768,7 +878,10 @@ async fn macro_services_get_fresh_argument_clones_and_their_settings() {
     assert_eq!(h.status()[0].state, ServiceState::Failed);
     assert_eq!(h.status()[1].state, ServiceState::Running);
     h.shutdown();
-    assert_eq!(h.wait().await.unwrap_err().failures()[0].service(), "counter");
+    assert_eq!(
+        h.wait().await.unwrap_err().failures()[0].service(),
+        "counter"
+    );
 }
 
 #[tokio::test(start_paused = true)]

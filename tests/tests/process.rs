@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::OnceLock;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Builds every example once per test binary and returns the examples directory.
@@ -15,7 +15,13 @@ fn examples_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "servicekit-examples", "--examples"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "servicekit-examples",
+                "--examples",
+            ])
             .status()
             .expect("run cargo");
         assert!(status.success(), "building the examples failed");
@@ -75,7 +81,10 @@ impl Proc {
 
     /// Waits for a stdout line containing `text`, after the last one matched.
     fn expect_line(&mut self, text: &str) {
-        if let Some(i) = self.stdout[self.cursor..].iter().position(|l| l.contains(text)) {
+        if let Some(i) = self.stdout[self.cursor..]
+            .iter()
+            .position(|l| l.contains(text))
+        {
             self.cursor += i + 1;
             return;
         }
@@ -114,7 +123,10 @@ impl Proc {
             }
             if began.elapsed() > limit {
                 let _ = self.child.kill();
-                panic!("process did not exit within {limit:?}; stdout: {:#?}", self.stdout);
+                panic!(
+                    "process did not exit within {limit:?}; stdout: {:#?}",
+                    self.stdout
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -138,9 +150,19 @@ fn graceful_stop_of_quickstart(sig: i32) {
     let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
-    assert!(out.iter().any(|l| l.starts_with("heartbeat: stopping after")), "{out:#?}");
-    assert!(out.iter().any(|l| l.starts_with("worker: finished")), "{out:#?}");
-    assert_eq!(out.last().unwrap(), "quickstart: all services stopped cleanly");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("heartbeat: stopping after")),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter().any(|l| l.starts_with("worker: finished")),
+        "{out:#?}"
+    );
+    assert_eq!(
+        out.last().unwrap(),
+        "quickstart: all services stopped cleanly"
+    );
 }
 
 #[test]
@@ -164,12 +186,19 @@ fn a_service_reaching_its_restart_limit_makes_the_program_exit_1() {
     let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
     assert!(elapsed < Duration::from_secs(10));
-    assert_eq!(out.iter().filter(|l| l.contains("connecting")).count(), 5, "{out:#?}");
+    assert_eq!(
+        out.iter().filter(|l| l.contains("connecting")).count(),
+        5,
+        "{out:#?}"
+    );
     assert!(
         err.contains("Error: service `flaky-upstream` gave up after 4 restarts"),
         "stderr: {err}"
     );
-    assert!(err.contains("caused by: connection refused (attempt 5)"), "stderr: {err}");
+    assert!(
+        err.contains("caused by: connection refused (attempt 5)"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
@@ -184,7 +213,10 @@ fn one_sigint_waits_for_the_hung_service_timeout_then_exits_1_naming_it() {
         "{elapsed:?}"
     );
     assert!(out.iter().any(|l| l == "drainer: drained"), "{out:#?}");
-    assert!(out.iter().any(|l| l.starts_with("batcher: finished batch")), "{out:#?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("batcher: finished batch")),
+        "{out:#?}"
+    );
     assert!(
         err.contains("Error: service `stubborn` did not stop within 2s and was aborted"),
         "stderr: {err}"
@@ -200,9 +232,16 @@ fn a_second_sigint_forces_exit_130_at_once() {
     let began = Instant::now();
     p.signal(SIGINT);
     let (status, _, _, err) = p.finish(Duration::from_secs(10));
-    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
     assert_eq!(status.code(), Some(130), "stderr: {err}");
-    assert!(err.contains("shutdown forced by a second signal; aborted: `stubborn`"), "{err}");
+    assert!(
+        err.contains("shutdown forced by a second signal; aborted: `stubborn`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -262,7 +301,13 @@ fn periodic_example_ticks_and_stops_on_sigterm() {
     p.signal(SIGTERM);
     let (status, _, out, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");
-    assert!(out.iter().filter(|l| l.starts_with("compactor: run")).count() >= 3, "{out:#?}");
+    assert!(
+        out.iter()
+            .filter(|l| l.starts_with("compactor: run"))
+            .count()
+            >= 3,
+        "{out:#?}"
+    );
 }
 
 fn default_action_is_back_after_the_runner(sig: i32) {

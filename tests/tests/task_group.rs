@@ -32,7 +32,10 @@ async fn fail_fast_cancels_the_others_on_the_first_error() {
     let err = group.wait().await.unwrap_err();
     assert_eq!(began.elapsed(), Duration::from_secs(1));
     assert_eq!(err.errors().len(), 1);
-    assert_eq!(err.to_string(), "1 task failed; first: task failed: first failure");
+    assert_eq!(
+        err.to_string(),
+        "1 task failed; first: task failed: first failure"
+    );
     assert!(aborted.load(Ordering::SeqCst), "the other task was aborted");
     assert!(group.token().is_cancelled());
     assert!(group.is_empty());
@@ -109,7 +112,15 @@ async fn wait_is_cancel_safe() {
         sleep(Duration::from_secs(10)).await;
     });
     // Time out the first wait after the error was collected but before the end.
-    assert!(tokio::time::timeout(Duration::from_secs(1), group.wait()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), group.wait())
+            .await
+            .is_err()
+    );
     let err = group.wait().await.unwrap_err();
-    assert_eq!(err.errors().len(), 1, "the error seen by the cancelled wait is kept");
+    assert_eq!(
+        err.errors().len(),
+        1,
+        "the error seen by the cancelled wait is kept"
+    );
 }
