@@ -116,6 +116,7 @@ pub mod __private {
     /// Checks that a `#[service]` body returns `()` or `Result<(), E>`; the macro spans
     /// the call on the declared return type so the error points there.
     #[inline]
+    #[allow(clippy::type_complexity)]
     pub fn check_output<F>(fut: F) -> futures::future::Map<F, fn(F::Output) -> Result<(), BoxError>>
     where
         F: Future,
