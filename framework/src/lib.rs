@@ -61,6 +61,7 @@
 )]
 #![forbid(unsafe_code)]
 
+pub mod channel;
 mod context;
 pub mod error;
 mod runner;
@@ -72,6 +73,10 @@ mod task_group;
 #[doc(inline)]
 pub use servicekit_macros::{main, service};
 
+pub use channel::{
+    Channel, Customer, CustomerBuilder, CustomerCloser, NoCustomers, Overflow, RecvError,
+    SendError, TryRecvError, TrySendError,
+};
 pub use context::ServiceContext;
 pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
 pub use runner::{Event, Events, Runner, RunnerHandle, ServiceState, ServiceStatus, run_services};
@@ -116,14 +121,17 @@ pub mod __private {
     /// Checks that a `#[service]` body returns `()` or `Result<(), E>`; the macro spans
     /// the call on the declared return type so the error points there.
     #[inline]
-    #[allow(clippy::type_complexity)]
-    pub fn check_output<F>(fut: F) -> futures::future::Map<F, fn(F::Output) -> Result<(), BoxError>>
+    pub fn check_output<F>(fut: F) -> Checked<F>
     where
         F: Future,
         F::Output: IntoServiceResult,
     {
         futures::FutureExt::map(fut, IntoServiceResult::into_service_result)
     }
+
+    /// The future [`check_output`] returns.
+    pub type Checked<F> =
+        futures::future::Map<F, fn(<F as Future>::Output) -> Result<(), BoxError>>;
 
     /// Clones one argument of a `#[service]` fn for a run; the bounds give the error
     /// users see for an argument that cannot be cloned or sent.
