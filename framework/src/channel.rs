@@ -341,6 +341,7 @@ struct Cust {
     cut_at: Option<u64>,
     /// Set by `CustomerCloser::close`.
     closed: bool,
+    /// Set while the customer waits for a message (its slot is in `recv_waiting`).
     waker: Option<Waker>,
 }
 
@@ -356,15 +357,6 @@ impl Cust {
             None => cursor,
         }
     }
-
-    /// Whether this customer makes senders wait.
-    fn is_full(&self, tail: u64) -> bool {
-        self.overflow == Overflow::Block
-            && !self.closed
-            && self
-                .capacity
-                .is_some_and(|cap| tail - self.cursor.load(Ordering::SeqCst) >= cap as u64)
-    }
 }
 
 struct Inner<T> {
@@ -377,7 +369,22 @@ struct Inner<T> {
     next_id: u64,
     closed: bool,
     send_wakers: Vec<Waker>,
+    /// Slots of customers waiting for a message (woken by the next commit or close).
+    recv_waiting: Vec<usize>,
+    /// Messages that can be sent before looking at the customers' cursors again: the
+    /// least room left in any blocking customer (room only grows between scans, as
+    /// customers receive), capped so the ring is trimmed regularly.
+    room: u64,
+    /// Slots of `DropOldest` / `Disconnect` customers, checked on every send.
+    lossy: Vec<usize>,
 }
+
+/// A batching customer wakes a waiting sender after this many receives (or when its
+/// batch is empty, whichever comes first).
+const WAKE_SENDER_AFTER: usize = 16;
+
+/// Most messages sent between two scans of the customers' cursors.
+const SCAN_EVERY: u64 = 64;
 
 impl<T> Inner<T> {
     fn tail(&self) -> u64 {
@@ -387,6 +394,40 @@ impl<T> Inner<T> {
     fn wake_senders(&mut self) {
         for w in self.send_wakers.drain(..) {
             w.wake();
+        }
+    }
+
+    fn wake_receivers(&mut self) {
+        let Inner {
+            slots,
+            recv_waiting,
+            ..
+        } = self;
+        for i in recv_waiting.drain(..) {
+            if let Some(w) = slots[i].as_mut().and_then(|c| c.waker.take()) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Reads every cursor: trims the ring and recomputes `room`.
+    fn scan(&mut self) {
+        let tail = self.tail();
+        let mut room = SCAN_EVERY;
+        let mut min = tail;
+        for c in self.slots.iter().flatten() {
+            if c.overflow == Overflow::Block
+                && !c.closed
+                && let Some(cap) = c.capacity
+            {
+                let used = tail - c.cursor.load(Ordering::SeqCst);
+                room = room.min((cap as u64).saturating_sub(used));
+            }
+            min = min.min(c.hold(tail));
+        }
+        self.room = room;
+        while self.head < min && self.ring.pop_front().is_some() {
+            self.head += 1;
         }
     }
 
@@ -427,11 +468,7 @@ impl<T> Shared<T> {
         }
         inner.closed = true;
         inner.wake_senders();
-        for c in inner.slots.iter_mut().flatten() {
-            if let Some(w) = c.waker.take() {
-                w.wake();
-            }
-        }
+        inner.wake_receivers();
         true
     }
 
@@ -461,6 +498,12 @@ impl<T> Shared<T> {
             }
         };
         inner.count += 1;
+        if overflow != Overflow::Block && capacity.is_some() {
+            inner.lossy.push(slot);
+        }
+        // A new blocking customer has a full budget, but may have less room than the
+        // one the sender counts on: look again before the next send.
+        inner.room = 0;
         inner.wake_senders();
         drop(inner);
         Customer {
@@ -471,6 +514,7 @@ impl<T> Shared<T> {
             local: VecDeque::new(),
             cursor,
             done: false,
+            freed_while_parked: 0,
         }
     }
 
@@ -479,6 +523,7 @@ impl<T> Shared<T> {
         if inner.slots[slot].as_ref().is_some_and(|c| c.id == id) {
             inner.slots[slot] = None;
             inner.free.push(slot);
+            inner.lossy.retain(|&i| i != slot);
             inner.count -= 1;
             inner.trim();
             inner.wake_senders();
@@ -497,43 +542,46 @@ impl<T> Shared<T> {
             }
             return Err(TrySendError::NoCustomers(msg));
         }
+        if inner.room == 0 {
+            inner.scan();
+            if inner.room == 0 {
+                let Some(cx) = cx else {
+                    return Err(TrySendError::Full(msg));
+                };
+                // Park, then look again: a batching customer publishes a receive
+                // without the lock and then reads `sender_parked` (both SeqCst), so
+                // either it sees the flag and wakes us, or we see its receive here.
+                inner.send_wakers.push(cx.waker().clone());
+                self.sender_parked.store(true, Ordering::SeqCst);
+                inner.scan();
+                if inner.room == 0 {
+                    return Err(TrySendError::Full(msg));
+                }
+            }
+        }
         let tail = inner.tail();
-        let mut full = inner.slots.iter().flatten().any(|c| c.is_full(tail));
-        if full && let Some(cx) = cx {
-            // Park, then look again: a batching customer publishes a receive without
-            // the lock and then reads `sender_parked` (both SeqCst), so either it sees
-            // the flag and wakes us, or we see its receive here.
-            inner.send_wakers.push(cx.waker().clone());
-            self.sender_parked.store(true, Ordering::SeqCst);
-            full = inner.slots.iter().flatten().any(|c| c.is_full(tail));
-        }
-        if full {
-            return Err(TrySendError::Full(msg));
-        }
         inner.ring.push_back(msg);
-        let mut min = tail + 1;
-        for c in inner.slots.iter_mut().flatten() {
-            if let (Some(cap), false) = (c.capacity, c.closed) {
-                let cap = cap as u64;
-                let cursor = c.cursor.load(Ordering::SeqCst);
+        inner.room -= 1;
+        let Inner { slots, lossy, .. } = &mut *inner;
+        for &i in lossy.iter() {
+            let Some(c) = slots[i].as_mut().filter(|c| !c.closed) else {
+                continue;
+            };
+            let cap = c.capacity.unwrap_or(usize::MAX) as u64;
+            let cursor = c.cursor.load(Ordering::SeqCst);
+            if tail + 1 - cursor > cap {
                 match c.overflow {
-                    Overflow::DropOldest if tail + 1 - cursor > cap => {
+                    Overflow::DropOldest => {
                         c.cursor.store(cursor + 1, Ordering::SeqCst);
                         c.lagged += 1;
                     }
-                    Overflow::Disconnect if c.cut_at.is_none() && tail + 1 - cursor > cap => {
-                        c.cut_at = Some(tail);
-                    }
+                    _ if c.cut_at.is_none() => c.cut_at = Some(tail),
                     _ => {}
                 }
             }
-            min = min.min(c.hold(tail + 1));
-            if let Some(w) = c.waker.take() {
-                w.wake();
-            }
         }
-        while inner.head < min && inner.ring.pop_front().is_some() {
-            inner.head += 1;
+        if !inner.recv_waiting.is_empty() {
+            inner.wake_receivers();
         }
         Ok(())
     }
@@ -613,6 +661,9 @@ impl<T: Clone> Channel<T> {
                     next_id: 0,
                     closed: false,
                     send_wakers: Vec::new(),
+                    recv_waiting: Vec::new(),
+                    room: 0,
+                    lossy: Vec::new(),
                 }),
                 sender_parked: AtomicBool::new(false),
                 handles: AtomicUsize::new(1),
@@ -1006,6 +1057,8 @@ pub struct Customer<T> {
     cursor: Arc<AtomicU64>,
     /// Closed, disconnected or cut off and fully drained.
     done: bool,
+    /// Receives since a parked sender was noticed.
+    freed_while_parked: usize,
 }
 
 impl<T> fmt::Debug for Customer<T> {
@@ -1098,7 +1151,13 @@ impl<T: Clone> Customer<T> {
         if let Some(t) = self.local.pop_front() {
             self.cursor.fetch_add(1, Ordering::SeqCst);
             if self.shared.sender_parked.load(Ordering::SeqCst) {
-                self.wake_parked_senders();
+                // Wake a waiting sender once it can send a run of messages, not one:
+                // waking it per freed slot makes both sides ping-pong.
+                self.freed_while_parked += 1;
+                if self.freed_while_parked >= WAKE_SENDER_AFTER || self.local.is_empty() {
+                    self.freed_while_parked = 0;
+                    self.wake_parked_senders();
+                }
             }
             return Poll::Ready(Ok(t));
         }
@@ -1133,12 +1192,18 @@ impl<T: Clone> Customer<T> {
                 return Poll::Ready(Err(RecvError::CutOff));
             }
             if closed {
-                c.waker = None;
                 self.done = true;
                 return Poll::Ready(Err(RecvError::Closed));
             }
             if let Some(cx) = cx {
-                c.waker = Some(cx.waker().clone());
+                let first = c.waker.is_none();
+                match &mut c.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+                if first {
+                    inner.recv_waiting.push(self.slot);
+                }
             }
             return Poll::Pending;
         }
@@ -1375,10 +1440,8 @@ impl<T> CustomerCloser<T> {
         let mut inner = self.shared.lock();
         if let Some(c) = inner.slots[self.slot].as_mut().filter(|c| c.id == self.id) {
             c.closed = true;
-            if let Some(w) = c.waker.take() {
-                w.wake();
-            }
         }
+        inner.wake_receivers();
         inner.trim();
         inner.wake_senders();
     }
