@@ -1,46 +1,118 @@
-//! The smallest useful servicekit program: two services run side by side until Ctrl+C,
-//! then stop gracefully and the program exits 0.
+//! The quickstart: an event detector broadcasts system events on a `Channel`; an event
+//! logger and an error alerter each receive every event through their own `Customer`
+//! (the alerter with a smaller buffer). Ctrl+C (or SIGTERM) stops everything cleanly:
+//! the detector first, then the consumers, which drain what they had buffered; the
+//! program exits 0.
 //!
-//! Run it with `cargo run -p servicekit-examples --example 01_quickstart` and press
-//! Ctrl+C (or send SIGTERM).
+//! Run it with `cargo run -p servicekit-examples --example 01_quickstart`.
 
 use std::time::Duration;
 
-use servicekit::{ServiceContext, run_services, service};
+use servicekit::{Channel, ServiceContext, run_services, service};
 
-/// Prints a heartbeat every second until shutdown is requested.
-#[service(name = "heartbeat")]
-async fn heartbeat(ctx: ServiceContext, period: Duration) {
-    ctx.ready();
-    let mut beats = 0u64;
-    while ctx
-        .until_shutdown(tokio::time::sleep(period))
-        .await
-        .is_some()
-    {
-        beats += 1;
-        println!("heartbeat: beat {beats}");
-    }
-    println!("heartbeat: stopping after {beats} beats");
+#[derive(Debug, Clone)]
+struct SystemEvent {
+    id: u64,
+    level: Level,
+    message: String,
 }
 
-/// Counts jobs; on shutdown it finishes the one in progress.
-#[service(name = "worker", restart = "always")]
-async fn worker(ctx: ServiceContext) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// Detects (simulated) system events and broadcasts them. It starts once both
+/// consumers are connected, so no event is sent to nobody.
+#[service(
+    name = "EventDetector",
+    restart = "always",
+    backoff = "100ms..10s",
+    after = ["EventLogger", "ErrorAlerter"]
+)]
+async fn event_detector(ctx: ServiceContext, events: Channel<SystemEvent>) {
     ctx.ready();
-    let mut done = 0u32;
-    while !ctx.is_shutdown_requested() {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        done += 1;
+    let mut id = 0;
+    loop {
+        let pause = Duration::from_millis(fastrand::u64(200..800));
+        if ctx
+            .until_shutdown(tokio::time::sleep(pause))
+            .await
+            .is_none()
+        {
+            break;
+        }
+        id += 1;
+        let level = match fastrand::u8(0..10) {
+            0..=5 => Level::Info,
+            6..=7 => Level::Warning,
+            _ => Level::Error,
+        };
+        let event = SystemEvent {
+            id,
+            level,
+            message: format!("simulated event {}", fastrand::u32(1..100)),
+        };
+        // Waits while a consumer's buffer is full (backpressure).
+        match ctx.until_shutdown(events.send(event)).await {
+            Some(Ok(())) => println!("EventDetector: sent #{id} {level:?}"),
+            Some(Err(e)) => println!("EventDetector: {e}"),
+            None => break,
+        }
     }
-    println!("worker: finished {done} jobs, stopping cleanly");
-    Ok(())
+    println!("EventDetector: stopped after {id} events");
+}
+
+/// Logs every event.
+#[service(name = "EventLogger")]
+async fn event_logger(ctx: ServiceContext, events: Channel<SystemEvent>) {
+    let mut customer = events.connect();
+    ctx.ready();
+    let mut seen = 0;
+    while let Some(Ok(event)) = ctx.until_shutdown(customer.recv()).await {
+        seen += 1;
+        println!(
+            "EventLogger: received #{} {:?}: {}",
+            event.id, event.level, event.message
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // writing the log line
+    }
+    // The detector has stopped first: log what is still buffered.
+    while let Ok(event) = customer.try_recv() {
+        seen += 1;
+        println!("EventLogger: drained #{}", event.id);
+    }
+    println!("EventLogger: stopped after {seen} events");
+}
+
+/// Raises an alert for errors; a buffer of 2 is enough for it.
+#[service(name = "ErrorAlerter")]
+async fn error_alerter(ctx: ServiceContext, events: Channel<SystemEvent>) {
+    let mut customer = events.connect_with(2);
+    ctx.ready();
+    let mut alerts = 0;
+    while let Some(Ok(event)) = ctx.until_shutdown(customer.recv()).await {
+        if event.level == Level::Error {
+            alerts += 1;
+            println!("ErrorAlerter: ALERT #{}: {}", event.id, event.message);
+            tokio::time::sleep(Duration::from_millis(100)).await; // paging someone
+        }
+    }
+    println!("ErrorAlerter: stopped after {alerts} alerts");
 }
 
 #[servicekit::main]
 async fn main() -> servicekit::Result<()> {
-    println!("quickstart: running two services; press Ctrl+C to stop");
-    run_services([heartbeat(Duration::from_secs(1)), worker()]).await?;
+    println!("quickstart: detector, logger and alerter running; press Ctrl+C to stop");
+    let events = Channel::bounded(5);
+    run_services([
+        event_detector(events.clone()),
+        event_logger(events.clone()),
+        error_alerter(events.clone()),
+    ])
+    .await?;
     println!("quickstart: all services stopped cleanly");
     Ok(())
 }

@@ -159,7 +159,11 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let reps = arg("--reps", 7);
     if std::env::args().any(|a| a == "--profile-servicekit") {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let c = arg("--customers", 1);
         for _ in 0..reps {
             let r = rt.block_on(servicekit(arg("--n", 1_000_000) as u64, c));
@@ -209,10 +213,19 @@ fn main() {
         m("kanal, one channel per customer", kn);
         m("tokio broadcast (lossy)", tb);
         let (d, dlo, dhi) = stats(drops);
-        println!("  {:<44} {d:>8.1} %   [{dlo:.1} .. {dhi:.1}]", "  tokio broadcast: messages dropped");
+        println!(
+            "  {:<44} {d:>8.1} %   [{dlo:.1} .. {dhi:.1}]",
+            "  tokio broadcast: messages dropped"
+        );
         let (r, rlo, rhi) = stats(r_ab);
-        println!("  {:<44} {r:>8.2} x   [{rlo:.2} .. {rhi:.2}]", "servicekit / async-broadcast");
+        println!(
+            "  {:<44} {r:>8.2} x   [{rlo:.2} .. {rhi:.2}]",
+            "servicekit / async-broadcast"
+        );
         let (r, rlo, rhi) = stats(r_kn);
-        println!("  {:<44} {r:>8.2} x   [{rlo:.2} .. {rhi:.2}]", "servicekit / kanal");
+        println!(
+            "  {:<44} {r:>8.2} x   [{rlo:.2} .. {rhi:.2}]",
+            "servicekit / kanal"
+        );
     }
 }

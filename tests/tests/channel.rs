@@ -53,10 +53,17 @@ async fn the_sender_waits_for_the_slowest_bounded_customer() {
     let mut slow = ch.connect_with(2);
     ch.send(1).await.unwrap();
     ch.send(2).await.unwrap();
-    assert!(timeout(Duration::from_secs(1), ch.send(3)).await.is_err(), "slow is full");
+    assert!(
+        timeout(Duration::from_secs(1), ch.send(3)).await.is_err(),
+        "slow is full"
+    );
     assert_eq!(fast.try_recv(), Ok(1));
     assert_eq!(fast.try_recv(), Ok(2));
-    assert_eq!(fast.try_recv(), Err(TryRecvError::Empty), "the timed-out send delivered nothing");
+    assert_eq!(
+        fast.try_recv(),
+        Err(TryRecvError::Empty),
+        "the timed-out send delivered nothing"
+    );
     assert_eq!(slow.recv().await, Ok(1));
     ch.send(3).await.unwrap();
     assert!(matches!(ch.try_send(4), Err(TrySendError::Full(4))));
@@ -172,7 +179,11 @@ async fn a_cancelled_send_delivers_to_nobody() {
     let mut b = ch.connect(); // capacity 1
     ch.send(0).await.unwrap();
     // b is full: the send waits, then is cancelled by the timeout...
-    assert!(timeout(Duration::from_millis(50), ch.send(1)).await.is_err());
+    assert!(
+        timeout(Duration::from_millis(50), ch.send(1))
+            .await
+            .is_err()
+    );
     // ... or by losing a select.
     tokio::select! {
         _ = ch.send(2) => panic!("cannot complete while b is full"),
@@ -224,7 +235,11 @@ async fn customers_dropping_mid_send_release_the_sender() {
 #[tokio::test]
 async fn drop_oldest_reports_how_many_were_lost() {
     let ch = Channel::bounded(1);
-    let mut lossy = ch.customer().capacity(3).overflow(Overflow::DropOldest).connect();
+    let mut lossy = ch
+        .customer()
+        .capacity(3)
+        .overflow(Overflow::DropOldest)
+        .connect();
     let _keepup = ch.customer().unbounded().connect();
     for i in 0..10 {
         ch.send(i).await.unwrap(); // never waits for `lossy`
@@ -239,7 +254,11 @@ async fn drop_oldest_reports_how_many_were_lost() {
 #[tokio::test]
 async fn disconnect_cuts_a_slow_customer_off_after_its_buffer() {
     let ch = Channel::unbounded();
-    let mut slow = ch.customer().capacity(2).overflow(Overflow::Disconnect).connect();
+    let mut slow = ch
+        .customer()
+        .capacity(2)
+        .overflow(Overflow::Disconnect)
+        .connect();
     for i in 0..5 {
         ch.send(i).await.unwrap();
     }
@@ -317,7 +336,7 @@ fn stress_every_message_in_per_sender_order() {
                 };
                 customers.push(tokio::spawn(async move {
                     let mut c = c;
-                    let mut next = vec![0u64; 3];
+                    let mut next = [0u64; 3];
                     let mut total = 0;
                     while let Ok((s, i)) = c.recv().await {
                         assert_eq!(i, next[s], "sender {s} out of order");
@@ -409,12 +428,19 @@ impl Model {
             return Err(TrySendError::NoCustomers(msg));
         }
         let full = self.customers.iter().flatten().any(|c| {
-            !c.done && c.overflow == Overflow::Block && c.cap.is_some_and(|cap| c.queue.len() >= cap)
+            !c.done
+                && c.overflow == Overflow::Block
+                && c.cap.is_some_and(|cap| c.queue.len() >= cap)
         });
         if full {
             return Err(TrySendError::Full(msg));
         }
-        for c in self.customers.iter_mut().flatten().filter(|c| !c.done && !c.cut) {
+        for c in self
+            .customers
+            .iter_mut()
+            .flatten()
+            .filter(|c| !c.done && !c.cut)
+        {
             if c.cap.is_some_and(|cap| c.queue.len() >= cap) {
                 match c.overflow {
                     Overflow::DropOldest => {
@@ -440,7 +466,9 @@ impl Model {
             return Err(TryRecvError::Recv(RecvError::Closed));
         }
         if c.lagged > 0 {
-            return Err(TryRecvError::Recv(RecvError::Lagged(std::mem::take(&mut c.lagged))));
+            return Err(TryRecvError::Recv(RecvError::Lagged(std::mem::take(
+                &mut c.lagged,
+            ))));
         }
         if let Some(m) = c.queue.pop_front() {
             return Ok(m);

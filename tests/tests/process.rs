@@ -145,18 +145,28 @@ const SIGTERM: i32 = 15;
 
 fn graceful_stop_of_quickstart(sig: i32) {
     let mut p = Proc::example("01_quickstart");
-    p.expect_line("heartbeat: beat 1");
+    p.expect_line("EventLogger: received #1");
     p.signal(sig);
     let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
-    assert!(
+    // The detector (which depends on the consumers) stops before them.
+    let pos = |prefix: &str| {
         out.iter()
-            .any(|l| l.starts_with("heartbeat: stopping after")),
-        "{out:#?}"
-    );
-    assert!(
-        out.iter().any(|l| l.starts_with("worker: finished")),
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {out:#?}"))
+    };
+    assert!(pos("EventDetector: stopped") < pos("EventLogger: stopped"));
+    assert!(pos("EventDetector: stopped") < pos("ErrorAlerter: stopped"));
+    // Every event sent was logged (received, or drained after the detector stopped).
+    let count = |prefixes: &[&str]| {
+        out.iter()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .count()
+    };
+    assert_eq!(
+        count(&["EventDetector: sent"]),
+        count(&["EventLogger: received", "EventLogger: drained"]),
         "{out:#?}"
     );
     assert_eq!(
@@ -292,6 +302,33 @@ fn dependencies_start_in_order_sighup_restarts_in_order_and_stop_is_reversed() {
     );
     assert_eq!(out.last().unwrap(), "dependencies: all stopped");
     assert!(err.contains("signal=\"SIGHUP\""), "{err}");
+}
+
+#[test]
+fn the_channels_example_shows_each_policy_and_ends_by_itself() {
+    let p = Proc::example("06_channels");
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let has = |l: &str| out.iter().any(|x| x == l);
+    assert!(
+        has("drop-oldest: told that 5 messages were dropped"),
+        "{out:#?}"
+    );
+    assert!(has("drop-oldest: got 8"), "{out:#?}");
+    assert!(has("disconnect: got 3"), "{out:#?}");
+    assert!(
+        has("disconnect: customer cut off for being too slow"),
+        "{out:#?}"
+    );
+    assert!(has("close: send after close -> channel closed"), "{out:#?}");
+    assert!(has("close: drained 3"), "{out:#?}");
+    assert!(has("close: then channel closed"), "{out:#?}");
+    assert_eq!(
+        out.iter()
+            .filter(|l| l.starts_with("backpressure: slow customer handled"))
+            .count(),
+        5
+    );
 }
 
 #[test]
