@@ -8,6 +8,8 @@
 //! * [`#[servicekit::main]`](macro@main) builds the runtime, sets up tracing and turns
 //!   the outcome into an exit code.
 //! * [`TaskGroup`] is structured concurrency outside services.
+//! * [`Channel`] / [`Customer`] broadcast messages to every connected customer, each
+//!   with its own buffer bound, the sender waiting for the slowest (see [`channel`]).
 //!
 //! # Example
 //!
