@@ -66,9 +66,20 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+
+// The lock-free parts (cursor publication, the parked-sender flag) are model-checked
+// with loom: `framework/tests/loom_channel.rs`, built with `--cfg servicekit_loom`.
+#[cfg(servicekit_loom)]
+use loom::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+};
+#[cfg(not(servicekit_loom))]
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+};
 
 use futures::Stream;
 
@@ -379,10 +390,6 @@ struct Inner<T> {
     lossy: Vec<usize>,
 }
 
-/// A batching customer wakes a waiting sender after this many receives (or when its
-/// batch is empty, whichever comes first).
-const WAKE_SENDER_AFTER: usize = 16;
-
 /// Most messages sent between two scans of the customers' cursors.
 const SCAN_EVERY: u64 = 64;
 
@@ -472,8 +479,8 @@ impl<T> Shared<T> {
         true
     }
 
-    fn connect(self: &Arc<Self>, capacity: Option<usize>, overflow: Overflow) -> Customer<T> {
-        let mut inner = self.lock();
+    fn connect(this: &Arc<Self>, capacity: Option<usize>, overflow: Overflow) -> Customer<T> {
+        let mut inner = this.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         let cursor = Arc::new(AtomicU64::new(inner.tail()));
@@ -507,14 +514,13 @@ impl<T> Shared<T> {
         inner.wake_senders();
         drop(inner);
         Customer {
-            shared: self.clone(),
+            shared: this.clone(),
             slot,
             id,
             batching: overflow == Overflow::Block,
             local: VecDeque::new(),
             cursor,
             done: false,
-            freed_while_parked: 0,
         }
     }
 
@@ -739,8 +745,7 @@ impl<T: Clone> Channel<T> {
     /// # drop(c);
     /// ```
     pub fn connect(&self) -> Customer<T> {
-        self.shared
-            .connect(self.shared.default_capacity, Overflow::Block)
+        Shared::connect(&self.shared, self.shared.default_capacity, Overflow::Block)
     }
 
     /// Connects a customer with its own buffer bound.
@@ -761,7 +766,7 @@ impl<T: Clone> Channel<T> {
             capacity > 0,
             "Channel::connect_with: capacity must be greater than 0"
         );
-        self.shared.connect(Some(capacity), Overflow::Block)
+        Shared::connect(&self.shared, Some(capacity), Overflow::Block)
     }
 
     /// A builder for a customer with its own buffer and overflow policy.
@@ -981,7 +986,7 @@ impl<T: Clone> CustomerBuilder<'_, T> {
     /// # drop(c);
     /// ```
     pub fn connect(self) -> Customer<T> {
-        self.channel.shared.connect(self.capacity, self.overflow)
+        Shared::connect(&self.channel.shared, self.capacity, self.overflow)
     }
 }
 
@@ -1057,8 +1062,6 @@ pub struct Customer<T> {
     cursor: Arc<AtomicU64>,
     /// Closed, disconnected or cut off and fully drained.
     done: bool,
-    /// Receives since a parked sender was noticed.
-    freed_while_parked: usize,
 }
 
 impl<T> fmt::Debug for Customer<T> {
@@ -1150,14 +1153,11 @@ impl<T: Clone> Customer<T> {
     fn take(&mut self, cx: Option<&Context<'_>>) -> Poll<Result<T, RecvError>> {
         if let Some(t) = self.local.pop_front() {
             self.cursor.fetch_add(1, Ordering::SeqCst);
+            // A parked sender is woken at the first receive that gives it room: waiting
+            // for a run of receives would be cheaper, but would leave a sender asleep
+            // while there is room, if the customer then waits for that sender.
             if self.shared.sender_parked.load(Ordering::SeqCst) {
-                // Wake a waiting sender once it can send a run of messages, not one:
-                // waking it per freed slot makes both sides ping-pong.
-                self.freed_while_parked += 1;
-                if self.freed_while_parked >= WAKE_SENDER_AFTER || self.local.is_empty() {
-                    self.freed_while_parked = 0;
-                    self.wake_parked_senders();
-                }
+                self.wake_parked_senders();
             }
             return Poll::Ready(Ok(t));
         }
@@ -1345,8 +1345,7 @@ impl<T: Clone> Customer<T> {
     /// # drop((a, b));
     /// ```
     pub fn connect(&self) -> Customer<T> {
-        self.shared
-            .connect(self.shared.default_capacity, Overflow::Block)
+        Shared::connect(&self.shared, self.shared.default_capacity, Overflow::Block)
     }
 
     /// Whether this customer will receive nothing more.
