@@ -10,6 +10,8 @@
 //! * [`TaskGroup`] is structured concurrency outside services.
 //! * [`Channel`] / [`Customer`] broadcast messages to every connected customer, each
 //!   with its own buffer bound, the sender waiting for the slowest (see [`channel`]).
+//! * [`Queue`] is a work queue (each item to one receiver); [`Pipeline`] runs
+//!   multi-stage processing with concurrent workers (see [`pipeline`]).
 //!
 //! # Example
 //!
@@ -66,6 +68,8 @@
 pub mod channel;
 mod context;
 pub mod error;
+pub mod pipeline;
+mod queue;
 mod runner;
 mod service;
 mod signals;
@@ -81,6 +85,12 @@ pub use channel::{
 };
 pub use context::ServiceContext;
 pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
+pub use pipeline::{
+    Pipeline, PipelineError, PipelineReport, PipelineSink, Stage, StageError, StageReport, stage,
+};
+pub use queue::{
+    Queue, QueueClosed, QueueReceiver, QueueSendError, QueueTryRecvError, QueueTrySendError,
+};
 pub use runner::{Event, Events, Runner, RunnerHandle, ServiceState, ServiceStatus, run_services};
 pub use service::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_RESTARTS, DEFAULT_RESET_AFTER,
