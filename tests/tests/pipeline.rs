@@ -92,7 +92,11 @@ async fn failed_items_go_to_the_error_sink_and_the_rest_flow_on() {
     let (results, failures) = (out.receiver(), errors.receiver());
     let report = Pipeline::from(futures::stream::iter(1..=10u32))
         .via(stage("validate", |n: u32| async move {
-            if n % 3 == 0 { Err(Bad(n)) } else { Ok(n) }
+            if n.is_multiple_of(3) {
+                Err(Bad(n))
+            } else {
+                Ok(n)
+            }
         }))
         .via(stage("process", |n: u32| async move { Ok::<_, Bad>(n * 10) }).workers(2))
         .to(out)

@@ -367,3 +367,46 @@ fn sighup_and_sigterm_kill_by_default_once_the_runner_has_ended() {
     default_action_is_back_after_the_runner(SIGHUP);
     default_action_is_back_after_the_runner(SIGTERM);
 }
+
+#[test]
+fn the_pipeline_examples_end_by_themselves_with_their_results() {
+    let run = |name: &str| {
+        let (status, _, out, err) = Proc::example(name).finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0), "{name} stderr: {err}");
+        out
+    };
+    let out = run("07_pipeline");
+    let outputs: Vec<&String> = out.iter().filter(|l| l.starts_with("output: ")).collect();
+    assert_eq!(outputs.len(), 10);
+    assert_eq!(outputs[0], "output: Processed: 2", "input order is kept");
+    assert_eq!(outputs[9], "output: Processed: 20");
+    assert!(out.iter().any(|l| l == "completed: 10 items"));
+
+    let out = run("08_pipeline_errors");
+    assert!(
+        out.iter().any(|l| l == "finished: 6 successes, 4 errors"),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l == "error in stage `process`: cannot process multiple of 7: 14")
+    );
+
+    let out = run("09_event_enrichment");
+    assert!(
+        out.iter()
+            .any(|l| l == "summary: 5 events processed, 1 rejected"),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l == "processed: purchase for user2 (segment: standard)")
+    );
+
+    let out = run("10_windowing");
+    assert_eq!(
+        out.last().unwrap(),
+        "windowing: 50 metrics, 50 windows computed"
+    );
+    assert_eq!(out.iter().filter(|l| l.starts_with("window ")).count(), 5);
+}
