@@ -388,7 +388,7 @@ struct Route {
 /// let mut seen = Vec::new();
 /// let (tx, rx) = std::sync::mpsc::channel();
 /// Pipeline::from(futures::stream::iter(["1", "x", "3"]))
-///     .via(stage("parse", |s: &str| async move { s.parse::<u32>() }))
+///     .via(stage("parse", |s: &'static str| async move { s.parse::<u32>() }))
 ///     .to(move |n: u32| {
 ///         tx.send(n).unwrap();
 ///         async {}
