@@ -26,7 +26,7 @@
 //! # Streams
 //!
 //! The stream transforms of effectpy's `Stream`/`StreamE` are the `futures` crate's
-//! [`StreamExt`](futures::StreamExt) / [`TryStreamExt`](futures::TryStreamExt):
+//! `futures::StreamExt` / `futures::TryStreamExt`:
 //! `map`, `filter`, `take`, `then` and, on streams of `Result`, `and_then`, `map_err`,
 //! `or_else`. Use them on a source before it enters a pipeline:
 //!
