@@ -24,6 +24,8 @@ const N: usize = 10_000;
 
 struct Sample {
     start: Duration,
+    /// Of `start`, the time spent building the named `Service` values.
+    build: Duration,
     stop: Duration,
     bytes_per_service: f64,
 }
@@ -57,6 +59,7 @@ async fn baseline_once() -> Sample {
     let stop = t1.elapsed();
     Sample {
         start,
+        build: Duration::ZERO,
         stop,
         bytes_per_service: bytes,
     }
@@ -72,13 +75,7 @@ async fn servicekit_once() -> Sample {
             })
         })
         .collect();
-    if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
-        eprintln!(
-            "services built: {:.1} B/service (size {})",
-            net_bytes(&region) / N as f64,
-            std::mem::size_of::<Service>()
-        );
-    }
+    let build = t0.elapsed();
     let handle = Runner::new()
         .signals(false)
         .services(services)
@@ -100,6 +97,7 @@ async fn servicekit_once() -> Sample {
     let stop = t1.elapsed();
     Sample {
         start,
+        build,
         stop,
         bytes_per_service: bytes,
     }
@@ -200,6 +198,11 @@ fn main() {
         show(
             "(a) start, servicekit",
             ms(&s, |x| x.start.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a)   of which building Service values",
+            ms(&s, |x| x.build.as_secs_f64() * 1e3),
             "ms",
         );
         show(

@@ -746,15 +746,19 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
     }
     let mut mark = vec![Mark::White; services.len()];
     let mut order = Vec::with_capacity(services.len());
-    let mut path: Vec<usize> = Vec::new();
+    // (node, next dependency to visit); the nodes on the stack are the current path.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     for root in 0..services.len() {
         if mark[root] != Mark::White {
             continue;
         }
-        // (node, next dependency to visit)
-        let mut stack = vec![(root, 0usize)];
+        if deps_of[root].is_empty() {
+            mark[root] = Mark::Black;
+            order.push(root);
+            continue;
+        }
         mark[root] = Mark::Grey;
-        path.push(root);
+        stack.push((root, 0));
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
             let after = &deps_of[node];
             if *next < after.len() {
@@ -763,14 +767,13 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
                 match mark[dep] {
                     Mark::White => {
                         mark[dep] = Mark::Grey;
-                        path.push(dep);
                         stack.push((dep, 0));
                     }
                     Mark::Grey => {
-                        let start = path.iter().position(|&p| p == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> = path[start..]
+                        let start = stack.iter().position(|&(p, _)| p == dep).unwrap_or(0);
+                        let mut cycle: Vec<String> = stack[start..]
                             .iter()
-                            .map(|&p| services[p].name.to_string())
+                            .map(|&(p, _)| services[p].name.to_string())
                             .collect();
                         cycle.push(services[dep].name.to_string());
                         return Err(ConfigError::Cycle(cycle));
@@ -780,7 +783,6 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
             } else {
                 mark[node] = Mark::Black;
                 order.push(node);
-                path.pop();
                 stack.pop();
             }
         }
