@@ -86,7 +86,8 @@ pub use channel::{
 pub use context::ServiceContext;
 pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
 pub use pipeline::{
-    Pipeline, PipelineError, PipelineReport, PipelineSink, Stage, StageError, StageReport, stage,
+    DEFAULT_BUFFER, Pipeline, PipelineError, PipelineReport, PipelineSink, Stage, StageError,
+    StageReport, stage,
 };
 pub use queue::{
     Queue, QueueClosed, QueueReceiver, QueueSendError, QueueTryRecvError, QueueTrySendError,

@@ -13,8 +13,10 @@
 //! * **Workers**: each stage runs up to `workers(n)` items at once (concurrent
 //!   futures driven by the pipeline; use `spawn_blocking` inside a stage for CPU-heavy
 //!   work). Output order is the input order unless the stage is `.unordered()`.
-//! * **Backpressure**: a stage holds at most `workers` items in flight and pulls only
-//!   when the next stage can take more, end to end: a slow sink slows the source.
+//! * **Backpressure**: consecutive stages are connected by a bounded queue
+//!   (`buffer(n)`, default [`DEFAULT_BUFFER`]); a stage holds at most `workers` items
+//!   in flight and waits while its output queue is full, end to end: a slow sink
+//!   slows the source.
 //! * **Errors**: a stage function returns `Result`; a failed item goes to the error
 //!   sink as a [`StageError`] naming the stage while the rest flow on. Without an
 //!   error sink the first error stops the pipeline: work in flight is dropped and
@@ -106,6 +108,7 @@ pub struct Stage<F> {
     name: String,
     f: F,
     workers: usize,
+    buffer: usize,
     ordered: bool,
 }
 
@@ -114,6 +117,7 @@ impl<F> fmt::Debug for Stage<F> {
         f.debug_struct("Stage")
             .field("name", &self.name)
             .field("workers", &self.workers)
+            .field("buffer", &self.buffer)
             .field("ordered", &self.ordered)
             .finish()
     }
@@ -133,9 +137,13 @@ pub fn stage<F>(name: impl Into<String>, f: F) -> Stage<F> {
         name: name.into(),
         f,
         workers: 1,
+        buffer: DEFAULT_BUFFER,
         ordered: true,
     }
 }
+
+/// Default bound of the queue between a stage and the next.
+pub const DEFAULT_BUFFER: usize = 32;
 
 impl<F> Stage<F> {
     /// How many items the stage processes at once. 0 is rejected by
@@ -149,6 +157,21 @@ impl<F> Stage<F> {
     /// ```
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// The bound of the queue between this stage and the next (default
+    /// [`DEFAULT_BUFFER`]): how far this stage may run ahead. 0 is rejected by
+    /// [`Pipeline::run`] before anything runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = servicekit::stage("s", |n: u8| async move { Ok::<_, std::io::Error>(n) }).buffer(256);
+    /// # drop(s);
+    /// ```
+    pub fn buffer(mut self, n: usize) -> Self {
+        self.buffer = n;
         self
     }
 
@@ -404,6 +427,8 @@ struct Route {
 #[must_use = "a pipeline does nothing until `run` is awaited"]
 pub struct Pipeline<T> {
     stream: BoxStream<'static, T>,
+    /// One per stage: runs the stage and fills the queue to the next one.
+    drivers: Vec<BoxFuture<'static, ()>>,
     stages: Vec<(String, Arc<Stats>)>,
     problems: Vec<String>,
     route: Arc<Route>,
@@ -438,6 +463,7 @@ impl<T: Send + 'static> Pipeline<T> {
     {
         Pipeline {
             stream: source.boxed(),
+            drivers: Vec::new(),
             stages: Vec::new(),
             problems: Vec::new(),
             route: Arc::default(),
@@ -465,6 +491,7 @@ impl<T: Send + 'static> Pipeline<T> {
     {
         let Pipeline {
             stream,
+            mut drivers,
             mut stages,
             mut problems,
             route,
@@ -476,6 +503,9 @@ impl<T: Send + 'static> Pipeline<T> {
                 "stage `{}`: workers must be at least 1",
                 stage.name
             ));
+        }
+        if stage.buffer == 0 {
+            problems.push(format!("stage `{}`: buffer must be at least 1", stage.name));
         }
         let name: Arc<str> = stage.name.as_str().into();
         let stats = Arc::new(Stats::default());
@@ -532,8 +562,23 @@ impl<T: Send + 'static> Pipeline<T> {
                 }
             }
         });
+        // The stage runs as its own driver (a future of `run`, not a task) feeding a
+        // bounded queue: it works ahead of the next stage by up to `buffer` items and
+        // waits when the queue is full (backpressure).
+        let queue = Queue::bounded(stage.buffer.max(1));
+        let next = queue.receiver();
+        drivers.push(Box::pin(async move {
+            let mut out = std::pin::pin!(out);
+            while let Some(v) = out.next().await {
+                if queue.send(v).await.is_err() {
+                    break;
+                }
+            }
+            queue.close();
+        }));
         Pipeline {
-            stream: out.boxed(),
+            stream: next.boxed(),
+            drivers,
             stages,
             problems,
             route,
@@ -595,7 +640,8 @@ impl<T: Send + 'static> Pipeline<T> {
     ///
     /// # Errors
     ///
-    /// [`PipelineError::Config`] before anything runs (a stage with 0 workers);
+    /// [`PipelineError::Config`] before anything runs (a stage with 0 workers or a
+    /// 0 buffer);
     /// [`PipelineError::Stage`] for the first failed item when there is no error
     /// sink; [`PipelineError::Sink`] if the sink refused an item (e.g. closed).
     ///
@@ -615,6 +661,7 @@ impl<T: Send + 'static> Pipeline<T> {
     pub async fn run(self) -> Result<PipelineReport, PipelineError> {
         let Pipeline {
             mut stream,
+            drivers,
             stages,
             problems,
             route,
@@ -654,7 +701,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 let first = route.first.lock().unwrap_or_else(|p| p.into_inner()).take();
                 Err(PipelineError::Stage(first.expect("notified after recording")))
             }
-            r = drive => r,
+            (_, r) = futures::future::join(futures::future::join_all(drivers), drive) => r,
         };
         if let Some(sink) = sink.as_mut() {
             sink.finish();

@@ -300,3 +300,32 @@ async fn any_futures_sink_and_closures_are_sinks() {
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_runs_ahead_of_a_slow_sink_by_at_most_its_buffer() {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p = pulled.clone();
+    let source = futures::stream::iter(0..1000u32).inspect(move |_| {
+        p.fetch_add(1, Ordering::SeqCst);
+    });
+    let run = Pipeline::from(source)
+        .via(
+            stage("fast", |n: u32| async move { Ok::<_, Bad>(n) })
+                .workers(2)
+                .buffer(4),
+        )
+        .to(|_n: u32| sleep(Duration::from_secs(1)))
+        .run();
+    assert!(tokio::time::timeout(Duration::from_millis(2500), run).await.is_err());
+    // ~3 items reached the slow sink; the stage filled its queue of 4 and holds at
+    // most 2 in flight: the source was not read further ahead than that.
+    let n = pulled.load(Ordering::SeqCst);
+    assert!((3 + 4..=3 + 4 + 2 + 1).contains(&n), "pulled {n}");
+
+    let err = Pipeline::from(futures::stream::iter(0..1u32))
+        .via(stage("s", |n: u32| async move { Ok::<_, Bad>(n) }).buffer(0))
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid pipeline: stage `s`: buffer must be at least 1");
+}
