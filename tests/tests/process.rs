@@ -134,7 +134,17 @@ impl Proc {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.stdout.push(line);
         }
-        (status, elapsed, self.stdout, self.stderr.join().unwrap())
+        let stdout = std::mem::take(&mut self.stdout);
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        (status, elapsed, stdout, stderr.join().unwrap())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the program running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
