@@ -316,7 +316,11 @@ async fn a_stage_runs_ahead_of_a_slow_sink_by_at_most_its_buffer() {
         )
         .to(|_n: u32| sleep(Duration::from_secs(1)))
         .run();
-    assert!(tokio::time::timeout(Duration::from_millis(2500), run).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2500), run)
+            .await
+            .is_err()
+    );
     // ~3 items reached the slow sink; the stage filled its queue of 4 and holds at
     // most 2 in flight: the source was not read further ahead than that.
     let n = pulled.load(Ordering::SeqCst);
@@ -327,5 +331,8 @@ async fn a_stage_runs_ahead_of_a_slow_sink_by_at_most_its_buffer() {
         .run()
         .await
         .unwrap_err();
-    assert_eq!(err.to_string(), "invalid pipeline: stage `s`: buffer must be at least 1");
+    assert_eq!(
+        err.to_string(),
+        "invalid pipeline: stage `s`: buffer must be at least 1"
+    );
 }
