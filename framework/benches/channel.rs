@@ -7,17 +7,12 @@
 //!
 //! Run: `cargo bench -p servicekit --bench channel` (`-- --reps 9`, `-- --n 200000`).
 
+mod common;
+use common::{arg, stats};
+
 use std::time::Instant;
 
 const CAP: usize = 128;
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn servicekit(n: u64, customers: usize) -> f64 {
     let ch = servicekit::Channel::bounded(CAP);
@@ -151,19 +146,10 @@ async fn kanal_per_customer(n: u64, customers: usize) -> f64 {
     (n as f64 * customers as f64) / t0.elapsed().as_secs_f64()
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
     let reps = arg("--reps", 7);
-    if std::env::args().any(|a| a == "--profile-servicekit") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+    if common::flag("--profile-servicekit") {
+        let rt = common::runtime();
         let c = arg("--customers", 1);
         for _ in 0..reps {
             let r = rt.block_on(servicekit(arg("--n", 1_000_000) as u64, c));
@@ -172,11 +158,7 @@ fn main() {
         return;
     }
     let n = arg("--n", 1_000_000) as u64;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!("channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, 2 workers");
     println!("delivered messages per second, median [min .. max]");
     for customers in [1usize, 4, 16] {

@@ -9,6 +9,9 @@
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c)).
 
+mod common;
+use common::{arg, stats};
+
 use std::alloc::System;
 use std::time::{Duration, Instant};
 
@@ -153,22 +156,9 @@ async fn baseline_restarts(window: Duration) -> f64 {
     rate
 }
 
-fn median_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
-    let reps: usize = std::env::args()
-        .skip_while(|a| a != "--reps")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let reps = arg("--reps", 11);
+    let rt = common::runtime();
     rt.block_on(async {
         // warm-up
         baseline_once().await;
@@ -184,7 +174,7 @@ fn main() {
             b.push(x);
             s.push(y);
         }
-        let ms = |v: &[Sample], f: fn(&Sample) -> f64| median_spread(v.iter().map(f).collect());
+        let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
         println!("lifecycle bench: {N} idle services, {reps} interleaved repetitions, 2 workers");
         println!("(median [min .. max])");
         let show = |label: &str, (m, lo, hi): (f64, f64, f64), unit: &str| {
@@ -207,7 +197,7 @@ fn main() {
         );
         show(
             "(a) start ratio servicekit/baseline",
-            median_spread(start_ratio),
+            stats(start_ratio),
             "x",
         );
         show(
@@ -220,11 +210,7 @@ fn main() {
             ms(&s, |x| x.stop.as_secs_f64() * 1e3),
             "ms",
         );
-        show(
-            "(a) stop ratio servicekit/baseline",
-            median_spread(stop_ratio),
-            "x",
-        );
+        show("(a) stop ratio servicekit/baseline", stats(stop_ratio), "x");
         show(
             "(b) bytes per service, baseline",
             ms(&b, |x| x.bytes_per_service),
@@ -236,7 +222,7 @@ fn main() {
             "B",
         );
 
-        if std::env::args().any(|a| a == "--no-restarts") {
+        if common::flag("--no-restarts") {
             return;
         }
         let window = Duration::from_millis(300);
@@ -245,11 +231,7 @@ fn main() {
             rb.push(baseline_restarts(window).await);
             rs.push(servicekit_restarts(window).await);
         }
-        show(
-            "(c) restarts/s, hand-written spawn loop",
-            median_spread(rb),
-            "/s",
-        );
-        show("(c) restarts/s, servicekit", median_spread(rs), "/s");
+        show("(c) restarts/s, hand-written spawn loop", stats(rb), "/s");
+        show("(c) restarts/s, servicekit", stats(rs), "/s");
     });
 }

@@ -10,18 +10,13 @@
 //!
 //! Run: `cargo bench -p servicekit --bench queue` (`-- --reps 7`, `-- --n 500000`).
 
+mod common;
+use common::{arg, stats};
+
 use std::sync::Arc;
 use std::time::Instant;
 
 const CAP: usize = 128;
-
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 macro_rules! mpmc_bench {
     ($name:ident, $make:expr, |$tx:ident, $v:ident| $send:expr, |$rx:ident| $recv:expr) => {
@@ -184,11 +179,6 @@ async fn hand_written_pipeline(n: u64, ordered: bool) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn show(label: &str, v: Vec<f64>) {
     let (m, lo, hi) = stats(v);
     println!(
@@ -207,11 +197,7 @@ fn ratio(label: &str, v: Vec<f64>) {
 fn main() {
     let reps = arg("--reps", 7);
     let n = arg("--n", 1_000_000) as u64;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!("queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, 2 workers");
     println!("items per second, median [min .. max]");
     rt.block_on(async {

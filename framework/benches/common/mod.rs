@@ -1,0 +1,33 @@
+//! Helpers shared by the benches: command-line options, the 2-worker runtime, and
+//! median / spread of repeated measurements.
+
+#![allow(dead_code)]
+
+/// The value of `--name N` on the command line, or `default`.
+pub(crate) fn arg(name: &str, default: usize) -> usize {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether `--name` is on the command line.
+pub(crate) fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// The runtime every bench measures on: multi-thread, 2 workers.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// (median, min, max).
+pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
