@@ -159,6 +159,15 @@ async fn baseline_restarts(window: Duration) -> f64 {
 fn main() {
     let reps = arg("--reps", 11);
     let rt = common::runtime();
+    if common::flag("--profile-start") {
+        // Only servicekit's start/stop, for `perf record`.
+        rt.block_on(async {
+            for _ in 0..reps {
+                servicekit_once().await;
+            }
+        });
+        return;
+    }
     rt.block_on(async {
         // warm-up
         baseline_once().await;

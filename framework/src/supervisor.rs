@@ -375,9 +375,15 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
         })
         .await
     };
-    let lasted = lock(&slot.status)
-        .since
-        .map_or(Duration::ZERO, |s| s.elapsed());
+    // Only a run that ended by itself needs its length (for `reset_after`); a stop
+    // does not pay for the clock read.
+    let lasted = if reason.is_none() {
+        lock(&slot.status)
+            .since
+            .map_or(Duration::ZERO, |s| s.elapsed())
+    } else {
+        Duration::ZERO
+    };
 
     shared.set_phase(idx, run, ACTIVE);
     if reason.is_some() {
