@@ -7,7 +7,8 @@
 //! (c) restarts per second of a service that fails at once with zero backoff.
 //!
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
-//! `-- --no-restarts` to skip (c)).
+//! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
+//! for a profiler).
 
 mod common;
 use common::{arg, stats};
