@@ -6,7 +6,9 @@
 //! changes something a supervisor cares about (a dependency's readiness, a dependent
 //! that stopped, a command, shutdown) stores it and calls `wake.notify_one()`; the
 //! supervisor re-examines everything when woken. `notify_one` keeps a permit, so no
-//! wake-up is lost, and there is no channel allocation per service.
+//! wake-up is lost, and there is no channel allocation per service. A second
+//! `Notify` (`stop`, with `stop_run`) tells a run's context that its shutdown was
+//! requested; the run's `CancellationToken` is only created if the body asks for it.
 
 use std::collections::HashMap;
 use std::fmt;
