@@ -1164,8 +1164,7 @@ impl<T: Clone> Customer<T> {
         if self.done {
             return Poll::Ready(Err(RecvError::Closed));
         }
-        let shared = self.shared.clone();
-        let mut inner = shared.lock();
+        let mut inner = self.shared.lock();
         let closed = inner.closed;
         let head = inner.head;
         let tail = inner.tail();
