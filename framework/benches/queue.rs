@@ -8,7 +8,9 @@
 //!   a hand-written equivalent with tokio mpsc channels and spawned workers, ordered
 //!   and unordered; ordered output is checked to be in order.
 //!
-//! Run: `cargo bench -p servicekit --bench queue` (`-- --reps 7`, `-- --n 500000`).
+//! Run: `cargo bench -p servicekit --bench queue` (`-- --reps 7`, `-- --n 500000`;
+//! `-- --profile servicekit --p 4` runs only servicekit's `Queue` (or `kanal`, `flume`,
+//! `async-channel`) with 4 producers and 4 consumers, for a profiler).
 
 mod common;
 use common::{arg, stats};
@@ -200,6 +202,24 @@ fn main() {
     let rt = common::runtime();
     println!("queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, 2 workers");
     println!("items per second, median [min .. max]");
+    if let Some(which) = common::value("--profile") {
+        // One queue alone, for `perf record`: `-- --profile servicekit --p 4`.
+        let p = arg("--p", 4) as u64;
+        rt.block_on(async {
+            for _ in 0..reps {
+                let c = p as usize;
+                let x = match which.as_str() {
+                    "servicekit" => servicekit_queue(n, p, c).await,
+                    "kanal" => kanal_q(n, p, c).await,
+                    "flume" => flume_q(n, p, c).await,
+                    "async-channel" => async_channel_q(n, p, c).await,
+                    other => panic!("--profile: unknown queue {other:?}"),
+                };
+                println!("  {which} {p}P/{p}C {:>8.2} M/s", x / 1e6);
+            }
+        });
+        return;
+    }
     rt.block_on(async {
         for (p, c) in [(1u64, 1usize), (4, 4)] {
             let (mut s, mut k, mut f, mut a) = (vec![], vec![], vec![], vec![]);

@@ -139,3 +139,329 @@ proptest! {
         }
     }
 }
+
+/// A waker that counts its wake-ups.
+#[derive(Default)]
+struct Counter(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counter {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A future under test, polled by hand with its own counting waker.
+struct Probe<'a, O> {
+    fut: std::pin::Pin<Box<dyn std::future::Future<Output = O> + 'a>>,
+    wakes: std::sync::Arc<Counter>,
+}
+
+impl<'a, O> Probe<'a, O> {
+    fn new(fut: impl std::future::Future<Output = O> + 'a) -> Self {
+        Probe {
+            fut: Box::pin(fut),
+            wakes: std::sync::Arc::default(),
+        }
+    }
+
+    fn woken(&self) -> bool {
+        self.wakes.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    /// Polls once; the wake count starts again from zero.
+    fn poll(&mut self) -> std::task::Poll<O> {
+        self.wakes.0.store(0, std::sync::atomic::Ordering::SeqCst);
+        let waker = std::task::Waker::from(self.wakes.clone());
+        self.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+    }
+}
+
+#[test]
+fn a_woken_receiver_dropped_before_it_runs_passes_the_item_on() {
+    let q = Queue::bounded(4);
+    let (rx_a, rx_b) = (q.receiver(), q.receiver());
+    let mut a = Probe::new(rx_a.recv());
+    let mut b = Probe::new(rx_b.recv());
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    q.try_send(7).unwrap();
+    assert!(a.woken(), "the first waiter is woken");
+    assert!(!b.woken(), "one item wakes one receiver");
+    drop(a);
+    assert!(b.woken(), "the dropped waiter passed its turn on");
+    assert_eq!(b.poll(), std::task::Poll::Ready(Ok(7)));
+}
+
+#[test]
+fn a_woken_sender_dropped_before_it_runs_passes_the_room_on() {
+    let q = Queue::bounded(1);
+    let rx = q.receiver();
+    q.try_send(0).unwrap();
+    let mut a = Probe::new(q.send(1));
+    let mut b = Probe::new(q.send(2));
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    assert_eq!(rx.try_recv(), Ok(0));
+    assert!(a.woken() && !b.woken());
+    drop(a);
+    assert!(b.woken());
+    assert!(matches!(b.poll(), std::task::Poll::Ready(Ok(()))));
+    assert_eq!(rx.try_recv(), Ok(2), "the dropped send queued nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_reaches_every_waiting_receiver() {
+    // One wake-up at a time, passed on by each receiver that got an item: a burst of
+    // items still reaches every receiver that was waiting.
+    let q = Queue::unbounded();
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let rx = q.receiver();
+        waiting.push(tokio::spawn(async move { rx.recv().await }));
+    }
+    tokio::task::yield_now().await;
+    for i in 0..5 {
+        q.try_send(i).unwrap();
+    }
+    let mut got = Vec::new();
+    for w in waiting {
+        got.push(
+            timeout(Duration::from_secs(1), w)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_under_contention_with_cancelled_waits() {
+    // 4 producers and 4 consumers on two workers; consumers give up waiting at random
+    // (a cancelled `recv`) and producers too (a cancelled `send`, then retried): every
+    // item still arrives exactly once and nothing hangs.
+    for round in 0..10u64 {
+        let q = Queue::bounded(1 + (round as usize % 4));
+        let mut consumers = Vec::new();
+        for c in 0..4u64 {
+            let rx = q.receiver();
+            consumers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut n = c;
+                loop {
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let wait = Duration::from_micros(n >> 60);
+                    match timeout(wait, rx.recv()).await {
+                        Ok(Ok(v)) => got.push(v),
+                        Ok(Err(QueueClosed)) => return got,
+                        Err(_) => {} // gave up waiting; try again
+                    }
+                }
+            }));
+        }
+        let mut producers = Vec::new();
+        for p in 0..4u64 {
+            let q = q.clone();
+            producers.push(tokio::spawn(async move {
+                for i in 0..500 {
+                    let v = p * 1000 + i;
+                    while timeout(Duration::from_micros(i % 7), q.send(v))
+                        .await
+                        .is_err()
+                    {}
+                }
+            }));
+        }
+        for p in producers {
+            timeout(Duration::from_secs(20), p)
+                .await
+                .expect("producer hung")
+                .unwrap();
+        }
+        drop(q);
+        let mut all = Vec::new();
+        for c in consumers {
+            all.extend(
+                timeout(Duration::from_secs(20), c)
+                    .await
+                    .expect("consumer hung")
+                    .unwrap(),
+            );
+        }
+        all.sort_unstable();
+        let expected: Vec<u64> = (0..4)
+            .flat_map(|p| (0..500).map(move |i| p * 1000 + i))
+            .collect();
+        assert_eq!(all, expected, "round {round}");
+    }
+}
+
+#[derive(Debug, Clone)]
+enum WaitOp {
+    TrySend,
+    TryRecv(usize),
+    /// Start a `send` (polled once; kept if it has to wait).
+    Send,
+    /// Start a `recv` on receiver `i`.
+    Recv(usize),
+    /// Poll the `i`-th waiting send / recv again.
+    PollSend(usize),
+    PollRecv(usize),
+    /// Drop the `i`-th waiting send / recv (cancel it).
+    DropSend(usize),
+    DropRecv(usize),
+    Close,
+}
+
+fn wait_op() -> impl Strategy<Value = WaitOp> {
+    prop_oneof![
+        2 => Just(WaitOp::TrySend),
+        2 => (0usize..3).prop_map(WaitOp::TryRecv),
+        3 => Just(WaitOp::Send),
+        3 => (0usize..3).prop_map(WaitOp::Recv),
+        3 => (0usize..4).prop_map(WaitOp::PollSend),
+        3 => (0usize..4).prop_map(WaitOp::PollRecv),
+        1 => (0usize..4).prop_map(WaitOp::DropSend),
+        1 => (0usize..4).prop_map(WaitOp::DropRecv),
+        1 => Just(WaitOp::Close),
+    ]
+}
+
+type SendProbe<'a> = Probe<'a, Result<(), servicekit::QueueSendError<u32>>>;
+type RecvProbe<'a> = Probe<'a, Result<u32, QueueClosed>>;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+    /// Waiting sends and receives, polled and cancelled in random order, against the
+    /// reference model; after every step no item (or free slot) is left while every
+    /// task that waits for one sleeps, and after `close` every waiter is woken.
+    #[test]
+    fn waiting_operations_match_the_model_and_never_strand_a_waiter(
+        cap in 1usize..4,
+        ops in proptest::collection::vec(wait_op(), 1..80),
+    ) {
+        let q = Queue::<u32>::bounded(cap);
+        let receivers = [q.receiver(), q.receiver(), q.receiver()];
+        let mut sends: Vec<(u32, SendProbe<'_>)> = Vec::new();
+        let mut recvs: Vec<RecvProbe<'_>> = Vec::new();
+        let mut model: VecDeque<u32> = VecDeque::new();
+        let mut closed = false;
+        let mut next = 0u32;
+        // The model's answer to one poll of a send of `v`.
+        let send_outcome = |model: &mut VecDeque<u32>, closed: bool, v: u32| {
+            if closed {
+                Some(Err(v))
+            } else if model.len() < cap {
+                model.push_back(v);
+                Some(Ok(()))
+            } else {
+                None
+            }
+        };
+        let recv_outcome = |model: &mut VecDeque<u32>, closed: bool| match model.pop_front() {
+            Some(v) => Some(Ok(v)),
+            None if closed => Some(Err(QueueClosed)),
+            None => None,
+        };
+        for op in ops {
+            match op {
+                WaitOp::TrySend => {
+                    next += 1;
+                    let expected = match send_outcome(&mut model, closed, next) {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(v)) => Err(QueueTrySendError::Closed(v)),
+                        None => Err(QueueTrySendError::Full(next)),
+                    };
+                    prop_assert_eq!(q.try_send(next), expected);
+                }
+                WaitOp::TryRecv(i) => {
+                    let expected = match recv_outcome(&mut model, closed) {
+                        Some(Ok(v)) => Ok(v),
+                        Some(Err(_)) => Err(QueueTryRecvError::Closed),
+                        None => Err(QueueTryRecvError::Empty),
+                    };
+                    prop_assert_eq!(receivers[i].try_recv(), expected);
+                }
+                WaitOp::Send => {
+                    next += 1;
+                    let mut p = Probe::new(q.send(next));
+                    let got = p.poll();
+                    match send_outcome(&mut model, closed, next) {
+                        Some(Ok(())) => prop_assert!(matches!(got, std::task::Poll::Ready(Ok(())))),
+                        Some(Err(v)) => prop_assert!(matches!(got, std::task::Poll::Ready(Err(ref e)) if e.0 == v)),
+                        None => {
+                            prop_assert!(got.is_pending());
+                            sends.push((next, p));
+                        }
+                    }
+                }
+                WaitOp::Recv(i) => {
+                    let mut p = Probe::new(receivers[i].recv());
+                    let got = p.poll();
+                    match recv_outcome(&mut model, closed) {
+                        Some(expected) => prop_assert_eq!(got, std::task::Poll::Ready(expected)),
+                        None => {
+                            prop_assert!(got.is_pending());
+                            recvs.push(p);
+                        }
+                    }
+                }
+                WaitOp::PollSend(i) if !sends.is_empty() => {
+                    let i = i % sends.len();
+                    let v = sends[i].0;
+                    let got = sends[i].1.poll();
+                    match send_outcome(&mut model, closed, v) {
+                        Some(Ok(())) => {
+                            prop_assert!(matches!(got, std::task::Poll::Ready(Ok(()))));
+                            sends.remove(i);
+                        }
+                        Some(Err(v)) => {
+                            prop_assert!(matches!(got, std::task::Poll::Ready(Err(ref e)) if e.0 == v));
+                            sends.remove(i);
+                        }
+                        None => prop_assert!(got.is_pending()),
+                    }
+                }
+                WaitOp::PollRecv(i) if !recvs.is_empty() => {
+                    let i = i % recvs.len();
+                    let got = recvs[i].poll();
+                    match recv_outcome(&mut model, closed) {
+                        Some(expected) => {
+                            prop_assert_eq!(got, std::task::Poll::Ready(expected));
+                            recvs.remove(i);
+                        }
+                        None => prop_assert!(got.is_pending()),
+                    }
+                }
+                WaitOp::DropSend(i) if !sends.is_empty() => {
+                    sends.remove(i % sends.len());
+                }
+                WaitOp::DropRecv(i) if !recvs.is_empty() => {
+                    recvs.remove(i % recvs.len());
+                }
+                WaitOp::Close => {
+                    prop_assert_eq!(q.close(), !closed);
+                    closed = true;
+                }
+                _ => {}
+            }
+            prop_assert_eq!(q.len(), model.len());
+            // Liveness: something to take (or room to use) never sits beside waiters
+            // that are all asleep; a closed queue has woken every waiter.
+            if (!model.is_empty() || closed) && !recvs.is_empty() {
+                prop_assert!(recvs.iter().any(Probe::woken), "an item is left while every receiver sleeps");
+            }
+            if (model.len() < cap || closed) && !sends.is_empty() {
+                prop_assert!(sends.iter().any(|(_, p)| p.woken()), "room is left while every sender sleeps");
+            }
+            if closed {
+                prop_assert!(recvs.iter().all(Probe::woken) && sends.iter().all(|(_, p)| p.woken()));
+            }
+        }
+    }
+}

@@ -12,6 +12,11 @@ pub(crate) fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The word after `--name` on the command line, if any.
+pub(crate) fn value(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 /// Whether `--name` is on the command line.
 pub(crate) fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
