@@ -76,8 +76,10 @@ use loom::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 #[cfg(not(servicekit_loom))]
+use parking_lot::{Mutex, MutexGuard};
+#[cfg(not(servicekit_loom))]
 use std::sync::{
-    Arc, Mutex, MutexGuard,
+    Arc,
     atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
@@ -465,7 +467,10 @@ struct Shared<T> {
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        #[cfg(servicekit_loom)]
+        return self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(not(servicekit_loom))]
+        self.inner.lock()
     }
 
     fn close(&self) -> bool {
