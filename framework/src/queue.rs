@@ -161,10 +161,16 @@ impl Waiters {
 
     /// Forgets the waiter `slot`; returns `true` if it had been notified (its entry
     /// was already taken by a wake-up).
+    #[inline]
     fn remove(&mut self, slot: &mut Option<u64>) -> bool {
-        let Some(id) = slot.take() else {
-            return false;
-        };
+        match slot.take() {
+            None => false,
+            Some(id) => self.remove_id(id),
+        }
+    }
+
+    #[cold]
+    fn remove_id(&mut self, id: u64) -> bool {
         match self.list.iter().position(|(i, _)| *i == id) {
             Some(pos) => {
                 self.list.remove(pos);
@@ -178,8 +184,9 @@ impl Waiters {
     }
 
     /// The next waiter to wake, unless one is already notified.
+    #[inline]
     fn notify_one(&mut self) -> Option<Waker> {
-        if self.notified > 0 {
+        if self.notified > 0 || self.list.is_empty() {
             return None;
         }
         let (_, waker) = self.list.pop_front()?;
@@ -193,6 +200,7 @@ impl Waiters {
     }
 }
 
+#[inline]
 fn wake(w: Option<Waker>) {
     if let Some(w) = w {
         w.wake();
@@ -291,10 +299,15 @@ impl<T> Shared<T> {
 
     /// A waiting receiver gives up: forget it, and if it had been woken for an item
     /// it will not take, wake the next receiver instead.
+    #[inline]
     fn cancel_recv(&self, slot: &mut Option<u64>) {
-        if slot.is_none() {
-            return;
+        if slot.is_some() {
+            self.cancel_recv_waiter(slot);
         }
+    }
+
+    #[cold]
+    fn cancel_recv_waiter(&self, slot: &mut Option<u64>) {
         let mut st = self.lock();
         let next = if st.recv_waiters.remove(slot) && !st.items.is_empty() {
             st.recv_waiters.notify_one()
@@ -307,10 +320,15 @@ impl<T> Shared<T> {
 
     /// A waiting sender gives up: forget it, and if it had been woken for room it
     /// will not use, wake the next sender instead.
+    #[inline]
     fn cancel_send(&self, slot: &mut Option<u64>) {
-        if slot.is_none() {
-            return;
+        if slot.is_some() {
+            self.cancel_send_waiter(slot);
         }
+    }
+
+    #[cold]
+    fn cancel_send_waiter(&self, slot: &mut Option<u64>) {
         let mut st = self.lock();
         let next = if st.send_waiters.remove(slot) && !st.closed && st.items.len() < st.cap {
             st.send_waiters.notify_one()
