@@ -87,7 +87,7 @@ use futures::Stream;
 
 /// How many messages a blocking or unbounded customer takes from the shared ring per
 /// lock. They still count against its bound until received.
-pub const BATCH: usize = 64;
+pub const BATCH: usize = 256;
 
 /// What a customer does when its buffer is full.
 ///
