@@ -465,3 +465,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn nothing_leaks_items_left_in_the_queue_and_cancelled_sends_are_dropped() {
+    use servicekit_tests::DropFlag;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let queued = Arc::new(AtomicBool::new(false));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let q = Queue::bounded(1);
+    let rx = q.receiver();
+    q.try_send(DropFlag(queued.clone())).unwrap();
+    {
+        // The queue is full: this send waits, then is cancelled with its item.
+        let mut waiting = Probe::new(q.send(DropFlag(cancelled.clone())));
+        assert!(waiting.poll().is_pending());
+    }
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "a cancelled send drops its item"
+    );
+    assert!(!queued.load(Ordering::SeqCst));
+    drop(q);
+    assert!(
+        !queued.load(Ordering::SeqCst),
+        "a receiver can still drain it"
+    );
+    drop(rx);
+    assert!(
+        queued.load(Ordering::SeqCst),
+        "the last handle drops what is left"
+    );
+}
