@@ -48,11 +48,10 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-
-use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
+use parking_lot::{Mutex, MutexGuard};
 
 /// The sending handle of a work queue; clone it for more senders. The queue closes
 /// when every `Queue` handle is dropped.
