@@ -2,7 +2,8 @@
 //! `CancellationToken` + `TaskTracker`), measured in the same run with interleaved
 //! repetitions on a 2-worker multi-thread runtime:
 //!
-//! (a) start, then gracefully stop, 10,000 idle services that wait on their context;
+//! (a) start, then gracefully stop, 10,000 idle services that wait on their context
+//!     (also: the time until every body has started running);
 //! (b) heap bytes per idle service (counting allocator);
 //! (c) restarts per second of a service that fails at once with zero backoff.
 //!
@@ -14,10 +15,13 @@ mod common;
 use common::{arg, stats};
 
 use std::alloc::System;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use servicekit::{Restart, Runner, Service};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,8 +30,27 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const N: usize = 10_000;
 
+/// Services (or baseline tasks) whose body has started running in this sample.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static ALL_RUNNING: LazyLock<Notify> = LazyLock::new(Notify::new);
+
+/// Called first thing in each body.
+fn mark_running() {
+    if RUNNING.fetch_add(1, Ordering::AcqRel) + 1 == N {
+        ALL_RUNNING.notify_one();
+    }
+}
+
+async fn all_running() {
+    while RUNNING.load(Ordering::Acquire) < N {
+        ALL_RUNNING.notified().await;
+    }
+}
+
 struct Sample {
     start: Duration,
+    /// Until every body has started running (each has been polled once).
+    running: Duration,
     /// Of `start`, the time spent building the named `Service` values.
     build: Duration,
     stop: Duration,
@@ -45,15 +68,21 @@ async fn settle() {
 }
 
 async fn baseline_once() -> Sample {
+    RUNNING.store(0, Ordering::Release);
     let region = Region::new(GLOBAL);
     let t0 = Instant::now();
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
     for _ in 0..N {
         let token = root.child_token();
-        tracker.spawn(async move { token.cancelled().await });
+        tracker.spawn(async move {
+            mark_running();
+            token.cancelled().await;
+        });
     }
     let start = t0.elapsed();
+    all_running().await;
+    let running = t0.elapsed();
     settle().await;
     let bytes = net_bytes(&region) / N as f64;
     let t1 = Instant::now();
@@ -63,6 +92,7 @@ async fn baseline_once() -> Sample {
     let stop = t1.elapsed();
     Sample {
         start,
+        running,
         build: Duration::ZERO,
         stop,
         bytes_per_service: bytes,
@@ -70,11 +100,13 @@ async fn baseline_once() -> Sample {
 }
 
 async fn servicekit_once() -> Sample {
+    RUNNING.store(0, Ordering::Release);
     let region = Region::new(GLOBAL);
     let t0 = Instant::now();
     let services: Vec<Service> = (0..N)
         .map(|i| {
             Service::new(format!("svc-{i}"), |ctx| async move {
+                mark_running();
                 ctx.shutdown_requested().await;
             })
         })
@@ -87,6 +119,8 @@ async fn servicekit_once() -> Sample {
         .await
         .expect("valid");
     let start = t0.elapsed();
+    all_running().await;
+    let running = t0.elapsed();
     if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
         eprintln!(
             "after start: {:.1} B/service",
@@ -101,6 +135,7 @@ async fn servicekit_once() -> Sample {
     let stop = t1.elapsed();
     Sample {
         start,
+        running,
         build,
         stop,
         bytes_per_service: bytes,
@@ -176,10 +211,12 @@ fn main() {
 
         let (mut b, mut s) = (Vec::new(), Vec::new());
         let (mut start_ratio, mut stop_ratio) = (Vec::new(), Vec::new());
+        let mut running_ratio = Vec::new();
         for _ in 0..reps {
             let x = baseline_once().await;
             let y = servicekit_once().await;
             start_ratio.push(y.start.as_secs_f64() / x.start.as_secs_f64());
+            running_ratio.push(y.running.as_secs_f64() / x.running.as_secs_f64());
             stop_ratio.push(y.stop.as_secs_f64() / x.stop.as_secs_f64());
             b.push(x);
             s.push(y);
@@ -208,6 +245,21 @@ fn main() {
         show(
             "(a) start ratio servicekit/baseline",
             stats(start_ratio),
+            "x",
+        );
+        show(
+            "(a) until every body runs, baseline",
+            ms(&b, |x| x.running.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) until every body runs, servicekit",
+            ms(&s, |x| x.running.as_secs_f64() * 1e3),
+            "ms",
+        );
+        show(
+            "(a) until every body runs, ratio",
+            stats(running_ratio),
             "x",
         );
         show(
