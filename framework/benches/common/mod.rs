@@ -5,11 +5,7 @@
 
 /// The value of `--name N` on the command line, or `default`.
 pub(crate) fn arg(name: &str, default: usize) -> usize {
-    std::env::args()
-        .skip_while(|a| a != name)
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    value(name).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// The word after `--name` on the command line, if any.
