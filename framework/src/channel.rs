@@ -73,14 +73,14 @@ use std::task::{Context, Poll, Waker};
 #[cfg(servicekit_loom)]
 use loom::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 #[cfg(not(servicekit_loom))]
 use parking_lot::{Mutex, MutexGuard};
 #[cfg(not(servicekit_loom))]
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
 use futures::Stream;
@@ -342,11 +342,59 @@ impl fmt::Display for TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
+/// What a customer shares with the senders outside the lock, in one word: the next
+/// sequence number it has not received (low 63 bits; a batching customer publishes
+/// each receive here without the lock) and, in the top bit, "a sender is parked
+/// until this customer makes room" (set and cleared under the lock).
+///
+/// Keeping both in one word is what makes the lock-free receive safe and cheap: the
+/// customer's increment returns the flag, and the sender's flagging returns the
+/// position, so one of the two always sees the other (no store-load fence needed).
+struct Cursor(AtomicU64);
+
+const SENDER_WAITS: u64 = 1 << 63;
+
+impl Cursor {
+    fn new(pos: u64) -> Self {
+        Cursor(AtomicU64::new(pos))
+    }
+
+    fn pos(&self) -> u64 {
+        self.0.load(Ordering::SeqCst) & !SENDER_WAITS
+    }
+
+    /// Moves the position (under the lock, by the customer or for a `DropOldest`
+    /// customer), keeping the flag.
+    fn set_pos(&self, pos: u64) {
+        let flag = self.0.load(Ordering::SeqCst) & SENDER_WAITS;
+        self.0.store(pos | flag, Ordering::SeqCst);
+    }
+
+    /// One lock-free receive; returns whether a sender is parked on this customer.
+    fn advance(&self) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+
+    /// Sets the flag (under the lock) and returns the position at that instant.
+    fn flag(&self) -> u64 {
+        self.0.fetch_or(SENDER_WAITS, Ordering::SeqCst) & !SENDER_WAITS
+    }
+
+    fn is_flagged(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+
+    /// Clears the flag (under the lock); returns whether it was set.
+    fn unflag(&self) -> bool {
+        // The flag only changes under the lock, which the caller holds: a plain load
+        // first keeps the common case free of a read-modify-write.
+        self.is_flagged() && self.0.fetch_and(!SENDER_WAITS, Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+}
+
 struct Cust {
     id: u64,
-    /// Next sequence number the customer has not received. Shared with the customer
-    /// so that a batching customer publishes each receive without the lock.
-    cursor: Arc<AtomicU64>,
+    cursor: Arc<Cursor>,
     capacity: Option<usize>,
     overflow: Overflow,
     lagged: u64,
@@ -364,10 +412,18 @@ impl Cust {
         if self.closed {
             return tail;
         }
-        let cursor = self.cursor.load(Ordering::SeqCst);
+        let cursor = self.cursor.pos();
         match self.cut_at {
             Some(cut) => cursor.min(cut),
             None => cursor,
+        }
+    }
+
+    /// The bound of a blocking customer, the one that can keep a sender waiting.
+    fn block_cap(&self) -> Option<u64> {
+        match self.capacity {
+            Some(cap) if self.overflow == Overflow::Block && !self.closed => Some(cap as u64),
+            _ => None,
         }
     }
 }
@@ -390,6 +446,9 @@ struct Inner<T> {
     room: u64,
     /// Slots of `DropOldest` / `Disconnect` customers, checked on every send.
     lossy: Vec<usize>,
+    /// How many customers have `SENDER_WAITS` set: parked senders are woken when the
+    /// last of them makes room, not at every receive of every customer.
+    blocked: usize,
 }
 
 /// Most messages sent between two scans of the customers' cursors.
@@ -429,7 +488,7 @@ impl<T> Inner<T> {
                 && !c.closed
                 && let Some(cap) = c.capacity
             {
-                let used = tail - c.cursor.load(Ordering::SeqCst);
+                let used = tail - c.cursor.pos();
                 room = room.min((cap as u64).saturating_sub(used));
             }
             min = min.min(c.hold(tail));
@@ -437,6 +496,43 @@ impl<T> Inner<T> {
         self.room = room;
         while self.head < min && self.ring.pop_front().is_some() {
             self.head += 1;
+        }
+    }
+
+    /// Parks the senders on the full customers: flags each one that is full at the
+    /// instant its flag is set (a customer receiving at the same time either moved
+    /// its position first, or sees the flag and releases its part). Flags left from
+    /// an earlier park on customers that are no longer full are cleared. Returns
+    /// whether some customer is still full.
+    fn park(&mut self) -> bool {
+        let tail = self.tail();
+        let mut blocked = 0;
+        for c in self.slots.iter().flatten() {
+            match c.block_cap() {
+                Some(cap) if tail - c.cursor.pos() >= cap => {
+                    if tail - c.cursor.flag() >= cap {
+                        blocked += 1;
+                    } else {
+                        c.cursor.unflag();
+                    }
+                }
+                _ => {
+                    c.cursor.unflag();
+                }
+            }
+        }
+        self.blocked = blocked;
+        blocked > 0
+    }
+
+    /// A flagged customer made room (or left): wakes the senders once no flagged
+    /// customer is left.
+    fn release(&mut self, cursor: &Cursor) {
+        if cursor.unflag() {
+            self.blocked -= 1;
+            if self.blocked == 0 {
+                self.wake_senders();
+            }
         }
     }
 
@@ -458,8 +554,6 @@ impl<T> Inner<T> {
 
 struct Shared<T> {
     inner: Mutex<Inner<T>>,
-    /// A sender is parked waiting for room: batching customers publish at once.
-    sender_parked: AtomicBool,
     handles: AtomicUsize,
     default_capacity: Option<usize>,
     no_customers: AtomicU8,
@@ -488,7 +582,7 @@ impl<T> Shared<T> {
         let mut inner = this.lock();
         let id = inner.next_id;
         inner.next_id += 1;
-        let cursor = Arc::new(AtomicU64::new(inner.tail()));
+        let cursor = Arc::new(Cursor::new(inner.tail()));
         let cust = Cust {
             id,
             cursor: cursor.clone(),
@@ -532,7 +626,12 @@ impl<T> Shared<T> {
     fn disconnect(&self, slot: usize, id: u64) {
         let mut inner = self.lock();
         if inner.slots[slot].as_ref().is_some_and(|c| c.id == id) {
-            inner.slots[slot] = None;
+            if let Some(c) = inner.slots[slot].take() {
+                // Not `release`: every sender is woken below anyway.
+                if c.cursor.unflag() {
+                    inner.blocked -= 1;
+                }
+            }
             inner.free.push(slot);
             inner.lossy.retain(|&i| i != slot);
             inner.count -= 1;
@@ -559,15 +658,14 @@ impl<T> Shared<T> {
                 let Some(cx) = cx else {
                     return Err(TrySendError::Full(msg));
                 };
-                // Park, then look again: a batching customer publishes a receive
-                // without the lock and then reads `sender_parked` (both SeqCst), so
-                // either it sees the flag and wakes us, or we see its receive here.
+                // Park on the full customers, then look again (see `park`).
                 inner.send_wakers.push(cx.waker().clone());
-                self.sender_parked.store(true, Ordering::SeqCst);
-                inner.scan();
-                if inner.room == 0 {
+                if inner.park() {
                     return Err(TrySendError::Full(msg));
                 }
+                // Every customer made room meanwhile: not parked after all.
+                inner.send_wakers.pop();
+                inner.scan();
             }
         }
         let tail = inner.tail();
@@ -579,11 +677,11 @@ impl<T> Shared<T> {
                 continue;
             };
             let cap = c.capacity.unwrap_or(usize::MAX) as u64;
-            let cursor = c.cursor.load(Ordering::SeqCst);
+            let cursor = c.cursor.pos();
             if tail + 1 - cursor > cap {
                 match c.overflow {
                     Overflow::DropOldest => {
-                        c.cursor.store(cursor + 1, Ordering::SeqCst);
+                        c.cursor.set_pos(cursor + 1);
                         c.lagged += 1;
                     }
                     _ if c.cut_at.is_none() => c.cut_at = Some(tail),
@@ -675,8 +773,8 @@ impl<T: Clone> Channel<T> {
                     recv_waiting: Vec::new(),
                     room: 0,
                     lossy: Vec::new(),
+                    blocked: 0,
                 }),
-                sender_parked: AtomicBool::new(false),
                 handles: AtomicUsize::new(1),
                 default_capacity: capacity,
                 no_customers: AtomicU8::new(0),
@@ -1064,7 +1162,7 @@ pub struct Customer<T> {
     /// `cursor .. cursor + local.len()`); they still count against the bound.
     local: VecDeque<T>,
     /// Sequence number of the next message to hand out (shared with the channel).
-    cursor: Arc<AtomicU64>,
+    cursor: Arc<Cursor>,
     /// Closed, disconnected or cut off and fully drained.
     done: bool,
 }
@@ -1157,12 +1255,12 @@ impl<T: Clone> Customer<T> {
 
     fn take(&mut self, cx: Option<&Context<'_>>) -> Poll<Result<T, RecvError>> {
         if let Some(t) = self.local.pop_front() {
-            self.cursor.fetch_add(1, Ordering::SeqCst);
-            // A parked sender is woken at the first receive that gives it room: waiting
-            // for a run of receives would be cheaper, but would leave a sender asleep
-            // while there is room, if the customer then waits for that sender.
-            if self.shared.sender_parked.load(Ordering::SeqCst) {
-                self.wake_parked_senders();
+            // A sender parked on this customer is released at the first receive that
+            // gives it room: waiting for a run of receives would be cheaper, but would
+            // leave a sender asleep while there is room, if the customer then waits
+            // for that sender.
+            if self.cursor.advance() {
+                self.shared.lock().release(&self.cursor);
             }
             return Poll::Ready(Ok(t));
         }
@@ -1186,7 +1284,7 @@ impl<T: Clone> Customer<T> {
         if c.lagged > 0 {
             return Poll::Ready(Err(RecvError::Lagged(std::mem::take(&mut c.lagged))));
         }
-        let pos = self.cursor.load(Ordering::SeqCst);
+        let pos = self.cursor.pos();
         let end = c.cut_at.unwrap_or(tail);
         if pos >= end {
             if c.cut_at.is_some() {
@@ -1220,18 +1318,9 @@ impl<T: Clone> Customer<T> {
         let first = inner.ring[start].clone();
         self.local
             .extend(inner.ring.range(start + 1..start + take).cloned());
-        self.cursor.store(pos + 1, Ordering::SeqCst);
-        if self.shared.sender_parked.swap(false, Ordering::SeqCst) {
-            inner.wake_senders();
-        }
+        self.cursor.set_pos(pos + 1);
+        inner.release(&self.cursor);
         Poll::Ready(Ok(first))
-    }
-
-    fn wake_parked_senders(&self) {
-        let mut inner = self.shared.lock();
-        if self.shared.sender_parked.swap(false, Ordering::SeqCst) {
-            inner.wake_senders();
-        }
     }
 
     /// How many messages are waiting for this customer.
@@ -1249,7 +1338,7 @@ impl<T: Clone> Customer<T> {
         match inner.slots[self.slot].as_ref().filter(|c| c.id == self.id) {
             Some(c) if !c.closed => {
                 let end = c.cut_at.unwrap_or(inner.tail());
-                end.saturating_sub(self.cursor.load(Ordering::SeqCst)) as usize
+                end.saturating_sub(self.cursor.pos()) as usize
             }
             _ => self.local.len(),
         }
@@ -1284,9 +1373,10 @@ impl<T: Clone> Customer<T> {
         let tail = inner.tail();
         if let Some(c) = inner.slots[self.slot].as_mut().filter(|c| c.id == self.id) {
             let end = c.cut_at.unwrap_or(tail);
-            self.cursor.store(end, Ordering::SeqCst);
+            self.cursor.set_pos(end);
             c.lagged = 0;
         }
+        inner.release(&self.cursor);
         inner.trim();
         inner.wake_senders();
     }
@@ -1369,9 +1459,7 @@ impl<T: Clone> Customer<T> {
         let inner = self.shared.lock();
         match inner.slots[self.slot].as_ref().filter(|c| c.id == self.id) {
             Some(c) => {
-                c.closed
-                    || (inner.closed
-                        && self.cursor.load(Ordering::SeqCst) >= c.cut_at.unwrap_or(inner.tail()))
+                c.closed || (inner.closed && self.cursor.pos() >= c.cut_at.unwrap_or(inner.tail()))
             }
             None => self.local.is_empty(),
         }
@@ -1443,6 +1531,8 @@ impl<T> CustomerCloser<T> {
         let mut inner = self.shared.lock();
         if let Some(c) = inner.slots[self.slot].as_mut().filter(|c| c.id == self.id) {
             c.closed = true;
+            let cursor = c.cursor.clone();
+            inner.release(&cursor);
         }
         inner.wake_receivers();
         inner.trim();

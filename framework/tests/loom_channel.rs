@@ -141,3 +141,45 @@ fn a_sender_is_woken_even_when_the_customer_keeps_a_batch() {
         });
     });
 }
+
+#[test]
+fn a_sender_parked_on_two_customers_is_woken_by_the_last_one() {
+    // Bound 2, two customers, each with 1 left in its batch. `send(3)` finds both full
+    // and parks on both; each customer frees its room with a lock-free receive from
+    // its own thread. The sender must not wake before both have (it would find no
+    // room), and must not sleep after both have.
+    model(|| {
+        let ch = Channel::<u32>::bounded(2);
+        let mut a = ch.connect();
+        let mut b = ch.connect();
+        ch.try_send(0).unwrap();
+        ch.try_send(1).unwrap();
+        block_on(async {
+            assert_eq!(a.recv().await, Ok(0));
+            assert_eq!(b.recv().await, Ok(0));
+        });
+        ch.try_send(2).unwrap();
+        let sender = thread::spawn(move || {
+            block_on(async {
+                ch.send(3).await.unwrap();
+            });
+        });
+        let other = thread::spawn(move || {
+            block_on(async {
+                assert_eq!(b.recv().await, Ok(1));
+            });
+            b
+        });
+        block_on(async {
+            assert_eq!(a.recv().await, Ok(1));
+        });
+        sender.join().unwrap();
+        let mut b = other.join().unwrap();
+        block_on(async {
+            for i in 2..4 {
+                assert_eq!(a.recv().await, Ok(i));
+                assert_eq!(b.recv().await, Ok(i));
+            }
+        });
+    });
+}

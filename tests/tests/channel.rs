@@ -297,6 +297,53 @@ async fn customer_connect_makes_an_independent_customer() {
     assert!(ch.has_customers());
 }
 
+/// A sender that waits for several full customers is woken once, by the last of them
+/// to make room, not by every receive (each wake would find no room and park again).
+#[test]
+fn a_parked_sender_is_woken_once_by_the_last_full_customer() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let wakes = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+
+    let ch = Channel::bounded(2);
+    let mut customers: Vec<_> = (0..3).map(|_| ch.connect()).collect();
+    for i in 0..2 {
+        ch.try_send(i).unwrap();
+    }
+    let mut send = Box::pin(ch.send(2));
+    assert!(send.as_mut().poll(&mut cx).is_pending());
+    // Every customer is full; each one's first receive makes room on it, but only
+    // the last one's gives the sender room.
+    for (k, c) in customers.iter_mut().enumerate() {
+        assert_eq!(c.try_recv(), Ok(0));
+        let expected = usize::from(k == 2);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            expected,
+            "after customer {k}"
+        );
+    }
+    assert_eq!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+    for c in &mut customers {
+        assert_eq!(c.try_recv(), Ok(1));
+    }
+    // A woken sender that finds room again does not stay flagged on anyone.
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+    for c in &mut customers {
+        assert_eq!(c.try_recv(), Ok(2));
+    }
+}
+
 #[test]
 #[should_panic(expected = "capacity must be greater than 0")]
 fn a_zero_capacity_is_rejected() {
