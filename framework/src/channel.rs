@@ -509,12 +509,9 @@ impl<T> Inner<T> {
         let mut blocked = 0;
         for c in self.slots.iter().flatten() {
             match c.block_cap() {
-                Some(cap) if tail - c.cursor.pos() >= cap => {
-                    if tail - c.cursor.flag() >= cap {
-                        blocked += 1;
-                    } else {
-                        c.cursor.unflag();
-                    }
+                // Full before and still full at the instant the flag went up.
+                Some(cap) if tail - c.cursor.pos() >= cap && tail - c.cursor.flag() >= cap => {
+                    blocked += 1;
                 }
                 _ => {
                     c.cursor.unflag();
