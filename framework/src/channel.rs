@@ -1246,10 +1246,14 @@ impl<T: Clone> Customer<T> {
     /// assert_eq!(got, Ok(1));
     /// # }
     /// ```
+    #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
         self.take(Some(cx))
     }
 
+    /// The hot path, inlined into `recv` / `poll_recv` / `try_recv`: a receive from
+    /// the local batch is one atomic increment.
+    #[inline]
     fn take(&mut self, cx: Option<&Context<'_>>) -> Poll<Result<T, RecvError>> {
         if let Some(t) = self.local.pop_front() {
             // A sender parked on this customer is released at the first receive that
@@ -1257,10 +1261,22 @@ impl<T: Clone> Customer<T> {
             // leave a sender asleep while there is room, if the customer then waits
             // for that sender.
             if self.cursor.advance() {
-                self.shared.lock().release(&self.cursor);
+                self.release_sender();
             }
             return Poll::Ready(Ok(t));
         }
+        self.take_shared(cx)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_sender(&self) {
+        self.shared.lock().release(&self.cursor);
+    }
+
+    /// Takes the next batch from the shared ring, or registers to be woken.
+    #[inline(never)]
+    fn take_shared(&mut self, cx: Option<&Context<'_>>) -> Poll<Result<T, RecvError>> {
         if self.done {
             return Poll::Ready(Err(RecvError::Closed));
         }
