@@ -465,6 +465,7 @@ impl<T> Inner<T> {
         }
     }
 
+    #[cold]
     fn wake_receivers(&mut self) {
         let Inner {
             slots,
@@ -638,8 +639,24 @@ impl<T> Shared<T> {
     }
 
     /// Commits `msg` to every customer, or says why it cannot now.
+    #[inline]
     fn try_commit(&self, msg: T, cx: Option<&Context<'_>>) -> Result<(), TrySendError<T>> {
         let mut inner = self.lock();
+        if inner.closed || inner.count == 0 || inner.room == 0 {
+            return Self::try_commit_slow(inner, msg, cx);
+        }
+        inner.push(msg);
+        Ok(())
+    }
+
+    /// `try_commit` when the channel is closed, has no customers, or the sender has
+    /// to look at the cursors again (and maybe park).
+    #[inline(never)]
+    fn try_commit_slow(
+        mut inner: MutexGuard<'_, Inner<T>>,
+        msg: T,
+        cx: Option<&Context<'_>>,
+    ) -> Result<(), TrySendError<T>> {
         if inner.closed {
             return Err(TrySendError::Closed(msg));
         }
@@ -665,10 +682,32 @@ impl<T> Shared<T> {
                 inner.scan();
             }
         }
-        let tail = inner.tail();
-        inner.ring.push_back(msg);
-        inner.room -= 1;
-        let Inner { slots, lossy, .. } = &mut *inner;
+        inner.push(msg);
+        Ok(())
+    }
+}
+
+impl<T> Inner<T> {
+    /// Appends a message there is room for; applies the lossy customers' policies
+    /// and wakes the waiting customers.
+    #[inline]
+    fn push(&mut self, msg: T) {
+        self.ring.push_back(msg);
+        self.room -= 1;
+        if !self.lossy.is_empty() {
+            self.overflow_lossy();
+        }
+        if !self.recv_waiting.is_empty() {
+            self.wake_receivers();
+        }
+    }
+
+    /// The message just pushed overflows the `DropOldest` / `Disconnect` customers
+    /// that are full.
+    #[cold]
+    fn overflow_lossy(&mut self) {
+        let tail = self.tail() - 1;
+        let Inner { slots, lossy, .. } = self;
         for &i in lossy.iter() {
             let Some(c) = slots[i].as_mut().filter(|c| !c.closed) else {
                 continue;
@@ -686,10 +725,6 @@ impl<T> Shared<T> {
                 }
             }
         }
-        if !inner.recv_waiting.is_empty() {
-            inner.wake_receivers();
-        }
-        Ok(())
     }
 }
 
@@ -1110,13 +1145,15 @@ impl<T> Unpin for Send<'_, T> {}
 impl<T> Future for Send<'_, T> {
     type Output = Result<(), SendError<T>>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let msg = self.msg.take().expect("Send polled after completion");
-        let fail_without = self.shared.no_customers.load(Ordering::Relaxed) == 1;
         match self.shared.try_commit(msg, Some(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError::Closed(m))),
-            Err(TrySendError::NoCustomers(m)) if fail_without => {
+            Err(TrySendError::NoCustomers(m))
+                if self.shared.no_customers.load(Ordering::Relaxed) == 1 =>
+            {
                 Poll::Ready(Err(SendError::NoCustomers(m)))
             }
             Err(TrySendError::NoCustomers(m) | TrySendError::Full(m)) => {
