@@ -13,6 +13,13 @@
 //! send also waits while no customer is connected
 //! ([`NoCustomers::Wait`]; [`NoCustomers::Fail`] returns the message instead).
 //!
+//! A waiting sender is parked on the customers that are full, and woken once: by the
+//! receive that gives it room (the first receive of the last of them), never later,
+//! and not by receives that cannot let it proceed. A customer publishes each receive
+//! with one atomic increment, so a sender is never left asleep while there is room,
+//! even if the customer stops receiving (for example because it waits for that
+//! sender through another path).
+//!
 //! ## Overflow
 //!
 //! Instead of blocking the sender, a customer may choose
