@@ -492,12 +492,8 @@ impl<T> Inner<T> {
         let mut room = SCAN_EVERY;
         let mut min = tail;
         for c in self.slots.iter().flatten() {
-            if c.overflow == Overflow::Block
-                && !c.closed
-                && let Some(cap) = c.capacity
-            {
-                let used = tail - c.cursor.pos();
-                room = room.min((cap as u64).saturating_sub(used));
+            if let Some(cap) = c.block_cap() {
+                room = room.min(cap.saturating_sub(tail - c.cursor.pos()));
             }
             min = min.min(c.hold(tail));
         }
@@ -632,10 +628,7 @@ impl<T> Shared<T> {
         let mut inner = self.lock();
         if inner.slots[slot].as_ref().is_some_and(|c| c.id == id) {
             if let Some(c) = inner.slots[slot].take() {
-                // Not `release`: every sender is woken below anyway.
-                if c.cursor.unflag() {
-                    inner.blocked -= 1;
-                }
+                inner.release(&c.cursor);
             }
             inner.free.push(slot);
             inner.lossy.retain(|&i| i != slot);
@@ -1202,7 +1195,8 @@ pub struct Customer<T> {
     /// Messages cloned from the ring but not received yet (sequence numbers
     /// `cursor .. cursor + local.len()`); they still count against the bound.
     local: VecDeque<T>,
-    /// Sequence number of the next message to hand out (shared with the channel).
+    /// Sequence number of the next message to hand out, and whether a sender waits
+    /// on this customer (shared with the channel; see [`Cursor`]).
     cursor: Arc<Cursor>,
     /// Closed, disconnected or cut off and fully drained.
     done: bool,

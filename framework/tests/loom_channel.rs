@@ -1,7 +1,8 @@
 //! Model checking of the channel's lock-free paths with loom: a blocking customer
-//! publishes each receive with an atomic store (no lock) and checks the
-//! parked-sender flag; a sender that finds no room parks, sets the flag and looks
-//! again. Loom explores the interleavings: no lost wake-up (loom reports a deadlock
+//! publishes each receive from its local batch with one atomic increment (no lock)
+//! of a word that also holds its "a sender waits on me" flag; a sender that finds no
+//! room flags every full customer (the same word, one atomic `fetch_or` each) and is
+//! woken when the last of them has received. Loom explores the interleavings: no lost wake-up (loom reports a deadlock
 //! if every thread is blocked), no lost or reordered message.
 //!
 //! Run: `RUSTFLAGS="--cfg servicekit_loom" cargo test -p servicekit --release --test loom_channel`
