@@ -157,6 +157,15 @@ fn main() {
         }
         return;
     }
+    if common::flag("--profile-kanal") {
+        let rt = common::runtime();
+        let c = arg("--customers", 1);
+        for _ in 0..reps {
+            let r = rt.block_on(kanal_per_customer(arg("--n", 1_000_000) as u64, c));
+            println!("{:.1} M/s", r / 1e6);
+        }
+        return;
+    }
     let n = arg("--n", 1_000_000) as u64;
     let rt = common::runtime();
     println!("channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, 2 workers");

@@ -51,6 +51,15 @@
 //! [`BATCH`] clones taken in one lock (blocking and unbounded customers only), which
 //! still count against its bound until they are received.
 //!
+//! ## Locking
+//!
+//! The ring is guarded by a short lock that is released with a plain store (senders
+//! take it once per message, a customer once per batch; waiters spin, then yield,
+//! then nap, and never sleep on it), and each customer publishes its receives with one
+//! atomic increment outside it. Customers clone their batch under that lock, so a
+//! `Clone` that is slow (large owned data) holds up the senders meanwhile: send
+//! `Arc<T>` for such messages.
+//!
 //! ## Example
 //!
 //! ```
@@ -77,13 +86,13 @@ use std::task::{Context, Poll, Waker};
 
 // The lock-free parts (cursor publication, the parked-sender flag) are model-checked
 // with loom: `framework/tests/loom_channel.rs`, built with `--cfg servicekit_loom`.
+#[cfg(not(servicekit_loom))]
+use crate::lock::{Mutex, MutexGuard};
 #[cfg(servicekit_loom)]
 use loom::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
-#[cfg(not(servicekit_loom))]
-use parking_lot::{Mutex, MutexGuard};
 #[cfg(not(servicekit_loom))]
 use std::sync::{
     Arc,

@@ -68,6 +68,8 @@
 pub mod channel;
 mod context;
 pub mod error;
+#[cfg(not(servicekit_loom))]
+mod lock;
 pub mod pipeline;
 mod queue;
 mod runner;
