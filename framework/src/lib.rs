@@ -68,7 +68,6 @@
 pub mod channel;
 mod context;
 pub mod error;
-#[cfg(not(servicekit_loom))]
 mod lock;
 pub mod pipeline;
 mod queue;

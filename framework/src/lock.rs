@@ -1,11 +1,12 @@
 //! The lock of the messaging hot paths: test-and-test-and-set on one word, released
 //! with a plain store.
 //!
-//! The sender of a [`Channel`](crate::Channel) takes its lock once per message. A
-//! parking mutex (parking_lot, std) releases with a read-modify-write, because it
-//! must see whether a thread went to sleep on it; here nobody sleeps on the lock, so
-//! releasing is a store and a message costs one atomic read-modify-write fewer on
-//! the sending side (see BENCHMARKS.md, fourth session).
+//! The sender of a [`Channel`](crate::Channel) takes its lock once per message, and
+//! every [`Queue`](crate::Queue) operation takes its lock once. A parking mutex
+//! (parking_lot, std) releases with a read-modify-write, because it must see whether
+//! a thread went to sleep on it; here nobody sleeps on the lock, so releasing is a
+//! store and each of those operations costs one atomic read-modify-write fewer (see
+//! BENCHMARKS.md, fourth session).
 //!
 //! The critical sections it guards never await and are short, except that a customer
 //! clones its batch (user `Clone` code, up to 256 messages) under it. A waiter spins

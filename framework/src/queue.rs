@@ -6,15 +6,17 @@
 //!
 //! ## How it works
 //!
-//! One `VecDeque` behind one lock (`parking_lot`'s mutex: it spins briefly before
-//! sleeping, which measured 1.7× (1→1) to 2.7× (4→4) faster than `std`'s here), and
-//! two first-come-first-served lists of waiting tasks: receivers waiting for an item,
-//! senders waiting for room. One waiter per side is woken at a time; when it has
-//! taken its item (or used its room) it wakes the next one if there is still
-//! something for it, and a waiter woken but dropped before it acted passes its turn
-//! on. So no item and no free slot is ever left while every task waiting for one
-//! sleeps, and a busy queue does not wake a task per item (which makes the runtime
-//! spread the tasks over every worker to fight over the lock).
+//! One `VecDeque` behind one short lock (released with a plain store; waiters spin,
+//! then yield, then nap: see `BENCHMARKS.md`), and two first-come-first-served lists
+//! of waiting tasks: receivers waiting for an item, senders waiting for room. Each
+//! operation wakes at most one task: a send wakes a waiting receiver, a receive a
+//! waiting sender. When a woken task has taken its item (or used its room) it wakes
+//! the next one if there is still something for it, and a waiter woken but dropped
+//! before it acted passes its turn on (both sides' turns, as it may hold the other
+//! side's too). So no item and no free slot is ever left while every task waiting for
+//! one sleeps and no woken task is left to act, and a busy queue does not wake a task
+//! per item (a second wake-up per operation makes the runtime wake another worker,
+//! and the tasks spread over every worker to fight over the lock).
 //!
 //! Memory: the items (`size_of::<T>()` each, in a ring that grows up to the bound),
 //! plus a waker and an id (24 bytes) per waiting task.
@@ -24,8 +26,8 @@
 //! `close` discards what is queued. Figures are in `BENCHMARKS.md`.
 //!
 //! A woken waiter must be polled again or dropped for the next one to get its turn
-//! (as with `async-channel`): do not keep a pending `recv()` future alive without
-//! polling it while other receivers wait.
+//! (as with `async-channel`): do not keep a pending `recv()` or `send()` future alive
+//! without polling it while other tasks wait on the queue.
 //!
 //! ## Example
 //!
@@ -50,8 +52,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use crate::lock::{Mutex, MutexGuard};
 use futures::Stream;
-use parking_lot::{Mutex, MutexGuard};
 
 /// The sending handle of a work queue; clone it for more senders. The queue closes
 /// when every `Queue` handle is dropped.
@@ -119,9 +121,10 @@ struct State<T> {
 ///
 /// At most one waiter is notified at a time: the notified task, when it has taken
 /// its item (or used its room), wakes the next one if there is still something for
-/// it. Waking one task per item instead makes the runtime spread a busy queue's tasks
-/// over every worker, where they spend their time fighting over the lock (measured:
-/// 4 producers and 4 consumers ran 4× slower). A waiter's entry is removed when it
+/// it and nobody on the other side was woken by the same operation. Waking one task
+/// per item instead makes the runtime spread a busy queue's tasks over every worker,
+/// where they spend their time fighting over the lock (measured: 4 producers and 4
+/// consumers ran 4× slower). A waiter's entry is removed when it
 /// is notified, so a future whose entry is gone knows it was notified, and passes the
 /// notification on if it is dropped without using it.
 struct Waiters {
@@ -251,16 +254,17 @@ impl<T> Shared<T> {
         }
         let was_notified = st.send_waiters.remove(slot);
         st.items.push_back(item);
-        let receiver = st.recv_waiters.notify_one();
-        // Pass the turn on if there is room for the next waiting sender too.
-        let sender = if was_notified && st.items.len() < st.cap {
-            st.send_waiters.notify_one()
-        } else {
-            None
+        // One wake-up per operation at most (a second one makes the runtime wake
+        // another worker): a receiver for the new item, else the turn of the next
+        // waiting sender if there is room for it too. A woken receiver passes the
+        // senders' turn on when it takes an item, or when it is dropped.
+        let next = match st.recv_waiters.notify_one() {
+            Some(receiver) => Some(receiver),
+            None if was_notified && st.items.len() < st.cap => st.send_waiters.notify_one(),
+            None => None,
         };
         drop(st);
-        wake(receiver);
-        wake(sender);
+        wake(next);
         Ok(())
     }
 
@@ -283,16 +287,15 @@ impl<T> Shared<T> {
             return Err(QueueTryRecvError::Empty);
         };
         let was_notified = st.recv_waiters.remove(slot);
-        let sender = st.send_waiters.notify_one();
-        // Pass the turn on if there is an item for the next waiting receiver too.
-        let receiver = if was_notified && !st.items.is_empty() {
-            st.recv_waiters.notify_one()
-        } else {
-            None
+        // As in `try_send`: a sender for the freed room, else the next receiver's
+        // turn if there is an item for it too.
+        let next = match st.send_waiters.notify_one() {
+            Some(sender) => Some(sender),
+            None if was_notified && !st.items.is_empty() => st.recv_waiters.notify_one(),
+            None => None,
         };
         drop(st);
-        wake(sender);
-        wake(receiver);
+        wake(next);
         Ok(item)
     }
 
@@ -308,13 +311,22 @@ impl<T> Shared<T> {
     #[cold]
     fn cancel_recv_waiter(&self, slot: &mut Option<u64>) {
         let mut st = self.lock();
-        let next = if st.recv_waiters.remove(slot) && !st.items.is_empty() {
-            st.recv_waiters.notify_one()
+        let (next, sender) = if st.recv_waiters.remove(slot) {
+            // It may have been woken for an item, and may hold the senders' turn
+            // (see `try_send`): pass both on.
+            let next = (!st.items.is_empty())
+                .then(|| st.recv_waiters.notify_one())
+                .flatten();
+            let sender = (!st.closed && st.items.len() < st.cap)
+                .then(|| st.send_waiters.notify_one())
+                .flatten();
+            (next, sender)
         } else {
-            None
+            (None, None)
         };
         drop(st);
         wake(next);
+        wake(sender);
     }
 
     /// A waiting sender gives up: forget it, and if it had been woken for room it
@@ -329,13 +341,22 @@ impl<T> Shared<T> {
     #[cold]
     fn cancel_send_waiter(&self, slot: &mut Option<u64>) {
         let mut st = self.lock();
-        let next = if st.send_waiters.remove(slot) && !st.closed && st.items.len() < st.cap {
-            st.send_waiters.notify_one()
+        let (next, receiver) = if st.send_waiters.remove(slot) {
+            // It may have been woken for room, and may hold the receivers' turn
+            // (see `try_recv`): pass both on.
+            let next = (!st.closed && st.items.len() < st.cap)
+                .then(|| st.send_waiters.notify_one())
+                .flatten();
+            let receiver = (!st.items.is_empty())
+                .then(|| st.recv_waiters.notify_one())
+                .flatten();
+            (next, receiver)
         } else {
-            None
+            (None, None)
         };
         drop(st);
         wake(next);
+        wake(receiver);
     }
 }
 

@@ -178,6 +178,61 @@ impl<'a, O> Probe<'a, O> {
     }
 }
 
+/// One wake-up per operation: a receiver that takes an item while others wait and a
+/// sender waits for room wakes the sender only, which then holds the receivers' turn.
+/// Dropped before it runs, it passes that turn on.
+#[test]
+fn a_woken_sender_dropped_before_it_runs_passes_the_receivers_turn_on() {
+    let q = Queue::bounded(2);
+    let (rx_a, rx_b) = (q.receiver(), q.receiver());
+    let mut a = Probe::new(rx_a.recv());
+    let mut b = Probe::new(rx_b.recv());
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    q.try_send(1).unwrap();
+    q.try_send(2).unwrap();
+    let mut s = Probe::new(q.send(3));
+    assert!(s.poll().is_pending(), "full");
+    assert_eq!(a.poll(), std::task::Poll::Ready(Ok(1)));
+    assert!(s.woken(), "room: the sender is woken");
+    assert!(!b.woken(), "one wake-up per operation");
+    drop(s);
+    assert!(
+        b.woken(),
+        "the dropped sender passed the receivers' turn on"
+    );
+    assert_eq!(b.poll(), std::task::Poll::Ready(Ok(2)));
+}
+
+/// The mirror image: a sender that used its turn with room left, while a receiver
+/// waits, wakes the receiver only; dropped before it runs, the receiver passes the
+/// senders' turn on.
+#[test]
+fn a_woken_receiver_dropped_before_it_runs_passes_the_senders_turn_on() {
+    let q = Queue::bounded(2);
+    let (rx_a, rx_b) = (q.receiver(), q.receiver());
+    let mut a = Probe::new(rx_a.recv());
+    let mut b = Probe::new(rx_b.recv());
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    q.try_send(1).unwrap();
+    q.try_send(2).unwrap();
+    let mut s1 = Probe::new(q.send(3));
+    let mut s2 = Probe::new(q.send(4));
+    assert!(s1.poll().is_pending() && s2.poll().is_pending(), "full");
+    assert_eq!(a.poll(), std::task::Poll::Ready(Ok(1)));
+    assert!(s1.woken() && !s2.woken());
+    assert_eq!(rx_a.try_recv(), Ok(2));
+    // s1 sends with room left for s2 and b waiting: b is woken, not s2.
+    assert_eq!(s1.poll(), std::task::Poll::Ready(Ok(())));
+    assert!(b.woken() && !s2.woken(), "one wake-up per operation");
+    drop(b);
+    assert!(
+        s2.woken(),
+        "the dropped receiver passed the senders' turn on"
+    );
+    assert_eq!(s2.poll(), std::task::Poll::Ready(Ok(())));
+    assert_eq!(q.len(), 2);
+}
+
 #[test]
 fn a_woken_receiver_dropped_before_it_runs_passes_the_item_on() {
     let q = Queue::bounded(4);
@@ -315,6 +370,9 @@ enum WaitOp {
     DropSend(usize),
     DropRecv(usize),
     Close,
+    /// Poll every woken send / recv until none is woken (what the runtime does), then
+    /// check that nothing is stranded.
+    Settle,
 }
 
 fn wait_op() -> impl Strategy<Value = WaitOp> {
@@ -328,6 +386,7 @@ fn wait_op() -> impl Strategy<Value = WaitOp> {
         1 => (0usize..4).prop_map(WaitOp::DropSend),
         1 => (0usize..4).prop_map(WaitOp::DropRecv),
         1 => Just(WaitOp::Close),
+        2 => Just(WaitOp::Settle),
     ]
 }
 
@@ -368,7 +427,9 @@ proptest! {
             None if closed => Some(Err(QueueClosed)),
             None => None,
         };
-        for op in ops {
+        let mut ops: VecDeque<WaitOp> = ops.into();
+        ops.push_back(WaitOp::Settle);
+        while let Some(op) = ops.pop_front() {
             match op {
                 WaitOp::TrySend => {
                     next += 1;
@@ -448,16 +509,34 @@ proptest! {
                     prop_assert_eq!(q.close(), !closed);
                     closed = true;
                 }
+                WaitOp::Settle => {
+                    if let Some(i) = sends.iter().position(|(_, p)| p.woken()) {
+                        ops.push_front(WaitOp::Settle);
+                        ops.push_front(WaitOp::PollSend(i));
+                    } else if let Some(i) = recvs.iter().position(Probe::woken) {
+                        ops.push_front(WaitOp::Settle);
+                        ops.push_front(WaitOp::PollRecv(i));
+                    } else {
+                        // Every woken waiter has run: none may be left waiting for
+                        // what is there.
+                        prop_assert!(model.is_empty() || recvs.is_empty(), "an item is left while every receiver sleeps");
+                        prop_assert!(model.len() >= cap || sends.is_empty(), "room is left while every sender sleeps");
+                    }
+                }
                 _ => {}
             }
             prop_assert_eq!(q.len(), model.len());
-            // Liveness: something to take (or room to use) never sits beside waiters
-            // that are all asleep; a closed queue has woken every waiter.
+            // Liveness between steps: something to take (or room to use) never sits
+            // beside waiters that are all asleep unless some woken waiter holds the
+            // turn (one wake-up per operation: a woken sender passes the receivers'
+            // turn on, and the reverse); a closed queue has woken every waiter.
+            let someone_woken =
+                recvs.iter().any(Probe::woken) || sends.iter().any(|(_, p)| p.woken());
             if (!model.is_empty() || closed) && !recvs.is_empty() {
-                prop_assert!(recvs.iter().any(Probe::woken), "an item is left while every receiver sleeps");
+                prop_assert!(someone_woken, "an item is left while every waiter sleeps");
             }
             if (model.len() < cap || closed) && !sends.is_empty() {
-                prop_assert!(sends.iter().any(|(_, p)| p.woken()), "room is left while every sender sleeps");
+                prop_assert!(someone_woken, "room is left while every waiter sleeps");
             }
             if closed {
                 prop_assert!(recvs.iter().all(Probe::woken) && sends.iter().all(|(_, p)| p.woken()));
