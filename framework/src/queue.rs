@@ -26,8 +26,9 @@
 //! `close` discards what is queued. Figures are in `BENCHMARKS.md`.
 //!
 //! A woken waiter must be polled again or dropped for the next one to get its turn
-//! (as with `async-channel`): do not keep a pending `recv()` or `send()` future alive
-//! without polling it while other tasks wait on the queue.
+//! (as with `async-channel`): do not keep a pending `recv()` or `send()` future, or a
+//! `QueueReceiver` polled as a `Stream`, alive without polling it again while other
+//! tasks wait on the queue (dropping it is always fine).
 //!
 //! ## Example
 //!
