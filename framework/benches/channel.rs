@@ -5,7 +5,9 @@
 //! Every case checks that each customer got every message in order (tokio: in order,
 //! with the dropped ones counted). Figures are delivered messages per second.
 //!
-//! Run: `cargo bench -p servicekit --bench channel` (`-- --reps 9`, `-- --n 200000`).
+//! Run: `cargo bench -p servicekit --bench channel` (`-- --reps 9`, `-- --n 200000`;
+//! `-- --profile-servicekit --customers N` or `-- --profile-kanal --customers N` runs
+//! only that library's 1→N case, for a profiler).
 
 mod common;
 use common::{arg, stats};
@@ -148,20 +150,17 @@ async fn kanal_per_customer(n: u64, customers: usize) -> f64 {
 
 fn main() {
     let reps = arg("--reps", 7);
-    if common::flag("--profile-servicekit") {
+    // Only one library's 1→N case, for a profiler.
+    let kanal = common::flag("--profile-kanal");
+    if kanal || common::flag("--profile-servicekit") {
         let rt = common::runtime();
-        let c = arg("--customers", 1);
+        let (n, c) = (arg("--n", 1_000_000) as u64, arg("--customers", 1));
         for _ in 0..reps {
-            let r = rt.block_on(servicekit(arg("--n", 1_000_000) as u64, c));
-            println!("{:.1} M/s", r / 1e6);
-        }
-        return;
-    }
-    if common::flag("--profile-kanal") {
-        let rt = common::runtime();
-        let c = arg("--customers", 1);
-        for _ in 0..reps {
-            let r = rt.block_on(kanal_per_customer(arg("--n", 1_000_000) as u64, c));
+            let r = if kanal {
+                rt.block_on(kanal_per_customer(n, c))
+            } else {
+                rt.block_on(servicekit(n, c))
+            };
             println!("{:.1} M/s", r / 1e6);
         }
         return;

@@ -178,6 +178,21 @@ impl<'a, O> Probe<'a, O> {
     }
 }
 
+/// Two receivers wait on an empty queue of bound 2, then two items fill it (the
+/// first receiver is woken).
+fn two_waiters_then_full<'a>(
+    q: &Queue<u32>,
+    rx_a: &'a servicekit::QueueReceiver<u32>,
+    rx_b: &'a servicekit::QueueReceiver<u32>,
+) -> (RecvProbe<'a>, RecvProbe<'a>) {
+    let mut a = Probe::new(rx_a.recv());
+    let mut b = Probe::new(rx_b.recv());
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    q.try_send(1).unwrap();
+    q.try_send(2).unwrap();
+    (a, b)
+}
+
 /// One wake-up per operation: a receiver that takes an item while others wait and a
 /// sender waits for room wakes the sender only, which then holds the receivers' turn.
 /// Dropped before it runs, it passes that turn on.
@@ -185,11 +200,7 @@ impl<'a, O> Probe<'a, O> {
 fn a_woken_sender_dropped_before_it_runs_passes_the_receivers_turn_on() {
     let q = Queue::bounded(2);
     let (rx_a, rx_b) = (q.receiver(), q.receiver());
-    let mut a = Probe::new(rx_a.recv());
-    let mut b = Probe::new(rx_b.recv());
-    assert!(a.poll().is_pending() && b.poll().is_pending());
-    q.try_send(1).unwrap();
-    q.try_send(2).unwrap();
+    let (mut a, mut b) = two_waiters_then_full(&q, &rx_a, &rx_b);
     let mut s = Probe::new(q.send(3));
     assert!(s.poll().is_pending(), "full");
     assert_eq!(a.poll(), std::task::Poll::Ready(Ok(1)));
@@ -210,11 +221,7 @@ fn a_woken_sender_dropped_before_it_runs_passes_the_receivers_turn_on() {
 fn a_woken_receiver_dropped_before_it_runs_passes_the_senders_turn_on() {
     let q = Queue::bounded(2);
     let (rx_a, rx_b) = (q.receiver(), q.receiver());
-    let mut a = Probe::new(rx_a.recv());
-    let mut b = Probe::new(rx_b.recv());
-    assert!(a.poll().is_pending() && b.poll().is_pending());
-    q.try_send(1).unwrap();
-    q.try_send(2).unwrap();
+    let (mut a, b) = two_waiters_then_full(&q, &rx_a, &rx_b);
     let mut s1 = Probe::new(q.send(3));
     let mut s2 = Probe::new(q.send(4));
     assert!(s1.poll().is_pending() && s2.poll().is_pending(), "full");
