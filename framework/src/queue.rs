@@ -300,64 +300,41 @@ impl<T> Shared<T> {
         Ok(item)
     }
 
-    /// A waiting receiver gives up: forget it, and if it had been woken for an item
-    /// it will not take, wake the next receiver instead.
+    /// A waiting receiver gives up: forget it, and if it had been woken, pass on the
+    /// turns it may hold.
     #[inline]
     fn cancel_recv(&self, slot: &mut Option<u64>) {
         if slot.is_some() {
-            self.cancel_recv_waiter(slot);
+            self.cancel_waiter(slot, |st| &mut st.recv_waiters);
         }
     }
 
-    #[cold]
-    fn cancel_recv_waiter(&self, slot: &mut Option<u64>) {
-        let mut st = self.lock();
-        let (next, sender) = if st.recv_waiters.remove(slot) {
-            // It may have been woken for an item, and may hold the senders' turn
-            // (see `try_send`): pass both on.
-            let next = (!st.items.is_empty())
-                .then(|| st.recv_waiters.notify_one())
-                .flatten();
-            let sender = (!st.closed && st.items.len() < st.cap)
-                .then(|| st.send_waiters.notify_one())
-                .flatten();
-            (next, sender)
-        } else {
-            (None, None)
-        };
-        drop(st);
-        wake(next);
-        wake(sender);
-    }
-
-    /// A waiting sender gives up: forget it, and if it had been woken for room it
-    /// will not use, wake the next sender instead.
+    /// A waiting sender gives up: forget it, and if it had been woken, pass on the
+    /// turns it may hold.
     #[inline]
     fn cancel_send(&self, slot: &mut Option<u64>) {
         if slot.is_some() {
-            self.cancel_send_waiter(slot);
+            self.cancel_waiter(slot, |st| &mut st.send_waiters);
         }
     }
 
+    /// Removes the waiter `slot` from its list. One that had been woken may hold its
+    /// own side's turn and, with one wake-up per operation (see `try_send`), the other
+    /// side's too: both are passed on if there is something for them.
     #[cold]
-    fn cancel_send_waiter(&self, slot: &mut Option<u64>) {
+    fn cancel_waiter(&self, slot: &mut Option<u64>, list: fn(&mut State<T>) -> &mut Waiters) {
         let mut st = self.lock();
-        let (next, receiver) = if st.send_waiters.remove(slot) {
-            // It may have been woken for room, and may hold the receivers' turn
-            // (see `try_recv`): pass both on.
-            let next = (!st.closed && st.items.len() < st.cap)
-                .then(|| st.send_waiters.notify_one())
-                .flatten();
-            let receiver = (!st.items.is_empty())
-                .then(|| st.recv_waiters.notify_one())
-                .flatten();
-            (next, receiver)
-        } else {
-            (None, None)
-        };
+        let mut turns = [None, None];
+        if list(&mut st).remove(slot) {
+            if !st.items.is_empty() {
+                turns[0] = st.recv_waiters.notify_one();
+            }
+            if !st.closed && st.items.len() < st.cap {
+                turns[1] = st.send_waiters.notify_one();
+            }
+        }
         drop(st);
-        wake(next);
-        wake(receiver);
+        turns.into_iter().for_each(wake);
     }
 }
 
