@@ -55,8 +55,8 @@
 //!
 //! The ring is guarded by a short lock that is released with a plain store (senders
 //! take it once per message, a customer once per batch; waiters spin, then yield,
-//! then nap, and never sleep on it), and each customer publishes its receives with one
-//! atomic increment outside it. Customers clone their batch under that lock, so a
+//! then nap, and are never parked waiting to be woken), and each customer publishes
+//! its receives with one atomic increment outside it. Customers clone their batch under that lock, so a
 //! `Clone` that is slow (large owned data) holds up the senders meanwhile: send
 //! `Arc<T>` for such messages.
 //!

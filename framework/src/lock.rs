@@ -4,8 +4,8 @@
 //! The sender of a [`Channel`](crate::Channel) takes its lock once per message, and
 //! every [`Queue`](crate::Queue) operation takes its lock once. A parking mutex
 //! (parking_lot, std) releases with a read-modify-write, because it must see whether
-//! a thread went to sleep on it; here nobody sleeps on the lock, so releasing is a
-//! store and each of those operations costs one atomic read-modify-write fewer (see
+//! a thread was parked on it; here nobody is parked waiting to be woken, so releasing
+//! is a store and each of those operations costs one atomic read-modify-write fewer (see
 //! BENCHMARKS.md, fourth session).
 //!
 //! The critical sections it guards never await and are short, except that a customer
