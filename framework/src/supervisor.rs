@@ -119,8 +119,8 @@ enum Next {
     End(ServiceState),
 }
 
-/// The restart bookkeeping of one service, kept between runs (boxed on the first
-/// restart: most services never need it).
+/// The restart bookkeeping of one service, kept between runs (boxed the first time
+/// a run ends by itself: most services never need it).
 #[derive(Default)]
 struct Restarts {
     /// Exponent of the next backoff delay.
@@ -134,7 +134,16 @@ struct Restarts {
 impl Restarts {
     /// Decides what follows a run (no waiting here, so nothing of this is kept alive
     /// in the supervisor task while a run is idle).
-    fn decide(&mut self, shared: &Shared, idx: usize, outcome: Outcome, run: u64) -> Next {
+    ///
+    /// The bookkeeping is boxed only when a run ends by itself: a service that is
+    /// only ever stopped never allocates it.
+    fn decide(
+        restarts: &mut Option<Box<Restarts>>,
+        shared: &Shared,
+        idx: usize,
+        outcome: Outcome,
+        run: u64,
+    ) -> Next {
         let slot = &shared.slots[idx];
         let cfg = &slot.config;
         let failure = match outcome.result {
@@ -177,33 +186,34 @@ impl Restarts {
             Some(Reason::Restart | Reason::DependencyDown) => return Next::Now,
             None => {}
         }
+        let this = restarts.get_or_insert_with(Box::default);
         let Some(error) = failure else {
             if cfg.restart != Restart::Always {
                 return Next::End(ServiceState::Stopped);
             }
             // A clean end is not a failure: no count, and the delay starts over.
-            self.attempt = 0;
+            this.attempt = 0;
             return Next::After(cfg.backoff_base);
         };
         let now = Instant::now();
         let unlimited = cfg.max_restarts == u32::MAX;
         let mut give_up = cfg.restart == Restart::Never;
         if !give_up && !unlimited {
-            while self
+            while this
                 .window
                 .front()
                 .is_some_and(|&t| now.saturating_duration_since(t) >= cfg.within)
             {
-                self.window.pop_front();
+                this.window.pop_front();
             }
-            give_up = self.window.len() >= cfg.max_restarts as usize;
+            give_up = this.window.len() >= cfg.max_restarts as usize;
         }
         if give_up {
-            tracing::error!(service = %slot.name, restarts = self.count, error = %Chain(&*error), "service gave up");
+            tracing::error!(service = %slot.name, restarts = this.count, error = %Chain(&*error), "service gave up");
             shared.record_failure(ServiceFailure {
                 service: slot.name.clone(),
                 kind: FailureKind::GaveUp {
-                    restarts: self.count,
+                    restarts: this.count,
                     error,
                 },
             });
@@ -213,15 +223,15 @@ impl Restarts {
             return Next::End(ServiceState::Failed);
         }
         if !unlimited {
-            self.window.push_back(now);
+            this.window.push_back(now);
         }
         if outcome.lasted >= cfg.reset_after {
-            self.attempt = 0;
+            this.attempt = 0;
         }
-        let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
-        self.count += 1;
-        lock(&slot.status).restarts = self.count;
+        let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, this.attempt);
+        this.attempt = this.attempt.saturating_add(1);
+        this.count += 1;
+        lock(&slot.status).restarts = this.count;
         Next::After(delay)
     }
 }
@@ -240,8 +250,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory)
         }
         run += 1;
         let outcome = run_once(&shared, idx, &mut factory, run).await;
-        let restarts = restarts.get_or_insert_with(Box::default);
-        match restarts.decide(&shared, idx, outcome, run) {
+        match Restarts::decide(&mut restarts, &shared, idx, outcome, run) {
             Next::Now => {}
             Next::After(delay) => {
                 shared.set_state(idx, ServiceState::Restarting);
