@@ -10,7 +10,9 @@
 //!
 //! Run: `cargo bench -p servicekit --bench queue` (`-- --reps 7`, `-- --n 500000`;
 //! `-- --profile servicekit --p 4` runs only servicekit's `Queue` (or `kanal`, `flume`,
-//! `async-channel`) with 4 producers and 4 consumers, for a profiler).
+//! `async-channel`) with 4 producers and 4 consumers, for a profiler; `-- --stalls`
+//! runs 4P/4C beside a probe task and reports how long that unrelated task waited to
+//! run, the cost a queue puts on the rest of the runtime).
 
 mod common;
 use common::{arg, stats};
@@ -181,6 +183,65 @@ async fn hand_written_pipeline(n: u64, ordered: bool) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// An unrelated task on the same runtime that yields in a loop until `stop`, and
+/// returns the longest time it waited to be run again, and how many waits were over
+/// 500 µs.
+async fn probe(stop: Arc<std::sync::atomic::AtomicBool>) -> (std::time::Duration, u32) {
+    let (mut worst, mut long) = (std::time::Duration::ZERO, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        tokio::task::yield_now().await;
+        let gap = t.elapsed();
+        worst = worst.max(gap);
+        if gap > std::time::Duration::from_micros(500) {
+            long += 1;
+        }
+    }
+    (worst, long)
+}
+
+/// `--stalls`: each queue at 4P/4C with the probe beside it, interleaved.
+async fn stalls(n: u64, reps: usize) {
+    println!("4 producers → 4 consumers beside a probe task that yields in a loop:");
+    println!(
+        "  items/s, and the probe's longest wait to run again (median [min .. max] over runs)"
+    );
+    println!("  and its waits over 500 µs (total over runs)");
+    let names = ["servicekit Queue", "kanal", "flume", "async-channel"];
+    let mut rate = vec![Vec::new(); names.len()];
+    let mut worst = vec![Vec::new(); names.len()];
+    let mut long = vec![0u32; names.len()];
+    for _ in 0..reps {
+        for (i, _) in names.iter().enumerate() {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let p = tokio::spawn(probe(stop.clone()));
+            tokio::task::yield_now().await;
+            let x = match i {
+                0 => servicekit_queue(n, 4, 4).await,
+                1 => kanal_q(n, 4, 4).await,
+                2 => flume_q(n, 4, 4).await,
+                _ => async_channel_q(n, 4, 4).await,
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (w, l) = p.await.unwrap();
+            rate[i].push(x);
+            worst[i].push(w.as_secs_f64() * 1e6);
+            long[i] += l;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let (m, lo, hi) = stats(rate[i].clone());
+        let (wm, wlo, whi) = stats(worst[i].clone());
+        println!(
+            "  {name:<18} {:>7.2} M/s [{:.2} .. {:.2}]   longest wait {wm:>7.0} µs [{wlo:.0} .. {whi:.0}]   over 500 µs: {}",
+            m / 1e6,
+            lo / 1e6,
+            hi / 1e6,
+            long[i]
+        );
+    }
+}
+
 fn show(label: &str, v: Vec<f64>) {
     let (m, lo, hi) = stats(v);
     println!(
@@ -202,6 +263,10 @@ fn main() {
     let rt = common::runtime();
     println!("queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, 2 workers");
     println!("items per second, median [min .. max]");
+    if common::flag("--stalls") {
+        rt.block_on(stalls(n, reps));
+        return;
+    }
     if let Some(which) = common::value("--profile") {
         // One queue alone, for `perf record`: `-- --profile servicekit --p 4`.
         let p = arg("--p", 4) as u64;
