@@ -183,6 +183,20 @@ async fn hand_written_pipeline(n: u64, ordered: bool) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// The queues by their `--profile` names, in the order the reports list them.
+const QUEUES: [&str; 4] = ["servicekit", "kanal", "flume", "async-channel"];
+
+/// Runs the MPMC bench of the queue named `which` (one of `QUEUES`).
+async fn queue_by_name(which: &str, n: u64, producers: u64, consumers: usize) -> f64 {
+    match which {
+        "servicekit" => servicekit_queue(n, producers, consumers).await,
+        "kanal" => kanal_q(n, producers, consumers).await,
+        "flume" => flume_q(n, producers, consumers).await,
+        "async-channel" => async_channel_q(n, producers, consumers).await,
+        other => panic!("unknown queue {other:?} (expected one of {QUEUES:?})"),
+    }
+}
+
 /// An unrelated task on the same runtime that yields in a loop until `stop`, and
 /// returns the longest time it waited to be run again, and how many waits were over
 /// 500 µs.
@@ -207,7 +221,7 @@ async fn stalls(n: u64, reps: usize) {
         "  items/s, and the probe's longest wait to run again (median [min .. max] over runs)"
     );
     println!("  and its waits over 500 µs (total over runs)");
-    let names = ["servicekit Queue", "kanal", "flume", "async-channel"];
+    let names: [&str; QUEUES.len()] = ["servicekit Queue", "kanal", "flume", "async-channel"];
     let mut rate = vec![Vec::new(); names.len()];
     let mut worst = vec![Vec::new(); names.len()];
     let mut long = vec![0u32; names.len()];
@@ -216,12 +230,7 @@ async fn stalls(n: u64, reps: usize) {
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let p = tokio::spawn(probe(stop.clone()));
             tokio::task::yield_now().await;
-            let x = match i {
-                0 => servicekit_queue(n, 4, 4).await,
-                1 => kanal_q(n, 4, 4).await,
-                2 => flume_q(n, 4, 4).await,
-                _ => async_channel_q(n, 4, 4).await,
-            };
+            let x = queue_by_name(QUEUES[i], n, 4, 4).await;
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let (w, l) = p.await.unwrap();
             rate[i].push(x);
@@ -273,13 +282,7 @@ fn main() {
         rt.block_on(async {
             for _ in 0..reps {
                 let c = p as usize;
-                let x = match which.as_str() {
-                    "servicekit" => servicekit_queue(n, p, c).await,
-                    "kanal" => kanal_q(n, p, c).await,
-                    "flume" => flume_q(n, p, c).await,
-                    "async-channel" => async_channel_q(n, p, c).await,
-                    other => panic!("--profile: unknown queue {other:?}"),
-                };
+                let x = queue_by_name(&which, n, p, c).await;
                 println!("  {which} {p}P/{p}C {:>8.2} M/s", x / 1e6);
             }
         });
