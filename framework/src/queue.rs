@@ -243,6 +243,7 @@ impl<T> Shared<T> {
 
     /// One attempt to send; on `Full`, registers `slot` to be woken when room frees
     /// up (if `cx` is given).
+    #[inline]
     fn try_send(
         &self,
         item: T,
@@ -278,6 +279,7 @@ impl<T> Shared<T> {
 
     /// One attempt to receive; on `Empty`, registers `slot` to be woken when an
     /// item arrives (if `cx` is given).
+    #[inline]
     fn try_recv(
         &self,
         slot: &mut Option<u64>,
@@ -794,6 +796,7 @@ impl<T> Unpin for SendFut<'_, T> {}
 impl<T> Future for SendFut<'_, T> {
     type Output = Result<(), QueueSendError<T>>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let item = this.item.take().expect("SendFut polled after completion");
@@ -823,6 +826,7 @@ struct RecvFut<'a, T> {
 impl<T> Future for RecvFut<'_, T> {
     type Output = Result<T, QueueClosed>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match this.shared.try_recv(&mut this.slot, Some(cx)) {
