@@ -167,7 +167,10 @@ fn main() {
     }
     let n = arg("--n", 1_000_000) as u64;
     let rt = common::runtime();
-    println!("channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, 2 workers");
+    println!(
+        "channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, {} workers",
+        common::workers()
+    );
     println!("delivered messages per second, median [min .. max]");
     for customers in [1usize, 4, 16] {
         let (mut sk, mut ab, mut tb, mut kn, mut drops) =

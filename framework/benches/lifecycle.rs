@@ -222,7 +222,10 @@ fn main() {
             s.push(y);
         }
         let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
-        println!("lifecycle bench: {N} idle services, {reps} interleaved repetitions, 2 workers");
+        println!(
+            "lifecycle bench: {N} idle services, {reps} interleaved repetitions, {} workers",
+            common::workers()
+        );
         println!("(median [min .. max])");
         let show = |label: &str, (m, lo, hi): (f64, f64, f64), unit: &str| {
             println!("  {label:<40} {m:>10.2} {unit} [{lo:.2} .. {hi:.2}]");

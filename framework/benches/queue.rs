@@ -12,7 +12,8 @@
 //! `-- --profile servicekit --p 4` runs only servicekit's `Queue` (or `kanal`, `flume`,
 //! `async-channel`) with 4 producers and 4 consumers, for a profiler; `-- --stalls`
 //! runs 4P/4C beside a probe task and reports how long that unrelated task waited to
-//! run, the cost a queue puts on the rest of the runtime).
+//! run, the cost a queue puts on the rest of the runtime; `-- --workers 1` measures on
+//! one worker, where only the operations' own cost shows).
 
 mod common;
 use common::{arg, stats};
@@ -270,7 +271,10 @@ fn main() {
     let reps = arg("--reps", 7);
     let n = arg("--n", 1_000_000) as u64;
     let rt = common::runtime();
-    println!("queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, 2 workers");
+    println!(
+        "queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, {} workers",
+        common::workers()
+    );
     println!("items per second, median [min .. max]");
     if common::flag("--stalls") {
         rt.block_on(stalls(n, reps));

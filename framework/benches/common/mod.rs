@@ -18,10 +18,17 @@ pub(crate) fn flag(name: &str) -> bool {
     std::env::args().any(|a| a == name)
 }
 
-/// The runtime every bench measures on: multi-thread, 2 workers.
+/// Worker threads of the bench runtime: 2 (one per core of the project's machine),
+/// or `--workers N` (e.g. 1 to see an operation's own cost without the second
+/// worker's parking and stealing).
+pub(crate) fn workers() -> usize {
+    arg("--workers", 2).max(1)
+}
+
+/// The runtime every bench measures on: multi-thread, [`workers`] workers.
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers())
         .enable_all()
         .build()
         .expect("runtime")
