@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
-//! for a profiler).
+//! for a profiler, `-- --profile-baseline` the baseline's).
 
 mod common;
 use common::{arg, stats};
@@ -200,6 +200,15 @@ fn main() {
         rt.block_on(async {
             for _ in 0..reps {
                 servicekit_once().await;
+            }
+        });
+        return;
+    }
+    if common::flag("--profile-baseline") {
+        // Only the baseline's start/stop, to compare profiles.
+        rt.block_on(async {
+            for _ in 0..reps {
+                baseline_once().await;
             }
         });
         return;
