@@ -2,13 +2,14 @@
 //! relays signals and commands, and reports how everything ended.
 //!
 //! Design note: every supervisor owns one `Slot` in a shared array. Slots talk to each
-//! other only through two atomics (`phase`, `cmd`) and one `Notify` (`wake`): whoever
+//! other only through two atomics (`phase`, `cmd`) and one [`Signal`] (`wake`): whoever
 //! changes something a supervisor cares about (a dependency's readiness, a dependent
-//! that stopped, a command, shutdown) stores it and calls `wake.notify_one()`; the
-//! supervisor re-examines everything when woken. `notify_one` keeps a permit, so no
-//! wake-up is lost, and there is no channel allocation per service. A second
-//! `Notify` (`stop`, with `stop_run`) tells a run's context that its shutdown was
-//! requested; the run's `CancellationToken` is only created if the body asks for it.
+//! that stopped, a command, shutdown) stores it and calls `wake.notify()`; the
+//! supervisor re-examines everything when woken. The signal keeps a permit, so no
+//! wake-up is lost, and there is no channel allocation per service. A `Notify`
+//! (`stop`, with `stop_run`) tells a run's context that its shutdown was requested
+//! (any number of clones of the context may wait on it); the run's
+//! `CancellationToken` is only created if the body asks for it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -167,8 +168,8 @@ pub(crate) struct Slot {
     links: Option<Box<Links>>,
     pub(crate) phase: AtomicU64,
     pub(crate) cmd: AtomicU8,
-    /// Wakes the supervisor (`notify_one`: a permit is kept).
-    pub(crate) wake: Notify,
+    /// Wakes the supervisor (a permit is kept).
+    pub(crate) wake: Signal,
     /// The last run asked to stop; `stop` wakes everyone waiting on a context.
     pub(crate) stop_run: AtomicU64,
     pub(crate) stop: Notify,
@@ -237,6 +238,42 @@ pub(crate) struct Shared {
     ended: Notify,
 }
 
+/// Wakes one task, the service's supervisor, keeping a permit if it is not waiting
+/// (what `Notify::notify_one` does for one waiter). Waiting on it needs no
+/// registration node in the waiting future, which keeps the supervisor task small,
+/// and a notification is a store and a waker swap instead of a lock.
+#[derive(Default)]
+pub(crate) struct Signal {
+    permit: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Signal {
+    pub(crate) fn notify(&self) {
+        self.permit.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Takes the permit, or registers the current task to be woken by the next
+    /// `notify`. Only one task (the supervisor) waits on a signal.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.permit.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.permit.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits for the permit.
+    pub(crate) fn notified(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.poll_take(cx))
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -270,7 +307,7 @@ impl Shared {
         slot.phase
             .store((run << RUN_SHIFT) | flags, Ordering::Release);
         for &d in slot.dependents().iter().chain(slot.deps()) {
-            self.slots[d].wake.notify_one();
+            self.slots[d].wake.notify();
         }
     }
 
@@ -293,7 +330,7 @@ impl Shared {
         }
         tracing::debug!(service = %slot.name, run, "ready");
         for &d in slot.dependents() {
-            self.slots[d].wake.notify_one();
+            self.slots[d].wake.notify();
         }
     }
 
@@ -344,7 +381,7 @@ impl Shared {
             tracing::info!("shutting down");
             self.root.cancel();
             for slot in self.slots.iter() {
-                slot.wake.notify_one();
+                slot.wake.notify();
             }
         }
     }
@@ -355,7 +392,7 @@ impl Shared {
             tracing::warn!("second signal: aborting what is still running");
             self.root.cancel();
             for slot in self.slots.iter() {
-                slot.wake.notify_one();
+                slot.wake.notify();
             }
         }
     }
@@ -369,7 +406,7 @@ impl Shared {
         // dependency rule, so each service restarts once, in dependency order.
         for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
             slot.cmd.store(CMD_RESTART, Ordering::Release);
-            slot.wake.notify_one();
+            slot.wake.notify();
         }
     }
 
@@ -383,7 +420,7 @@ impl Shared {
             .ok_or_else(|| UnknownService(name.to_owned()))?;
         let slot = &self.slots[idx];
         slot.cmd.store(cmd, Ordering::Release);
-        slot.wake.notify_one();
+        slot.wake.notify();
         Ok(())
     }
 }
@@ -608,7 +645,7 @@ impl Runner {
                 links,
                 phase: AtomicU64::new(0),
                 cmd: AtomicU8::new(CMD_NONE),
-                wake: Notify::new(),
+                wake: Signal::default(),
                 stop_run: AtomicU64::new(0),
                 stop: Notify::new(),
                 status: Mutex::new(StatusInner {
