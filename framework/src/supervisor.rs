@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,7 +20,7 @@ use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFa
 use crate::runner::{
     ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, lock,
 };
-use crate::service::{Factory, OnGiveUp, Restart, RunResult};
+use crate::service::{Factory, OnGiveUp, Restart, RunFuture, RunResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -236,63 +236,257 @@ impl Restarts {
     }
 }
 
-pub(crate) async fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory) {
+/// Where a supervisor is. The idle states hold at most one boxed future, so the
+/// whole supervisor is a few words and fits tokio's smallest task cell beside the
+/// body it runs (an `async fn` kept the body, its result and the idle wait's
+/// captures side by side: 264 B, against 72 B here).
+enum Step {
+    /// Waiting until the service may start a run (dependencies ready).
+    Start,
+    /// A run in progress: the body, polled in the supervisor's own task.
+    Running(RunFuture),
+    /// The rarer waits, boxed when taken: a run's wind-down with its timeout, the
+    /// restart delay.
+    Slow(Pin<Box<dyn Future<Output = Flow> + Send>>),
+    /// A restart with no delay: give the worker back once (`false` until then),
+    /// then start again.
+    Yield(bool),
+    /// The service is over, in this state.
+    End(ServiceState),
+    Done,
+}
+
+/// What a boxed slow step ends with.
+enum Flow {
+    /// A run's wind-down is over.
+    Ended {
+        result: Option<RunResult>,
+        reason: Option<Reason>,
+        hung: bool,
+        lasted: Duration,
+    },
+    /// The restart delay is over: `true` to start again, `false` to end.
+    Paused(bool),
+}
+
+/// The supervisor of one service: waits for its dependencies, runs the body,
+/// stops it gracefully, and decides whether and when to run it again. One tokio
+/// task per service.
+pub(crate) struct Supervisor {
+    shared: Arc<Shared>,
+    idx: usize,
+    run: u64,
+    factory: Factory,
+    /// Boxed the first time a run ends by itself: most services never need it.
+    restarts: Option<Box<Restarts>>,
+    step: Step,
+}
+
+pub(crate) fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory) -> Supervisor {
     let slot = &shared.slots[idx];
-    let mut factory = match slot.config.every {
+    let factory = match slot.config.every {
         Some(period) => periodic(factory, period, slot.has_context),
         None => factory,
     };
-    let mut restarts: Option<Box<Restarts>> = None;
-    let mut run: u64 = 0;
-    let end = loop {
-        if !wait_start(&shared, idx).await {
-            break ServiceState::Stopped;
-        }
-        run += 1;
-        let outcome = run_once(&shared, idx, &mut factory, run).await;
-        match Restarts::decide(&mut restarts, &shared, idx, outcome, run) {
-            Next::Now => {}
-            Next::After(delay) => {
-                shared.set_state(idx, ServiceState::Restarting);
-                tracing::info!(service = %slot.name, ?delay, "restarting");
-                if !pause(&shared, idx, delay).await {
-                    break ServiceState::Stopped;
-                }
-            }
-            Next::End(state) => break state,
-        }
-    };
-    shared.set_phase(idx, run, ENDED);
-    shared.set_state(idx, end);
-    tracing::info!(service = %slot.name, state = %end, "service ended");
-    shared.supervisor_ended();
+    Supervisor {
+        shared,
+        idx,
+        run: 0,
+        factory,
+        restarts: None,
+        step: Step::Start,
+    }
 }
 
-/// Waits until the service may start a run: `false` if it must end instead.
-async fn wait_start(shared: &Shared, idx: usize) -> bool {
-    let slot = &shared.slots[idx];
-    loop {
-        if shared.shutting_down.load(Ordering::Acquire) {
-            return false;
-        }
-        if slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_STOP {
-            return false;
-        }
-        let mut all_ready = true;
-        for &d in slot.deps() {
-            let phase = shared.phase(d);
-            if phase & ENDED != 0 {
-                tracing::info!(service = %slot.name, dependency = %shared.slots[d].name, "dependency ended");
-                return false;
+impl Future for Supervisor {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            match &mut this.step {
+                Step::Start => match may_start(&this.shared, this.idx) {
+                    Some(true) => {
+                        this.run += 1;
+                        let body = begin_run(&this.shared, this.idx, &mut this.factory, this.run);
+                        this.step = Step::Running(body);
+                    }
+                    Some(false) => this.step = Step::End(ServiceState::Stopped),
+                    None => {
+                        this.shared.set_state(this.idx, ServiceState::Starting);
+                        if this.shared.slots[this.idx].wake.poll_take(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                },
+                Step::Running(body) => {
+                    // The hot, idle part: the body, and the supervisor's wake-up signal.
+                    let (shared, idx) = (&*this.shared, this.idx);
+                    let (result, reason) = match body.as_mut().poll(cx) {
+                        Poll::Ready(r) => (Some(r), None),
+                        Poll::Pending => loop {
+                            if shared.slots[idx].wake.poll_take(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            if let Some(reason) = stop_reason(shared, idx) {
+                                break (None, Some(reason));
+                            }
+                        },
+                    };
+                    let Step::Running(body) = std::mem::replace(&mut this.step, Step::Done) else {
+                        unreachable!("matched above")
+                    };
+                    this.end_run(body, result, reason, cx);
+                }
+                Step::Slow(fut) => match std::task::ready!(fut.as_mut().poll(cx)) {
+                    Flow::Ended {
+                        result,
+                        reason,
+                        hung,
+                        lasted,
+                    } => {
+                        let outcome = finish_run(
+                            &this.shared,
+                            this.idx,
+                            this.run,
+                            result,
+                            reason,
+                            hung,
+                            lasted,
+                        );
+                        this.after_run(outcome);
+                    }
+                    Flow::Paused(true) => this.step = Step::Start,
+                    Flow::Paused(false) => this.step = Step::End(ServiceState::Stopped),
+                },
+                Step::Yield(yielded) => {
+                    if !std::mem::replace(yielded, true) {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    let slot = &this.shared.slots[this.idx];
+                    this.step = if this.shared.shutting_down.load(Ordering::Acquire)
+                        || slot.cmd.load(Ordering::Acquire) == CMD_STOP
+                    {
+                        Step::End(ServiceState::Stopped)
+                    } else {
+                        Step::Start
+                    };
+                }
+                Step::End(end) => {
+                    let end = *end;
+                    this.step = Step::Done;
+                    let (shared, idx) = (&*this.shared, this.idx);
+                    shared.set_phase(idx, this.run, ENDED);
+                    shared.set_state(idx, end);
+                    tracing::info!(service = %shared.slots[idx].name, state = %end, "service ended");
+                    shared.supervisor_ended();
+                    return Poll::Ready(());
+                }
+                Step::Done => return Poll::Ready(()),
             }
-            all_ready &= phase & READY != 0;
         }
-        if all_ready {
-            return true;
-        }
-        shared.set_state(idx, ServiceState::Starting);
-        slot.wake.notified().await;
     }
+}
+
+impl Supervisor {
+    /// Ends the current run after its body returned (`result`) or was asked to stop
+    /// (`reason`): the common stop (ask once, poll once) is done here; anything that
+    /// has to wait (dependents, tied tasks, the shutdown timeout) becomes a boxed
+    /// slow step.
+    fn end_run(
+        &mut self,
+        mut body: RunFuture,
+        mut result: Option<RunResult>,
+        reason: Option<Reason>,
+        cx: &mut Context<'_>,
+    ) {
+        let (shared, idx, run) = (&*self.shared, self.idx, self.run);
+        let slot = &shared.slots[idx];
+        // Only a run that ended by itself needs its length (for `reset_after`); a stop
+        // does not pay for the clock read.
+        let lasted = if reason.is_none() {
+            lock(&slot.status)
+                .since
+                .map_or(Duration::ZERO, |s| s.elapsed())
+        } else {
+            Duration::ZERO
+        };
+        shared.set_phase(idx, run, ACTIVE);
+        if reason.is_some() {
+            shared.set_state(idx, ServiceState::Stopping);
+        }
+        let has_tied = lock(&slot.tasks).tied.is_some();
+        let simple = slot.dependents().is_empty() && !has_tied;
+        if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire)
+        {
+            // The common stop: ask, poll once; most bodies return right away, so neither
+            // a timer nor the boxed slow path below is needed.
+            shared.request_stop(idx, run);
+            if let Poll::Ready(r) = body.as_mut().poll(cx) {
+                result = Some(r);
+            }
+        }
+        if !simple || (result.is_none() && slot.has_context) {
+            let shared = self.shared.clone();
+            self.step = Step::Slow(Box::pin(async move {
+                let (result, hung) = wind_down(&shared, idx, run, body, result).await;
+                Flow::Ended {
+                    result,
+                    reason,
+                    hung,
+                    lasted,
+                }
+            }));
+            return;
+        }
+        drop(body);
+        let outcome = finish_run(shared, idx, run, result, reason, false, lasted);
+        self.after_run(outcome);
+    }
+
+    /// Decides what follows a run and sets the next step.
+    fn after_run(&mut self, outcome: Outcome) {
+        let (shared, idx) = (&*self.shared, self.idx);
+        self.step = match Restarts::decide(&mut self.restarts, shared, idx, outcome, self.run) {
+            Next::Now => Step::Start,
+            Next::After(delay) => {
+                shared.set_state(idx, ServiceState::Restarting);
+                tracing::info!(service = %shared.slots[idx].name, ?delay, "restarting");
+                if delay.is_zero() {
+                    Step::Yield(false)
+                } else {
+                    let shared = self.shared.clone();
+                    Step::Slow(Box::pin(async move {
+                        Flow::Paused(pause(&shared, idx, delay).await)
+                    }))
+                }
+            }
+            Next::End(state) => Step::End(state),
+        };
+    }
+}
+
+/// Whether the service may start a run now: `Some(false)` if it must end instead,
+/// `None` if it has to wait for a dependency.
+fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
+    let slot = &shared.slots[idx];
+    if shared.shutting_down.load(Ordering::Acquire) {
+        return Some(false);
+    }
+    if slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_STOP {
+        return Some(false);
+    }
+    let mut all_ready = true;
+    for &d in slot.deps() {
+        let phase = shared.phase(d);
+        if phase & ENDED != 0 {
+            tracing::info!(service = %slot.name, dependency = %shared.slots[d].name, "dependency ended");
+            return Some(false);
+        }
+        all_ready &= phase & READY != 0;
+    }
+    all_ready.then_some(true)
 }
 
 /// Sleeps the restart delay; `false` if the service must end instead. A restart
@@ -306,7 +500,7 @@ async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
         tokio::task::yield_now().await;
         return !must_end();
     }
-    Box::pin(sleep_or_command(slot, delay, must_end)).await
+    sleep_or_command(slot, delay, must_end).await
 }
 
 async fn sleep_or_command(
@@ -332,7 +526,8 @@ async fn sleep_or_command(
     }
 }
 
-async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) -> Outcome {
+/// Starts run `run`: records it, then makes the body.
+fn begin_run(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) -> RunFuture {
     let slot = &shared.slots[idx];
     {
         let mut tasks = lock(&slot.tasks);
@@ -356,67 +551,31 @@ async fn run_once(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: 
         st.since = Some(Instant::now());
     }
     shared.set_state(idx, ServiceState::Running);
-
-    let ctx = ServiceContext {
+    factory(ServiceContext {
         shared: shared.clone(),
         idx,
         run,
-    };
-    let mut fut = factory(ctx);
-
-    // The hot, idle part: only the body and one `Notified` are live here, which keeps
-    // the supervisor task small; the rarer waits below are boxed when needed.
-    let mut result = None;
-    let reason = std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = Pin::new(&mut fut).poll(cx) {
-            result = Some(r);
-            return Poll::Ready(None);
-        }
-        while slot.wake.poll_take(cx).is_ready() {
-            if let Some(reason) = stop_reason(shared, idx) {
-                return Poll::Ready(Some(reason));
-            }
-        }
-        Poll::Pending
     })
-    .await;
-    // Only a run that ended by itself needs its length (for `reset_after`); a stop
-    // does not pay for the clock read.
-    let lasted = if reason.is_none() {
-        lock(&slot.status)
-            .since
-            .map_or(Duration::ZERO, |s| s.elapsed())
-    } else {
-        Duration::ZERO
-    };
+}
 
-    shared.set_phase(idx, run, ACTIVE);
-    if reason.is_some() {
-        shared.set_state(idx, ServiceState::Stopping);
-    }
-    let has_tied = lock(&slot.tasks).tied.is_some();
-    let simple = slot.dependents().is_empty() && !has_tied;
-    if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire) {
-        // The common stop: ask, poll once; most bodies return right away, so neither a
-        // timer nor the boxed slow path below is needed.
-        shared.request_stop(idx, run);
-        if let Poll::Ready(r) = poll_now(&mut fut).await {
-            result = Some(r);
-        }
-    }
-    let mut hung = false;
-    if !simple || (result.is_none() && slot.has_context) {
-        (result, hung) = Box::pin(wind_down(shared, idx, run, fut, result)).await;
-    } else {
-        drop(fut);
-    }
+/// Closes run `run` once its body is gone: tied tasks are told to stop and the
+/// result is turned into the run's outcome.
+fn finish_run(
+    shared: &Shared,
+    idx: usize,
+    run: u64,
+    result: Option<RunResult>,
+    reason: Option<Reason>,
+    hung: bool,
+    lasted: Duration,
+) -> Outcome {
+    let slot = &shared.slots[idx];
     shared.request_stop(idx, run);
     let task_error = {
         let mut tasks = lock(&slot.tasks);
         tasks.open = false;
         tasks.tied.take().and_then(|t| t.error)
     };
-
     let error = |kind| ServiceError {
         service: slot.name.clone(),
         run,
@@ -553,14 +712,8 @@ mod tests {
 #[cfg(test)]
 mod size_budget {
     //! The per-service memory budget (≤ 1 KiB per idle service, see BENCHMARKS.md)
-    //! depends on these sizes: at 264 B the supervisor future fits tokio's 384 B task
-    //! cell (the lifecycle bench measures 798 B per idle service); at 328 B it took a
-    //! 512 B cell, and above ~380 B it takes 640 B.
-    use std::future::Future;
-
-    fn size_of_future<F: Future>(_: &F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    //! depends on these sizes: at 72 B the supervisor fits tokio's smallest task cell,
+    //! 256 B (as an `async fn` of 264 B it took a 384 B cell, at 328 B a 512 B one).
 
     #[test]
     fn supervisor_and_slot_stay_small() {
@@ -569,13 +722,8 @@ mod size_budget {
             .unwrap();
         let _guard = rt.enter();
         let shared = crate::runner::dummy_shared();
-        let factory: crate::service::Factory = Box::new(|_| Box::pin(async { Ok(Ok(())) }));
-        let supervisor = super::supervise(shared.clone(), 0, factory);
-        assert!(
-            size_of_future(&supervisor) <= 264,
-            "{}",
-            size_of_future(&supervisor)
-        );
+        let supervisor = std::mem::size_of::<super::Supervisor>();
+        assert!(supervisor <= 72, "{supervisor}");
         assert!(
             std::mem::size_of::<crate::runner::Slot>() <= 208,
             "{}",
