@@ -489,17 +489,13 @@ fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
     all_ready.then_some(true)
 }
 
-/// Sleeps the restart delay; `false` if the service must end instead. A restart
-/// command cuts the delay short.
+/// Sleeps the restart delay (not zero: see `Step::Yield`); `false` if the service
+/// must end instead. A restart command cuts the delay short.
 async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
     let slot = &shared.slots[idx];
     let must_end = || {
         shared.shutting_down.load(Ordering::Acquire) || slot.cmd.load(Ordering::Acquire) == CMD_STOP
     };
-    if delay.is_zero() {
-        tokio::task::yield_now().await;
-        return !must_end();
-    }
     sleep_or_command(slot, delay, must_end).await
 }
 

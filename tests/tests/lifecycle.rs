@@ -224,6 +224,43 @@ async fn the_intensity_window_slides() {
     ));
 }
 
+/// A service that fails at once with no backoff and no restart limit restarts as
+/// fast as it can, but gives its worker back between runs: on a one-thread runtime
+/// another task keeps running beside it, and a shutdown ends it. (The runtime runs on
+/// its own thread, so a restart loop that never yields fails the test instead of
+/// hanging it.)
+#[test]
+fn a_zero_delay_restart_loop_gives_the_worker_back_and_stops_on_shutdown() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = rt.block_on(async {
+            let svc = Service::without_context("spin", || async { Err::<(), _>("at once") })
+                .backoff(Duration::ZERO, Duration::ZERO)
+                .max_restarts(u32::MAX, Duration::from_secs(1));
+            let h = start(vec![svc]).await;
+            let mut ticks = 0;
+            for _ in 0..100 {
+                ticks += 1;
+                tokio::task::yield_now().await;
+            }
+            let restarts = h.status()[0].restarts;
+            h.shutdown();
+            (ticks, restarts, h.wait().await)
+        });
+        let _ = done.send(outcome);
+    });
+    let (ticks, restarts, result) = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the restart loop starved the runtime's only thread");
+    assert_eq!(ticks, 100);
+    assert!(restarts >= 50, "only {restarts} restarts");
+    result.expect("a clean stop");
+}
+
 #[tokio::test(start_paused = true)]
 async fn on_give_up_ignore_keeps_the_others_and_reports_at_the_end() {
     let log = Log::new();
