@@ -155,6 +155,9 @@ pub(crate) const ACTIVE: u64 = 2;
 pub(crate) const ENDED: u64 = 4;
 const RUN_SHIFT: u32 = 3;
 
+// A pending command waits in `Slot::cmd` until the supervisor takes it. Commands are
+// ordered so that `fetch_max` keeps the stronger one: a stop not yet taken is never
+// replaced by a later restart (the service would otherwise keep running).
 pub(crate) const CMD_NONE: u8 = 0;
 pub(crate) const CMD_RESTART: u8 = 1;
 pub(crate) const CMD_STOP: u8 = 2;
@@ -405,7 +408,7 @@ impl Shared {
         // Only the roots: their dependents go down and come back after them by the
         // dependency rule, so each service restarts once, in dependency order.
         for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
-            slot.cmd.store(CMD_RESTART, Ordering::Release);
+            slot.cmd.fetch_max(CMD_RESTART, Ordering::AcqRel);
             slot.wake.notify();
         }
     }
@@ -419,7 +422,7 @@ impl Shared {
             .position(|s| &*s.name == name)
             .ok_or_else(|| UnknownService(name.to_owned()))?;
         let slot = &self.slots[idx];
-        slot.cmd.store(cmd, Ordering::Release);
+        slot.cmd.fetch_max(cmd, Ordering::AcqRel);
         slot.wake.notify();
         Ok(())
     }
@@ -1009,7 +1012,8 @@ impl RunnerHandle {
     /// # Errors
     ///
     /// [`UnknownService`] if no service has that name. Restarting a service that has
-    /// already ended does nothing.
+    /// already ended does nothing, and neither does a restart asked for while a
+    /// [`stop`](Self::stop) of the same service is still pending: the stop wins.
     ///
     /// # Examples
     ///

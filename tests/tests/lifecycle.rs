@@ -532,6 +532,21 @@ async fn restart_and_stop_one_service_move_its_dependents_along() {
     assert_eq!(log.lines().last().unwrap(), "other stop");
 }
 
+/// Commands given before the supervisor has taken them: a stop is not undone by a
+/// restart that follows it at once (the stronger command is kept).
+#[tokio::test(start_paused = true)]
+async fn a_stop_followed_at_once_by_a_restart_stays_a_stop() {
+    let log = Log::new();
+    let h = start(vec![tracked("a", &log, Duration::ZERO)]).await;
+    sleep(MS).await;
+    h.stop("a").unwrap();
+    h.restart("a").unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.status()[0].state, ServiceState::Stopped);
+    assert_eq!(log.lines(), ["a start", "a stop"]);
+    h.wait().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hung_service_is_aborted_after_its_timeout_and_named() {
     let dropped = Arc::new(AtomicBool::new(false));
