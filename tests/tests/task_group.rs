@@ -1,4 +1,5 @@
-//! `TaskGroup`: fail-fast and tolerant modes, panics, cancellation, drop.
+//! `TaskGroup`: fail-fast and tolerant modes, panics, cancellation, drop, and a
+//! randomized model of both modes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -123,4 +124,120 @@ async fn wait_is_cancel_safe() {
         1,
         "the error seen by the cancelled wait is kept"
     );
+}
+
+mod model {
+    //! Random groups on the paused clock against a model: each task sleeps a distinct
+    //! time, then succeeds, fails or panics. Tolerant: every failure is collected, in
+    //! the order they happened, and every other task finishes. Fail-fast: only the
+    //! first failure is reported, at its time, the tasks due later never finish, and
+    //! those due earlier did.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use servicekit::{TaskError, TaskGroup};
+    use tokio::time::{Instant, sleep};
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Outcome {
+        Ok,
+        Err,
+        Panic,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![3 => Just(Outcome::Ok), 1 => Just(Outcome::Err), 1 => Just(Outcome::Panic)]
+    }
+
+    fn describe(e: &TaskError) -> String {
+        match e {
+            TaskError::Failed(e) => format!("err {e}"),
+            TaskError::Panicked(m) => format!("panic {m}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    async fn run(tolerant: bool, tasks: Vec<(u64, Outcome)>) -> Result<(), TestCaseError> {
+        let mut group = if tolerant {
+            TaskGroup::tolerant()
+        } else {
+            TaskGroup::new()
+        };
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        for &(ms, out) in &tasks {
+            let finished = finished.clone();
+            group.spawn(async move {
+                sleep(Duration::from_millis(ms)).await;
+                finished.lock().unwrap().push(ms);
+                match out {
+                    Outcome::Ok => Ok(()),
+                    Outcome::Err => Err(format!("t{ms}")),
+                    Outcome::Panic => panic!("t{ms}"),
+                }
+            });
+        }
+        let began = Instant::now();
+        let got = group.wait().await;
+        let elapsed = began.elapsed();
+
+        let mut by_time = tasks.clone();
+        by_time.sort_by_key(|&(ms, _)| ms);
+        let failure = |&(ms, out): &(u64, Outcome)| match out {
+            Outcome::Ok => None,
+            Outcome::Err => Some(format!("err t{ms}")),
+            Outcome::Panic => Some(format!("panic t{ms}")),
+        };
+        let first_failure = by_time.iter().position(|t| failure(t).is_some());
+        // What the model expects: the failures reported, the tasks that finished,
+        // and when `wait` returns.
+        let (want_errors, want_finished, want_elapsed): (Vec<String>, Vec<u64>, u64) =
+            match (tolerant, first_failure) {
+                (true, _) | (false, None) => (
+                    by_time.iter().filter_map(failure).collect(),
+                    by_time.iter().map(|t| t.0).collect(),
+                    by_time.last().map_or(0, |t| t.0),
+                ),
+                (false, Some(k)) => (
+                    vec![failure(&by_time[k]).unwrap()],
+                    by_time[..=k].iter().map(|t| t.0).collect(),
+                    by_time[k].0,
+                ),
+            };
+        let got_errors: Vec<String> = match &got {
+            Ok(()) => Vec::new(),
+            Err(e) => e.errors().iter().map(describe).collect(),
+        };
+        prop_assert_eq!(got_errors, want_errors);
+        // Let anything wrongly left running reach its time before looking.
+        sleep(Duration::from_secs(1)).await;
+        let mut finished = finished.lock().unwrap().clone();
+        finished.sort_unstable();
+        prop_assert_eq!(finished, want_finished);
+        prop_assert_eq!(elapsed, Duration::from_millis(want_elapsed));
+        prop_assert!(group.is_empty());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn groups_match_the_model(
+            tolerant in any::<bool>(),
+            times in proptest::collection::btree_set(1u64..500, 0..12),
+            outcomes in proptest::collection::vec(outcome(), 12),
+        ) {
+            // Distinct times, spawned latest first.
+            let mut tasks: Vec<(u64, Outcome)> = times.into_iter().zip(outcomes).collect();
+            tasks.reverse();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(run(tolerant, tasks))?;
+        }
+    }
 }
