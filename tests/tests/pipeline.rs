@@ -1,5 +1,6 @@
 //! `Pipeline`: order, concurrency, error routing, fail-fast, drain on close,
-//! cancellation, configuration errors, and running as a service.
+//! cancellation, configuration errors, running as a service, and a randomized model
+//! of pipelines with an error sink.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -335,4 +336,135 @@ async fn a_stage_runs_ahead_of_a_slow_sink_by_at_most_its_buffer() {
         err.to_string(),
         "invalid pipeline: stage `s`: buffer must be at least 1"
     );
+}
+
+mod model {
+    //! Random pipelines on the paused clock against a sequential model: 1 to 3 stages,
+    //! each with random workers, buffer, order mode and failing items, and per-item
+    //! delays. What reaches the sink (in input order when every stage keeps order),
+    //! what reaches the error sink, and every stage's counts must match the model.
+
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use proptest::prelude::*;
+    use servicekit::{Pipeline, Queue, StageError, stage};
+
+    use super::Bad;
+
+    #[derive(Debug, Clone)]
+    struct StageSpec {
+        workers: usize,
+        buffer: usize,
+        ordered: bool,
+        /// Items with `n % modulus == 0` fail here.
+        modulus: u32,
+        /// Added to each item that passes.
+        add: u32,
+    }
+
+    fn stage_spec() -> impl Strategy<Value = StageSpec> {
+        (1usize..6, 1usize..5, any::<bool>(), 2u32..9, 0u32..1000).prop_map(
+            |(workers, buffer, ordered, modulus, add)| StageSpec {
+                workers,
+                buffer,
+                ordered,
+                modulus,
+                add,
+            },
+        )
+    }
+
+    /// A delay that depends on the item and the stage, so workers finish out of order.
+    fn delay(n: u32, stage: usize) -> Duration {
+        Duration::from_millis(u64::from(
+            (n.wrapping_mul(2_654_435_761) >> (stage * 3)) % 7,
+        ))
+    }
+
+    async fn run(items: Vec<u32>, specs: Vec<StageSpec>) -> Result<(), TestCaseError> {
+        // The model: each item through each stage in turn.
+        let mut want_out = Vec::new();
+        let mut want_failed = Vec::new();
+        let mut want_counts = vec![(0u64, 0u64, 0u64); specs.len()];
+        for &item in &items {
+            let mut n = item;
+            let mut passed = true;
+            for (k, s) in specs.iter().enumerate() {
+                want_counts[k].0 += 1;
+                if n % s.modulus == 0 {
+                    want_counts[k].2 += 1;
+                    want_failed.push(format!("stage `s{k}` failed: bad item {n}"));
+                    passed = false;
+                    break;
+                }
+                want_counts[k].1 += 1;
+                n += s.add;
+            }
+            if passed {
+                want_out.push(n);
+            }
+        }
+
+        let out = Queue::unbounded();
+        let errors = Queue::<StageError>::unbounded();
+        let (results, failures) = (out.receiver(), errors.receiver());
+        let mut pipeline = Pipeline::from(futures::stream::iter(items.clone()));
+        for (k, s) in specs.iter().enumerate() {
+            let (modulus, add) = (s.modulus, s.add);
+            let st = stage(format!("s{k}"), move |n: u32| async move {
+                tokio::time::sleep(delay(n, k)).await;
+                if n % modulus == 0 {
+                    Err(Bad(n))
+                } else {
+                    Ok(n + add)
+                }
+            })
+            .workers(s.workers)
+            .buffer(s.buffer);
+            pipeline = pipeline.via(if s.ordered { st } else { st.unordered() });
+        }
+        let report = pipeline
+            .to(out)
+            .errors(errors)
+            .run()
+            .await
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+
+        let mut got_out: Vec<u32> = results.collect().await;
+        let mut got_failed: Vec<String> = failures
+            .map(|e| format!("{}: {}", e, e.error()))
+            .collect()
+            .await;
+        if !specs.iter().all(|s| s.ordered) {
+            got_out.sort_unstable();
+            want_out.sort_unstable();
+        }
+        got_failed.sort();
+        want_failed.sort();
+        prop_assert_eq!(got_out, want_out.clone());
+        prop_assert_eq!(got_failed, want_failed);
+        prop_assert_eq!(report.delivered, want_out.len() as u64);
+        for (k, s) in report.stages.iter().enumerate() {
+            prop_assert_eq!((s.input, s.output, s.failed), want_counts[k], "stage {}", k);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn pipelines_match_the_model(
+            items in proptest::collection::vec(0u32..10_000, 0..60),
+            specs in proptest::collection::vec(stage_spec(), 1..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(run(items, specs))?;
+        }
+    }
 }
