@@ -357,7 +357,7 @@ mod model {
         workers: usize,
         buffer: usize,
         ordered: bool,
-        /// Items with `n % modulus == 0` fail here.
+        /// Items that are multiples of it fail here.
         modulus: u32,
         /// Added to each item that passes.
         add: u32,
@@ -392,7 +392,7 @@ mod model {
             let mut passed = true;
             for (k, s) in specs.iter().enumerate() {
                 want_counts[k].0 += 1;
-                if n % s.modulus == 0 {
+                if n.is_multiple_of(s.modulus) {
                     want_counts[k].2 += 1;
                     want_failed.push(format!("stage `s{k}` failed: bad item {n}"));
                     passed = false;
@@ -414,7 +414,7 @@ mod model {
             let (modulus, add) = (s.modulus, s.add);
             let st = stage(format!("s{k}"), move |n: u32| async move {
                 tokio::time::sleep(delay(n, k)).await;
-                if n % modulus == 0 {
+                if n.is_multiple_of(modulus) {
                     Err(Bad(n))
                 } else {
                     Ok(n + add)
