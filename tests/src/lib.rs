@@ -72,3 +72,14 @@ impl Drop for DropFlag {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A one-thread runtime on tokio's paused clock, for property tests that run a whole
+/// async case per input (`#[tokio::test(start_paused = true)]` cannot be used inside
+/// `proptest!`).
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime")
+}

@@ -459,12 +459,7 @@ mod model {
             items in proptest::collection::vec(0u32..10_000, 0..60),
             specs in proptest::collection::vec(stage_spec(), 1..4),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
-            rt.block_on(run(items, specs))?;
+            servicekit_tests::paused_runtime().block_on(run(items, specs))?;
         }
     }
 }

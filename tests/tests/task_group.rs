@@ -232,12 +232,7 @@ mod model {
             // Distinct times, spawned latest first.
             let mut tasks: Vec<(u64, Outcome)> = times.into_iter().zip(outcomes).collect();
             tasks.reverse();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
-            rt.block_on(run(tolerant, tasks))?;
+            servicekit_tests::paused_runtime().block_on(run(tolerant, tasks))?;
         }
     }
 }
