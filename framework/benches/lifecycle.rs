@@ -195,20 +195,16 @@ async fn baseline_restarts(window: Duration) -> f64 {
 fn main() {
     let reps = arg("--reps", 11);
     let rt = common::runtime();
-    if common::flag("--profile-start") {
-        // Only servicekit's start/stop, for `perf record`.
+    let only_servicekit = common::flag("--profile-start");
+    if only_servicekit || common::flag("--profile-baseline") {
+        // One side's start/stop alone, for `perf record` (compare the two profiles).
         rt.block_on(async {
             for _ in 0..reps {
-                servicekit_once().await;
-            }
-        });
-        return;
-    }
-    if common::flag("--profile-baseline") {
-        // Only the baseline's start/stop, to compare profiles.
-        rt.block_on(async {
-            for _ in 0..reps {
-                baseline_once().await;
+                if only_servicekit {
+                    servicekit_once().await;
+                } else {
+                    baseline_once().await;
+                }
             }
         });
         return;
