@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::FutureExt;
 use std::sync::atomic::Ordering;
@@ -159,14 +160,24 @@ impl ServiceContext {
     /// ```
     pub async fn shutdown_requested(&self) {
         let slot = &self.shared.slots[self.idx];
-        loop {
-            // Created before the check: a `notify_waiters` after it is not missed.
-            let notified = slot.stop.notified();
-            if self.is_shutdown_requested() {
-                return;
+        // Created before the check: a `notify_waiters` after it is not missed.
+        let mut notified = std::pin::pin!(slot.stop.notified());
+        std::future::poll_fn(|cx| {
+            loop {
+                if self.is_shutdown_requested() {
+                    return Poll::Ready(());
+                }
+                // Polled by its own supervisor, with its task's waker: the supervisor
+                // polls the body again after every stop request, so no registration
+                // (a lock and a self-wake per run) is needed.
+                if crate::supervisor::polled_directly(slot, self.run, cx.waker()) {
+                    return Poll::Pending;
+                }
+                std::task::ready!(notified.as_mut().poll(cx));
+                notified.set(slot.stop.notified());
             }
-            notified.await;
-        }
+        })
+        .await;
     }
 
     /// Runs `fut` until it completes (`Some(output)`) or shutdown is requested
@@ -218,13 +229,16 @@ impl ServiceContext {
     /// ```
     pub fn cancellation_token(&self) -> CancellationToken {
         let slot = &self.shared.slots[self.idx];
-        let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        if tasks.run != self.run || self.is_shutdown_requested() {
+        let mut inner = crate::runner::lock(&slot.inner);
+        // Before the check of `stop_run`: see `Shared::request_stop`.
+        slot.token_made.store(true, Ordering::SeqCst);
+        if inner.tasks.run != self.run || slot.stop_run.load(Ordering::SeqCst) >= self.run {
             let token = CancellationToken::new();
             token.cancel();
             return token;
         }
-        tasks
+        inner
+            .tasks
             .token
             .get_or_insert_with(CancellationToken::new)
             .clone()
@@ -267,7 +281,8 @@ impl ServiceContext {
         F::Output: IntoServiceResult,
     {
         let slot = &self.shared.slots[self.idx];
-        let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = crate::runner::lock(&slot.inner);
+        let tasks = &mut inner.tasks;
         if tasks.run != self.run || !tasks.open {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
@@ -287,15 +302,19 @@ impl ServiceContext {
                     Err(panic) => ServiceErrorKind::TaskPanicked(crate::panic_message(&*panic)),
                 };
                 let slot = &shared.slots[idx];
-                let mut tasks = slot.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                let mut inner = crate::runner::lock(&slot.inner);
+                let tasks = &mut inner.tasks;
                 if tasks.run == run
                     && let Some(tied) = tasks.tied.as_mut()
                     && tied.error.is_none()
                 {
                     tied.error = Some(kind);
                 }
-                drop(tasks);
+                drop(inner);
                 shared.request_stop(idx, run);
+                // The supervisor polls the body again when woken, so a body that waits
+                // on its context without registering (see `shutdown_requested`) sees it.
+                slot.wake.notify();
             });
     }
 }

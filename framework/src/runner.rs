@@ -8,8 +8,10 @@
 //! supervisor re-examines everything when woken. The signal keeps a permit, so no
 //! wake-up is lost, and there is no channel allocation per service. A `Notify`
 //! (`stop`, with `stop_run`) tells a run's context that its shutdown was requested
-//! (any number of clones of the context may wait on it); the run's
-//! `CancellationToken` is only created if the body asks for it.
+//! (any number of clones of the context may wait on it); a body polled by its own
+//! supervisor needs no registration, because the supervisor polls it again after
+//! every stop request. The run's `CancellationToken` is only created if the body
+//! asks for it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -163,7 +165,9 @@ pub(crate) const CMD_RESTART: u8 = 1;
 pub(crate) const CMD_STOP: u8 = 2;
 
 pub(crate) struct Slot {
-    pub(crate) name: Arc<str>,
+    /// As given: turned into an `Arc<str>` only for events, errors and status, so
+    /// starting a service does not copy its name.
+    pub(crate) name: Box<str>,
     pub(crate) has_context: bool,
     /// Shared by consecutive services with equal settings (most use the defaults):
     /// a slot is per service, for the whole run, so every byte counts.
@@ -176,8 +180,17 @@ pub(crate) struct Slot {
     /// The last run asked to stop; `stop` wakes everyone waiting on a context.
     pub(crate) stop_run: AtomicU64,
     pub(crate) stop: Notify,
-    pub(crate) status: Mutex<StatusInner>,
-    pub(crate) tasks: Mutex<Tasks>,
+    /// Set (for good) once a run has made its `CancellationToken`, so a stop request
+    /// takes the lock only when there may be a token to cancel.
+    pub(crate) token_made: AtomicBool,
+    /// What the runner reports and the run's tied tasks, behind one lock: a run's
+    /// start and end take it once each.
+    pub(crate) inner: Mutex<SlotInner>,
+}
+
+pub(crate) struct SlotInner {
+    pub(crate) status: StatusInner,
+    pub(crate) tasks: Tasks,
 }
 
 struct Links {
@@ -186,6 +199,11 @@ struct Links {
 }
 
 impl Slot {
+    /// The name as reported in events, errors and status.
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        Arc::from(&*self.name)
+    }
+
     pub(crate) fn deps(&self) -> &[usize] {
         self.links.as_ref().map_or(&[], |l| &l.deps)
     }
@@ -225,6 +243,9 @@ pub(crate) struct Tied {
     pub(crate) error: Option<ServiceErrorKind>,
 }
 
+/// Aligned so that the `Arc`'s reference count, which every supervisor and context
+/// changes, does not share a cache line with the fields every supervisor reads.
+#[repr(align(128))]
 pub(crate) struct Shared {
     pub(crate) slots: Box<[Slot]>,
     pub(crate) shutting_down: AtomicBool,
@@ -340,20 +361,37 @@ impl Shared {
     /// Asks run `run` of `idx` to stop: its context's shutdown is requested.
     pub(crate) fn request_stop(&self, idx: usize, run: u64) {
         let slot = &self.slots[idx];
-        if slot.stop_run.fetch_max(run, Ordering::AcqRel) >= run {
+        if slot.stop_run.fetch_max(run, Ordering::SeqCst) >= run {
             return;
         }
         slot.stop.notify_waiters();
-        let token = lock(&slot.tasks).token.clone();
-        if let Some(token) = token {
-            token.cancel();
+        // Pairs with `ServiceContext::cancellation_token`, which sets `token_made`
+        // before it checks `stop_run` (both `SeqCst`): either it sees this stop, or
+        // this sees its flag and takes the lock, waiting for the token to be stored.
+        if slot.token_made.load(Ordering::SeqCst) {
+            let token = lock(&slot.inner).tasks.token.clone();
+            if let Some(token) = token {
+                token.cancel();
+            }
         }
     }
 
     pub(crate) fn set_state(&self, idx: usize, state: ServiceState) {
+        self.set_state_with(idx, state, |_| {});
+    }
+
+    /// Sets the state, and changes whatever else `also` changes under the same lock.
+    pub(crate) fn set_state_with(
+        &self,
+        idx: usize,
+        state: ServiceState,
+        also: impl FnOnce(&mut SlotInner),
+    ) {
         let slot = &self.slots[idx];
         {
-            let mut st = lock(&slot.status);
+            let mut inner = lock(&slot.inner);
+            also(&mut inner);
+            let st = &mut inner.status;
             if st.state == state {
                 return;
             }
@@ -364,7 +402,7 @@ impl Shared {
         }
         tracing::debug!(service = %slot.name, %state, "state changed");
         self.emit(|| Event::State {
-            service: slot.name.clone(),
+            service: slot.shared_name(),
             state,
         });
     }
@@ -605,44 +643,65 @@ impl Runner {
             signals,
             token,
         } = self;
-        let (order, deps_of) = validate(&services)?;
+        let graph = validate(&services)?;
         let n = services.len();
-        let mut dependents_of: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, deps) in deps_of.iter().enumerate() {
-            for &j in deps {
-                dependents_of[j].push(i);
+        let (order, mut links) = match graph {
+            None => (None, Vec::new()),
+            Some((order, deps_of)) => {
+                let mut dependents_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+                for (i, deps) in deps_of.iter().enumerate() {
+                    for &j in deps {
+                        dependents_of[j].push(i);
+                    }
+                }
+                let links = deps_of
+                    .into_iter()
+                    .zip(dependents_of)
+                    .map(|(deps, dependents)| {
+                        (!deps.is_empty() || !dependents.is_empty()).then(|| {
+                            Box::new(Links {
+                                deps: deps.into(),
+                                dependents: dependents.into(),
+                            })
+                        })
+                    })
+                    .collect();
+                (Some(order), links)
             }
-        }
+        };
 
         let mut factories = Vec::with_capacity(n);
         let mut slots = Vec::with_capacity(n);
-        let mut last_config: Option<Arc<Config>> = None;
-        for ((s, deps), dependents) in services.into_iter().zip(deps_of).zip(dependents_of) {
+        // Services with the default settings (most) share one `Config`, and so do
+        // consecutive services with equal settings: a slot lives as long as the runner.
+        let default_config = Arc::new(Config {
+            shutdown_timeout: Some(shutdown_timeout),
+            ..Config::DEFAULT
+        });
+        let mut last_config = default_config.clone();
+        for (i, s) in services.into_iter().enumerate() {
             let Service {
                 name,
                 has_context,
-                mut config,
+                extra,
                 factory,
-                ..
             } = s;
             factories.push(Some(factory));
-            config.shutdown_timeout = Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
-            let config = match &last_config {
-                Some(last) if **last == config => last.clone(),
-                _ => {
-                    let c = Arc::new(config);
-                    last_config = Some(c.clone());
-                    c
+            let config = match extra {
+                None => default_config.clone(),
+                Some(extra) => {
+                    let mut config = extra.config;
+                    config.shutdown_timeout =
+                        Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
+                    if *last_config != config {
+                        last_config = Arc::new(config);
+                    }
+                    last_config.clone()
                 }
             };
-            let links = (!deps.is_empty() || !dependents.is_empty()).then(|| {
-                Box::new(Links {
-                    deps: deps.into(),
-                    dependents: dependents.into(),
-                })
-            });
+            let links = links.get_mut(i).and_then(Option::take);
             slots.push(Slot {
-                name,
+                name: name.into_boxed_str(),
                 has_context,
                 config,
                 links,
@@ -651,14 +710,17 @@ impl Runner {
                 wake: Signal::default(),
                 stop_run: AtomicU64::new(0),
                 stop: Notify::new(),
-                status: Mutex::new(StatusInner {
-                    state: ServiceState::Starting,
-                    restarts: 0,
-                    runs: 0,
-                    last_error: None,
-                    since: None,
+                token_made: AtomicBool::new(false),
+                inner: Mutex::new(SlotInner {
+                    status: StatusInner {
+                        state: ServiceState::Starting,
+                        restarts: 0,
+                        runs: 0,
+                        last_error: None,
+                        since: None,
+                    },
+                    tasks: Tasks::default(),
                 }),
-                tasks: Mutex::new(Tasks::default()),
             });
         }
 
@@ -684,7 +746,7 @@ impl Runner {
             ended: Notify::new(),
         });
 
-        for idx in order {
+        for idx in order.unwrap_or_else(|| (0..n).collect()) {
             let factory = factories[idx].take().expect("each service is spawned once");
             tokio::spawn(crate::supervisor::supervise(shared.clone(), idx, factory));
         }
@@ -744,33 +806,40 @@ impl std::hash::Hasher for NameHasher {
 
 type BuildNameHasher = std::hash::BuildHasherDefault<NameHasher>;
 
-/// Checks names, dependencies and settings; returns a start order (dependencies first)
-/// and each service's dependencies as indices.
+/// Checks names, dependencies and settings. Returns, when some service has
+/// dependencies, a start order (dependencies first) and each service's dependencies
+/// as indices; `None` when none has (start in the order given, no links).
 #[allow(clippy::type_complexity)]
-fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), ConfigError> {
+fn validate(services: &[Service]) -> Result<Option<(Vec<usize>, Vec<Vec<usize>>)>, ConfigError> {
     let mut index: HashMap<&str, usize, BuildNameHasher> =
         HashMap::with_capacity_and_hasher(services.len(), BuildNameHasher::default());
+    let mut any_deps = false;
     for (i, s) in services.iter().enumerate() {
         if s.name.is_empty() {
             return Err(ConfigError::EmptyName);
         }
         if index.insert(&s.name, i).is_some() {
-            return Err(ConfigError::DuplicateName(s.name.to_string()));
+            return Err(ConfigError::DuplicateName(s.name.clone()));
         }
-        s.config.validate(&s.name)?;
-        if s.after.iter().any(|d| *d == *s.name) {
+        let Some(extra) = &s.extra else { continue };
+        extra.config.validate(&s.name)?;
+        if extra.after.contains(&s.name) {
             return Err(ConfigError::Invalid {
-                service: s.name.to_string(),
+                service: s.name.clone(),
                 problem: "it depends on itself".into(),
             });
         }
+        any_deps |= !extra.after.is_empty();
+    }
+    if !any_deps {
+        return Ok(None);
     }
     let mut deps_of: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
     for (s, deps) in services.iter().zip(&mut deps_of) {
-        for d in &s.after {
+        for d in s.dependencies() {
             let Some(&j) = index.get(d.as_str()) else {
                 return Err(ConfigError::UnknownDependency {
-                    service: s.name.to_string(),
+                    service: s.name.clone(),
                     dependency: d.clone(),
                 });
             };
@@ -815,9 +884,9 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
                         let start = stack.iter().position(|&(p, _)| p == dep).unwrap_or(0);
                         let mut cycle: Vec<String> = stack[start..]
                             .iter()
-                            .map(|&(p, _)| services[p].name.to_string())
+                            .map(|&(p, _)| services[p].name.clone())
                             .collect();
-                        cycle.push(services[dep].name.to_string());
+                        cycle.push(services[dep].name.clone());
                         return Err(ConfigError::Cycle(cycle));
                     }
                     Mark::Black => {}
@@ -829,7 +898,7 @@ fn validate(services: &[Service]) -> Result<(Vec<usize>, Vec<Vec<usize>>), Confi
             }
         }
     }
-    Ok((order, deps_of))
+    Ok(Some((order, deps_of)))
 }
 
 async fn control(shared: Arc<Shared>, mut signals: Option<crate::signals::Signals>) {
@@ -926,9 +995,10 @@ impl RunnerHandle {
             .slots
             .iter()
             .map(|slot| {
-                let st = lock(&slot.status);
+                let inner = lock(&slot.inner);
+                let st = &inner.status;
                 ServiceStatus {
-                    name: slot.name.clone(),
+                    name: slot.shared_name(),
                     state: st.state,
                     restarts: st.restarts,
                     runs: st.runs,

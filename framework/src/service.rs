@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -94,19 +93,24 @@ pub const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
 /// Default time a service with a context has to return once asked to stop.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+impl Config {
+    /// The defaults, as one constant (a service with no settings of its own points here).
+    pub(crate) const DEFAULT: Config = Config {
+        restart: Restart::OnFailure,
+        every: None,
+        backoff_base: DEFAULT_BACKOFF_BASE,
+        backoff_cap: DEFAULT_BACKOFF_CAP,
+        reset_after: DEFAULT_RESET_AFTER,
+        max_restarts: DEFAULT_MAX_RESTARTS,
+        within: DEFAULT_WITHIN,
+        on_give_up: OnGiveUp::Shutdown,
+        shutdown_timeout: None,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            restart: Restart::OnFailure,
-            every: None,
-            backoff_base: DEFAULT_BACKOFF_BASE,
-            backoff_cap: DEFAULT_BACKOFF_CAP,
-            reset_after: DEFAULT_RESET_AFTER,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            within: DEFAULT_WITHIN,
-            on_give_up: OnGiveUp::Shutdown,
-            shutdown_timeout: None,
-        }
+        Config::DEFAULT
     }
 }
 
@@ -173,11 +177,19 @@ impl Config {
 /// ```
 #[must_use = "a Service does nothing until it is given to a runner"]
 pub struct Service {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: String,
     pub(crate) has_context: bool,
+    /// Settings that differ from the defaults, and dependencies; boxed only when there
+    /// are some, so a service with the defaults is a few words to build and move.
+    pub(crate) extra: Option<Box<Extra>>,
+    pub(crate) factory: Factory,
+}
+
+/// The rarer parts of a [`Service`].
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
     pub(crate) config: Config,
     pub(crate) after: Vec<String>,
-    pub(crate) factory: Factory,
 }
 
 impl fmt::Debug for Service {
@@ -185,8 +197,8 @@ impl fmt::Debug for Service {
         f.debug_struct("Service")
             .field("name", &self.name)
             .field("has_context", &self.has_context)
-            .field("config", &self.config)
-            .field("after", &self.after)
+            .field("config", self.config())
+            .field("after", &self.dependencies())
             .finish_non_exhaustive()
     }
 }
@@ -286,12 +298,26 @@ impl Service {
 
     fn from_parts(name: String, has_context: bool, factory: Factory) -> Self {
         Service {
-            name: name.into(),
+            name,
             has_context,
-            config: Config::default(),
-            after: Vec::new(),
+            extra: None,
             factory,
         }
+    }
+
+    /// The rarer settings, boxed on first use.
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The settings (the defaults unless one was set).
+    pub(crate) fn config(&self) -> &Config {
+        self.extra.as_ref().map_or(&Config::DEFAULT, |e| &e.config)
+    }
+
+    /// The names given to [`after`](Service::after).
+    pub(crate) fn dependencies(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.after)
     }
 
     /// The service's name.
@@ -316,7 +342,7 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn restart(mut self, policy: Restart) -> Self {
-        self.config.restart = policy;
+        self.extra().config.restart = policy;
         self
     }
 
@@ -332,7 +358,7 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn every(mut self, period: Duration) -> Self {
-        self.config.every = Some(period);
+        self.extra().config.every = Some(period);
         self
     }
 
@@ -349,8 +375,8 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.config.backoff_base = base;
-        self.config.backoff_cap = cap;
+        self.extra().config.backoff_base = base;
+        self.extra().config.backoff_cap = cap;
         self
     }
 
@@ -366,7 +392,7 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn reset_after(mut self, period: Duration) -> Self {
-        self.config.reset_after = period;
+        self.extra().config.reset_after = period;
         self
     }
 
@@ -383,8 +409,8 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn max_restarts(mut self, max_restarts: u32, within: Duration) -> Self {
-        self.config.max_restarts = max_restarts;
-        self.config.within = within;
+        self.extra().config.max_restarts = max_restarts;
+        self.extra().config.within = within;
         self
     }
 
@@ -398,7 +424,7 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn on_give_up(mut self, action: OnGiveUp) -> Self {
-        self.config.on_give_up = action;
+        self.extra().config.on_give_up = action;
         self
     }
 
@@ -414,7 +440,7 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.config.shutdown_timeout = Some(timeout);
+        self.extra().config.shutdown_timeout = Some(timeout);
         self
     }
 
@@ -431,7 +457,7 @@ impl Service {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.after.extend(names.into_iter().map(Into::into));
+        self.extra().after.extend(names.into_iter().map(Into::into));
         self
     }
 }

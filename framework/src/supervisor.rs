@@ -5,12 +5,13 @@
 //! `catch_unwind`, so a restart costs a factory call and a few atomics, and "the next
 //! run starts only after the previous one has ended" holds by construction.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,7 +19,8 @@ use tokio::time::Instant;
 use crate::context::ServiceContext;
 use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
 use crate::runner::{
-    ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, lock,
+    ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, Slot, SlotInner,
+    lock,
 };
 use crate::service::{Factory, OnGiveUp, Restart, RunFuture, RunResult};
 
@@ -68,6 +70,42 @@ fn stop_reason(shared: &Shared, idx: usize) -> Option<Reason> {
         return Some(Reason::DependencyDown);
     }
     None
+}
+
+thread_local! {
+    /// The run whose body its supervisor is polling on this thread: the slot's
+    /// address, the run, and the data and vtable pointers of the waker it polls with.
+    static DIRECT: Cell<(usize, u64, usize, usize)> = const { Cell::new((0, 0, 0, 0)) };
+}
+
+fn direct_key(slot: &Slot, run: u64, waker: &Waker) -> (usize, u64, usize, usize) {
+    (
+        std::ptr::from_ref(slot) as usize,
+        run,
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    )
+}
+
+/// Whether the current poll is the supervisor of `slot` polling run `run`'s body
+/// with `waker`, its task's own. Such a poll may return `Pending` without
+/// registering for the stop request: the supervisor polls the body again after
+/// every `request_stop` (it makes them itself, or is woken for them).
+pub(crate) fn polled_directly(slot: &Slot, run: u64, waker: &Waker) -> bool {
+    DIRECT.get() == direct_key(slot, run, waker)
+}
+
+/// Polls a run's body, marked as polled directly by its supervisor (see
+/// [`polled_directly`]).
+fn poll_body(body: &mut RunFuture, slot: &Slot, run: u64, cx: &mut Context<'_>) -> Poll<RunResult> {
+    struct Restore((usize, u64, usize, usize));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DIRECT.set(self.0);
+        }
+    }
+    let _restore = Restore(DIRECT.replace(direct_key(slot, run, cx.waker())));
+    body.as_mut().poll(cx)
 }
 
 /// Polls `fut` once with the current task's waker.
@@ -150,9 +188,9 @@ impl Restarts {
             Some(Err(e)) => {
                 let e = Arc::new(e);
                 tracing::warn!(service = %slot.name, run, error = %Chain(&*e), "service failed");
-                lock(&slot.status).last_error = Some(e.clone());
+                lock(&slot.inner).status.last_error = Some(e.clone());
                 shared.emit(|| crate::Event::Failed {
-                    service: slot.name.clone(),
+                    service: slot.shared_name(),
                     error: e.clone(),
                 });
                 Some(e)
@@ -162,7 +200,7 @@ impl Restarts {
         if outcome.hung {
             tracing::error!(service = %slot.name, timeout = ?slot.shutdown_timeout(), "service did not stop in time and was aborted");
             shared.record_failure(ServiceFailure {
-                service: slot.name.clone(),
+                service: slot.shared_name(),
                 kind: FailureKind::Hung {
                     timeout: slot.shutdown_timeout(),
                 },
@@ -178,7 +216,7 @@ impl Restarts {
                     return Next::End(ServiceState::Stopped);
                 };
                 shared.record_failure(ServiceFailure {
-                    service: slot.name.clone(),
+                    service: slot.shared_name(),
                     kind: FailureKind::StopFailed { error },
                 });
                 return Next::End(ServiceState::Failed);
@@ -211,7 +249,7 @@ impl Restarts {
         if give_up {
             tracing::error!(service = %slot.name, restarts = this.count, error = %Chain(&*error), "service gave up");
             shared.record_failure(ServiceFailure {
-                service: slot.name.clone(),
+                service: slot.shared_name(),
                 kind: FailureKind::GaveUp {
                     restarts: this.count,
                     error,
@@ -231,7 +269,7 @@ impl Restarts {
         let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, this.attempt);
         this.attempt = this.attempt.saturating_add(1);
         this.count += 1;
-        lock(&slot.status).restarts = this.count;
+        lock(&slot.inner).status.restarts = this.count;
         Next::After(delay)
     }
 }
@@ -322,7 +360,7 @@ impl Future for Supervisor {
                 Step::Running(body) => {
                     // The hot, idle part: the body, and the supervisor's wake-up signal.
                     let (shared, idx) = (&*this.shared, this.idx);
-                    let (result, reason) = match body.as_mut().poll(cx) {
+                    let (result, reason) = match poll_body(body, &shared.slots[idx], this.run, cx) {
                         Poll::Ready(r) => (Some(r), None),
                         Poll::Pending => loop {
                             if shared.slots[idx].wake.poll_take(cx).is_pending() {
@@ -403,27 +441,28 @@ impl Supervisor {
     ) {
         let (shared, idx, run) = (&*self.shared, self.idx, self.run);
         let slot = &shared.slots[idx];
-        // Only a run that ended by itself needs its length (for `reset_after`); a stop
-        // does not pay for the clock read.
-        let lasted = if reason.is_none() {
-            lock(&slot.status)
-                .since
-                .map_or(Duration::ZERO, |s| s.elapsed())
-        } else {
-            Duration::ZERO
-        };
         shared.set_phase(idx, run, ACTIVE);
+        // Only a run that ended by itself needs its length (for `reset_after`); a stop
+        // does not pay for the clock read. One lock for this and the state change.
+        let (mut lasted, mut has_tied) = (Duration::ZERO, false);
+        let mut look = |inner: &mut SlotInner| {
+            if reason.is_none() {
+                lasted = inner.status.since.map_or(Duration::ZERO, |s| s.elapsed());
+            }
+            has_tied = inner.tasks.tied.is_some();
+        };
         if reason.is_some() {
-            shared.set_state(idx, ServiceState::Stopping);
+            shared.set_state_with(idx, ServiceState::Stopping, look);
+        } else {
+            look(&mut lock(&slot.inner));
         }
-        let has_tied = lock(&slot.tasks).tied.is_some();
         let simple = slot.dependents().is_empty() && !has_tied;
         if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire)
         {
             // The common stop: ask, poll once; most bodies return right away, so neither
             // a timer nor the boxed slow path below is needed.
             shared.request_stop(idx, run);
-            if let Poll::Ready(r) = body.as_mut().poll(cx) {
+            if let Poll::Ready(r) = poll_body(&mut body, slot, run, cx) {
                 result = Some(r);
             }
         }
@@ -525,13 +564,6 @@ async fn sleep_or_command(
 /// Starts run `run`: records it, then makes the body.
 fn begin_run(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) -> RunFuture {
     let slot = &shared.slots[idx];
-    {
-        let mut tasks = lock(&slot.tasks);
-        tasks.run = run;
-        tasks.open = true;
-        tasks.tied = None;
-        tasks.token = None;
-    }
     shared.set_phase(
         idx,
         run,
@@ -541,12 +573,16 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) 
             ACTIVE | READY
         },
     );
-    {
-        let mut st = lock(&slot.status);
-        st.runs = run;
-        st.since = Some(Instant::now());
-    }
-    shared.set_state(idx, ServiceState::Running);
+    let now = Instant::now();
+    shared.set_state_with(idx, ServiceState::Running, |inner| {
+        let tasks = &mut inner.tasks;
+        tasks.run = run;
+        tasks.open = true;
+        tasks.tied = None;
+        tasks.token = None;
+        inner.status.runs = run;
+        inner.status.since = Some(now);
+    });
     factory(ServiceContext {
         shared: shared.clone(),
         idx,
@@ -568,12 +604,13 @@ fn finish_run(
     let slot = &shared.slots[idx];
     shared.request_stop(idx, run);
     let task_error = {
-        let mut tasks = lock(&slot.tasks);
+        let mut inner = lock(&slot.inner);
+        let tasks = &mut inner.tasks;
         tasks.open = false;
         tasks.tied.take().and_then(|t| t.error)
     };
     let error = |kind| ServiceError {
-        service: slot.name.clone(),
+        service: slot.shared_name(),
         run,
         kind,
     };
@@ -651,7 +688,7 @@ where
         }
     }
     if result.is_none() && slot.has_context && !hung && forced() {
-        lock(&shared.aborted).push(slot.name.clone());
+        lock(&shared.aborted).push(slot.shared_name());
     }
     drop(fut);
 
@@ -660,7 +697,8 @@ where
     // are still recorded.
     shared.request_stop(idx, run);
     let set = {
-        let mut tasks = lock(&slot.tasks);
+        let mut inner = lock(&slot.inner);
+        let tasks = &mut inner.tasks;
         tasks.open = false;
         tasks.tied.as_mut().map(|t| std::mem::take(&mut t.set))
     };
@@ -721,7 +759,7 @@ mod size_budget {
         let supervisor = std::mem::size_of::<super::Supervisor>();
         assert!(supervisor <= 72, "{supervisor}");
         assert!(
-            std::mem::size_of::<crate::runner::Slot>() <= 208,
+            std::mem::size_of::<crate::runner::Slot>() <= 200,
             "{}",
             std::mem::size_of::<crate::runner::Slot>()
         );

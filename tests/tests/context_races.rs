@@ -1,0 +1,166 @@
+//! Races between a service's context and the stop request, on a real 2-worker
+//! runtime, with random timing: a stop must reach every way a body can wait for it,
+//! whichever comes first.
+//!
+//! * `ctx.cancellation_token()` taken while the stop is being requested: the token is
+//!   cancelled (or comes back cancelled), never left waiting.
+//! * `ctx.shutdown_requested()` polled by the body itself, inside a combinator with
+//!   its own wakers, and in a tied task, all at once: each one resolves.
+//! * A tied task that fails while the body waits: the run ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use servicekit::{OnGiveUp, Restart, Runner, Service, ServiceContext};
+
+const SERVICES: usize = 16;
+const ROUNDS: usize = 150;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn yields(n: usize) {
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Starts `services`, lets them run for a random number of yields, shuts down, and
+/// asserts that everything stopped cleanly within a second (each service would
+/// otherwise hang until its 5 s shutdown timeout and fail the runner).
+async fn shut_down_after_a_random_moment(services: Vec<Service>) {
+    let handle = Runner::new()
+        .signals(false)
+        .shutdown_timeout(Duration::from_secs(5))
+        .services(services)
+        .start()
+        .await
+        .expect("valid");
+    yields(fastrand::usize(0..40)).await;
+    handle.shutdown();
+    let ended = tokio::time::timeout(Duration::from_secs(1), handle.wait()).await;
+    let result = ended.expect("every service saw the stop within a second");
+    result.expect("a clean stop");
+}
+
+#[test]
+fn a_cancellation_token_taken_as_the_stop_arrives_is_cancelled() {
+    runtime().block_on(async {
+        for _ in 0..ROUNDS {
+            let services = (0..SERVICES)
+                .map(|i| {
+                    Service::new(format!("s{i}"), |ctx: ServiceContext| async move {
+                        yields(fastrand::usize(0..40)).await;
+                        ctx.cancellation_token().cancelled().await;
+                    })
+                })
+                .collect();
+            shut_down_after_a_random_moment(services).await;
+        }
+    });
+}
+
+#[test]
+fn every_way_of_waiting_for_the_stop_is_woken() {
+    runtime().block_on(async {
+        for _ in 0..ROUNDS {
+            let woken = Arc::new(AtomicUsize::new(0));
+            let started = Arc::new(AtomicUsize::new(0));
+            let services = (0..SERVICES)
+                .map(|i| {
+                    let (woken, started) = (woken.clone(), started.clone());
+                    Service::new(format!("s{i}"), move |ctx: ServiceContext| {
+                        let woken = woken.clone();
+                        started.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let w = woken.clone();
+                            let c = ctx.clone();
+                            ctx.spawn(async move {
+                                c.shutdown_requested().await;
+                                w.fetch_add(1, Ordering::SeqCst);
+                            });
+                            yields(fastrand::usize(0..20)).await;
+                            if i % 2 == 0 {
+                                // Polled with the combinator's own wakers, not the
+                                // task's.
+                                let mut set = FuturesUnordered::new();
+                                set.push(ctx.shutdown_requested());
+                                set.push(ctx.shutdown_requested());
+                                set.next().await;
+                            } else {
+                                // Polled with the task's waker, beside another branch.
+                                tokio::select! {
+                                    () = ctx.shutdown_requested() => {}
+                                    () = std::future::pending::<()>() => {}
+                                }
+                            }
+                            woken.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            shut_down_after_a_random_moment(services).await;
+            // A service stopped before its first run never runs; each run that did
+            // start was woken twice: in its body and in its tied task.
+            assert_eq!(
+                woken.load(Ordering::SeqCst),
+                2 * started.load(Ordering::SeqCst)
+            );
+        }
+    });
+}
+
+#[test]
+fn a_failing_tied_task_ends_a_waiting_run() {
+    runtime().block_on(async {
+        for _ in 0..ROUNDS {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let services: Vec<Service> = (0..SERVICES)
+                .map(|i| {
+                    let runs = runs.clone();
+                    Service::new(format!("s{i}"), move |ctx: ServiceContext| {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            ctx.spawn(async {
+                                yields(fastrand::usize(0..20)).await;
+                                Err::<(), _>("task broke")
+                            });
+                            ctx.shutdown_requested().await;
+                        }
+                    })
+                    .restart(Restart::Never)
+                    .on_give_up(OnGiveUp::Ignore)
+                })
+                .collect();
+            let handle = Runner::new()
+                .signals(false)
+                .services(services)
+                .start()
+                .await
+                .expect("valid");
+            // Every run fails through its task and is not restarted: the runner ends
+            // by itself, with every service named.
+            let ended = tokio::time::timeout(Duration::from_secs(1), handle.wait()).await;
+            let err = ended
+                .expect("every failed task ended its run within a second")
+                .expect_err("the runs failed");
+            let text = format!("{err:#}");
+            for i in 0..SERVICES {
+                assert!(
+                    text.contains(&format!("service `s{i}` failed;"))
+                        || text.ends_with(&format!("service `s{i}` failed")),
+                    "{text}"
+                );
+            }
+            assert_eq!(runs.load(Ordering::SeqCst), SERVICES);
+        }
+    });
+}
