@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use servicekit::{OnGiveUp, Restart, Runner, Service, ServiceContext};
+use servicekit::{OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext};
 
 const SERVICES: usize = 16;
 const ROUNDS: usize = 150;
@@ -33,17 +33,22 @@ async fn yields(n: usize) {
     }
 }
 
-/// Starts `services`, lets them run for a random number of yields, shuts down, and
-/// asserts that everything stopped cleanly within a second (each service would
-/// otherwise hang until its 5 s shutdown timeout and fail the runner).
-async fn shut_down_after_a_random_moment(services: Vec<Service>) {
-    let handle = Runner::new()
+/// Starts `services` without signal handling, each with 5 s to stop.
+async fn start(services: Vec<Service>) -> RunnerHandle {
+    Runner::new()
         .signals(false)
         .shutdown_timeout(Duration::from_secs(5))
         .services(services)
         .start()
         .await
-        .expect("valid");
+        .expect("a valid configuration")
+}
+
+/// Starts `services`, lets them run for a random number of yields, shuts down, and
+/// asserts that everything stopped cleanly within a second (each service would
+/// otherwise hang until its 5 s shutdown timeout and fail the runner).
+async fn shut_down_after_a_random_moment(services: Vec<Service>) {
+    let handle = start(services).await;
     yields(fastrand::usize(0..40)).await;
     handle.shutdown();
     let ended = tokio::time::timeout(Duration::from_secs(1), handle.wait()).await;
@@ -140,12 +145,7 @@ fn a_failing_tied_task_ends_a_waiting_run() {
                     .on_give_up(OnGiveUp::Ignore)
                 })
                 .collect();
-            let handle = Runner::new()
-                .signals(false)
-                .services(services)
-                .start()
-                .await
-                .expect("valid");
+            let handle = start(services).await;
             // Every run fails through its task and is not restarted: the runner ends
             // by itself, with every service named.
             let ended = tokio::time::timeout(Duration::from_secs(1), handle.wait()).await;
