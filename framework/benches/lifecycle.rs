@@ -215,16 +215,9 @@ fn main() {
         servicekit_once().await;
 
         let (mut b, mut s) = (Vec::new(), Vec::new());
-        let (mut start_ratio, mut stop_ratio) = (Vec::new(), Vec::new());
-        let mut running_ratio = Vec::new();
         for _ in 0..reps {
-            let x = baseline_once().await;
-            let y = servicekit_once().await;
-            start_ratio.push(y.start.as_secs_f64() / x.start.as_secs_f64());
-            running_ratio.push(y.running.as_secs_f64() / x.running.as_secs_f64());
-            stop_ratio.push(y.stop.as_secs_f64() / x.stop.as_secs_f64());
-            b.push(x);
-            s.push(y);
+            b.push(baseline_once().await);
+            s.push(servicekit_once().await);
         }
         let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
         println!(
@@ -235,66 +228,50 @@ fn main() {
         let show = |label: &str, (m, lo, hi): (f64, f64, f64), unit: &str| {
             println!("  {label:<40} {m:>10.2} {unit} [{lo:.2} .. {hi:.2}]");
         };
-        show(
-            "(a) start, baseline",
-            ms(&b, |x| x.start.as_secs_f64() * 1e3),
-            "ms",
+        // One measure, both sides: each side's times, the ratio of each interleaved
+        // pair, and (noise on a shared machine only ever adds time) the ratio of the
+        // two sides' fastest runs.
+        let compare =
+            |what: &str, ratio_label: &str, fastest_label: &str, f: fn(&Sample) -> Duration| {
+                let millis =
+                    |v: &[Sample]| stats(v.iter().map(|x| f(x).as_secs_f64() * 1e3).collect());
+                show(&format!("(a) {what}, baseline"), millis(&b), "ms");
+                show(&format!("(a) {what}, servicekit"), millis(&s), "ms");
+                if what == "start" {
+                    show(
+                        "(a)   of which building Service values",
+                        ms(&s, |x| x.build.as_secs_f64() * 1e3),
+                        "ms",
+                    );
+                }
+                let pairs = b.iter().zip(&s);
+                let ratios = pairs.map(|(x, y)| f(y).as_secs_f64() / f(x).as_secs_f64());
+                show(
+                    &format!("(a) {what}{ratio_label}"),
+                    stats(ratios.collect()),
+                    "x",
+                );
+                let fastest = |v: &[Sample]| v.iter().map(f).min().expect("reps > 0").as_secs_f64();
+                println!(
+                    "  {:<40} {:>10.2} x",
+                    format!("(a) {what}{fastest_label}"),
+                    fastest(&s) / fastest(&b)
+                );
+            };
+        compare(
+            "start",
+            " ratio servicekit/baseline",
+            " ratio, fastest runs",
+            |x| x.start,
         );
-        show(
-            "(a) start, servicekit",
-            ms(&s, |x| x.start.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show(
-            "(a)   of which building Service values",
-            ms(&s, |x| x.build.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show(
-            "(a) start ratio servicekit/baseline",
-            stats(start_ratio),
-            "x",
-        );
-        // Noise on a shared machine only ever adds time: the fastest runs of each side
-        // are the least disturbed.
-        let fastest = |v: &[Sample], f: fn(&Sample) -> Duration| {
-            v.iter().map(f).min().expect("reps > 0").as_secs_f64()
-        };
-        println!(
-            "  {:<40} {:>10.2} x",
-            "(a) start ratio, fastest runs",
-            fastest(&s, |x| x.start) / fastest(&b, |x| x.start)
-        );
-        show(
-            "(a) until every body runs, baseline",
-            ms(&b, |x| x.running.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show(
-            "(a) until every body runs, servicekit",
-            ms(&s, |x| x.running.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show(
-            "(a) until every body runs, ratio",
-            stats(running_ratio),
-            "x",
-        );
-        show(
-            "(a) stop, baseline",
-            ms(&b, |x| x.stop.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show(
-            "(a) stop, servicekit",
-            ms(&s, |x| x.stop.as_secs_f64() * 1e3),
-            "ms",
-        );
-        show("(a) stop ratio servicekit/baseline", stats(stop_ratio), "x");
-        println!(
-            "  {:<40} {:>10.2} x",
-            "(a) stop ratio, fastest runs",
-            fastest(&s, |x| x.stop) / fastest(&b, |x| x.stop)
+        compare("until every body runs", ", ratio", ", fastest", |x| {
+            x.running
+        });
+        compare(
+            "stop",
+            " ratio servicekit/baseline",
+            " ratio, fastest runs",
+            |x| x.stop,
         );
         show(
             "(b) bytes per service, baseline",
