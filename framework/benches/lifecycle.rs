@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
-//! for a profiler, `-- --profile-baseline` the baseline's).
+//! for a profiler, `-- --profile-baseline` the baseline's, `-- --services N` for another
+//! number of services than 10,000).
 
 mod common;
 use common::{arg, stats};
@@ -28,7 +29,8 @@ use tokio_util::task::TaskTracker;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const N: usize = 10_000;
+/// Services per sample: 10,000, or `--services N`.
+static N: LazyLock<usize> = LazyLock::new(|| arg("--services", 10_000));
 
 /// Services (or baseline tasks) whose body has started running in this sample.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -36,13 +38,13 @@ static ALL_RUNNING: LazyLock<Notify> = LazyLock::new(Notify::new);
 
 /// Called first thing in each body.
 fn mark_running() {
-    if RUNNING.fetch_add(1, Ordering::AcqRel) + 1 == N {
+    if RUNNING.fetch_add(1, Ordering::AcqRel) + 1 == *N {
         ALL_RUNNING.notify_one();
     }
 }
 
 async fn all_running() {
-    while RUNNING.load(Ordering::Acquire) < N {
+    while RUNNING.load(Ordering::Acquire) < *N {
         ALL_RUNNING.notified().await;
     }
 }
@@ -54,6 +56,8 @@ struct Sample {
     /// Of `start`, the time spent building the named `Service` values.
     build: Duration,
     stop: Duration,
+    /// Of `stop`, the time the stopping call itself took (waking every task).
+    wake: Duration,
     bytes_per_service: f64,
 }
 
@@ -73,7 +77,7 @@ async fn baseline_once() -> Sample {
     let t0 = Instant::now();
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
-    for _ in 0..N {
+    for _ in 0..*N {
         let token = root.child_token();
         tracker.spawn(async move {
             mark_running();
@@ -84,9 +88,10 @@ async fn baseline_once() -> Sample {
     all_running().await;
     let running = t0.elapsed();
     settle().await;
-    let bytes = net_bytes(&region) / N as f64;
+    let bytes = net_bytes(&region) / *N as f64;
     let t1 = Instant::now();
     root.cancel();
+    let wake = t1.elapsed();
     tracker.close();
     tracker.wait().await;
     let stop = t1.elapsed();
@@ -95,6 +100,7 @@ async fn baseline_once() -> Sample {
         running,
         build: Duration::ZERO,
         stop,
+        wake,
         bytes_per_service: bytes,
     }
 }
@@ -103,7 +109,7 @@ async fn servicekit_once() -> Sample {
     RUNNING.store(0, Ordering::Release);
     let region = Region::new(GLOBAL);
     let t0 = Instant::now();
-    let services: Vec<Service> = (0..N)
+    let services: Vec<Service> = (0..*N)
         .map(|i| {
             Service::new(format!("svc-{i}"), |ctx| async move {
                 mark_running();
@@ -124,13 +130,14 @@ async fn servicekit_once() -> Sample {
     if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
         eprintln!(
             "after start: {:.1} B/service",
-            net_bytes(&region) / N as f64
+            net_bytes(&region) / *N as f64
         );
     }
     settle().await;
-    let bytes = net_bytes(&region) / N as f64;
+    let bytes = net_bytes(&region) / *N as f64;
     let t1 = Instant::now();
     handle.shutdown();
+    let wake = t1.elapsed();
     handle.wait().await.expect("clean stop");
     let stop = t1.elapsed();
     Sample {
@@ -138,6 +145,7 @@ async fn servicekit_once() -> Sample {
         running,
         build,
         stop,
+        wake,
         bytes_per_service: bytes,
     }
 }
@@ -221,7 +229,8 @@ fn main() {
         }
         let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
         println!(
-            "lifecycle bench: {N} idle services, {reps} interleaved repetitions, {} workers",
+            "lifecycle bench: {} idle services, {reps} interleaved repetitions, {} workers",
+            *N,
             common::workers()
         );
         println!("(median [min .. max])");
@@ -273,6 +282,7 @@ fn main() {
             " ratio, fastest runs",
             |x| x.stop,
         );
+        compare("stop call (waking)", ", ratio", ", fastest", |x| x.wake);
         show(
             "(b) bytes per service, baseline",
             ms(&b, |x| x.bytes_per_service),

@@ -6,8 +6,11 @@
 //!   cancelled (or comes back cancelled), never left waiting.
 //! * `ctx.shutdown_requested()` polled by the body itself, inside a combinator with
 //!   its own wakers, and in a tied task, all at once: each one resolves.
+//! * `ctx.shutdown_requested()` polled once by the body, then moved into a
+//!   combinator: it resolves.
 //! * A tied task that fails while the body waits: the run ends.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -119,6 +122,34 @@ fn every_way_of_waiting_for_the_stop_is_woken() {
                 woken.load(Ordering::SeqCst),
                 2 * started.load(Ordering::SeqCst)
             );
+        }
+    });
+}
+
+#[test]
+fn a_shutdown_future_moved_after_a_direct_poll_still_resolves() {
+    runtime().block_on(async {
+        for _ in 0..ROUNDS {
+            let services = (0..SERVICES)
+                .map(|i| {
+                    Service::new(format!("s{i}"), |ctx: ServiceContext| async move {
+                        // First polled by the body itself (no registration), then
+                        // handed to a combinator that polls it with its own waker.
+                        let mut stop = Box::pin(ctx.shutdown_requested());
+                        let first = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(stop.as_mut().poll(cx))
+                        });
+                        if first.await.is_ready() {
+                            return;
+                        }
+                        yields(fastrand::usize(0..20)).await;
+                        let mut set = FuturesUnordered::new();
+                        set.push(stop);
+                        set.next().await;
+                    })
+                })
+                .collect();
+            shut_down_after_a_random_moment(services).await;
         }
     });
 }
