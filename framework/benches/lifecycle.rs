@@ -3,7 +3,8 @@
 //! repetitions on a 2-worker multi-thread runtime:
 //!
 //! (a) start, then gracefully stop, 10,000 idle services that wait on their context
-//!     (also: the time until every body has started running);
+//!     (also: the time until every body has started running, servicekit's start
+//!     without building its `Service` values, and the stopping call alone);
 //! (b) heap bytes per idle service (counting allocator);
 //! (c) restarts per second of a service that fails at once with zero backoff.
 //!
@@ -273,6 +274,11 @@ fn main() {
             " ratio, fastest runs",
             |x| x.start,
         );
+        // The runner's own part of the start: servicekit's start without building the
+        // named `Service` values (the baseline builds nothing).
+        compare("start() alone", ", ratio", ", fastest", |x| {
+            x.start - x.build
+        });
         compare("until every body runs", ", ratio", ", fastest", |x| {
             x.running
         });
