@@ -59,20 +59,28 @@ async fn shut_down_after_a_random_moment(services: Vec<Service>) {
     result.expect("a clean stop");
 }
 
-#[test]
-fn a_cancellation_token_taken_as_the_stop_arrives_is_cancelled() {
+/// `ROUNDS` times: starts `SERVICES` services that each run `body`, then shuts them
+/// down at a random moment (see [`shut_down_after_a_random_moment`]).
+fn race_rounds<F, Fut>(body: F)
+where
+    F: Fn(ServiceContext) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     runtime().block_on(async {
         for _ in 0..ROUNDS {
             let services = (0..SERVICES)
-                .map(|i| {
-                    Service::new(format!("s{i}"), |ctx: ServiceContext| async move {
-                        yields(fastrand::usize(0..40)).await;
-                        ctx.cancellation_token().cancelled().await;
-                    })
-                })
+                .map(|i| Service::new(format!("s{i}"), body.clone()))
                 .collect();
             shut_down_after_a_random_moment(services).await;
         }
+    });
+}
+
+#[test]
+fn a_cancellation_token_taken_as_the_stop_arrives_is_cancelled() {
+    race_rounds(|ctx| async move {
+        yields(fastrand::usize(0..40)).await;
+        ctx.cancellation_token().cancelled().await;
     });
 }
 
@@ -128,29 +136,18 @@ fn every_way_of_waiting_for_the_stop_is_woken() {
 
 #[test]
 fn a_shutdown_future_moved_after_a_direct_poll_still_resolves() {
-    runtime().block_on(async {
-        for _ in 0..ROUNDS {
-            let services = (0..SERVICES)
-                .map(|i| {
-                    Service::new(format!("s{i}"), |ctx: ServiceContext| async move {
-                        // First polled by the body itself (no registration), then
-                        // handed to a combinator that polls it with its own waker.
-                        let mut stop = Box::pin(ctx.shutdown_requested());
-                        let first = std::future::poll_fn(|cx| {
-                            std::task::Poll::Ready(stop.as_mut().poll(cx))
-                        });
-                        if first.await.is_ready() {
-                            return;
-                        }
-                        yields(fastrand::usize(0..20)).await;
-                        let mut set = FuturesUnordered::new();
-                        set.push(stop);
-                        set.next().await;
-                    })
-                })
-                .collect();
-            shut_down_after_a_random_moment(services).await;
+    race_rounds(|ctx| async move {
+        // First polled by the body itself (no registration), then handed to a
+        // combinator that polls it with its own waker.
+        let mut stop = Box::pin(ctx.shutdown_requested());
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(stop.as_mut().poll(cx)));
+        if first.await.is_ready() {
+            return;
         }
+        yields(fastrand::usize(0..20)).await;
+        let mut set = FuturesUnordered::new();
+        set.push(stop);
+        set.next().await;
     });
 }
 
