@@ -375,8 +375,9 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.extra().config.backoff_base = base;
-        self.extra().config.backoff_cap = cap;
+        let config = &mut self.extra().config;
+        config.backoff_base = base;
+        config.backoff_cap = cap;
         self
     }
 
@@ -409,8 +410,9 @@ impl Service {
     /// # drop(s);
     /// ```
     pub fn max_restarts(mut self, max_restarts: u32, within: Duration) -> Self {
-        self.extra().config.max_restarts = max_restarts;
-        self.extra().config.within = within;
+        let config = &mut self.extra().config;
+        config.max_restarts = max_restarts;
+        config.within = within;
         self
     }
 
