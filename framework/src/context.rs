@@ -3,11 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use std::sync::atomic::Ordering;
+use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ServiceErrorKind;
@@ -158,26 +160,11 @@ impl ServiceContext {
     /// }
     /// # drop(idle());
     /// ```
-    pub async fn shutdown_requested(&self) {
-        let slot = &self.shared.slots[self.idx];
-        // Created before the check: a `notify_waiters` after it is not missed.
-        let mut notified = std::pin::pin!(slot.stop.notified());
-        std::future::poll_fn(|cx| {
-            loop {
-                if self.is_shutdown_requested() {
-                    return Poll::Ready(());
-                }
-                // Polled by its own supervisor, with its task's waker: the supervisor
-                // polls the body again after every stop request, so no registration
-                // (a lock and a self-wake per run) is needed.
-                if crate::supervisor::polled_directly(slot, self.run, cx.waker()) {
-                    return Poll::Pending;
-                }
-                std::task::ready!(notified.as_mut().poll(cx));
-                notified.set(slot.stop.notified());
-            }
-        })
-        .await;
+    pub fn shutdown_requested(&self) -> ShutdownRequested<'_> {
+        ShutdownRequested {
+            ctx: self,
+            notified: None,
+        }
     }
 
     /// Runs `fut` until it completes (`Some(output)`) or shutdown is requested
@@ -316,5 +303,78 @@ impl ServiceContext {
                 // on its context without registering (see `shutdown_requested`) sees it.
                 slot.wake.notify();
             });
+    }
+}
+
+/// The future returned by [`ServiceContext::shutdown_requested`]: resolves once the
+/// context's run has been asked to stop.
+///
+/// Two words: it registers with the runner only when polled by something other than
+/// the service's own supervisor (a `select!` in a spawned task, a `FuturesUnordered`,
+/// …); the supervisor polls the body again after every stop request anyway.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping it and calling again loses nothing.
+///
+/// # Examples
+///
+/// ```
+/// # use servicekit::{service, ServiceContext};
+/// #[service]
+/// async fn idle(ctx: ServiceContext) {
+///     let stop: servicekit::ShutdownRequested<'_> = ctx.shutdown_requested();
+///     stop.await;
+/// }
+/// # drop(idle());
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct ShutdownRequested<'a> {
+    ctx: &'a ServiceContext,
+    /// The registration with the slot's stop `Notify`, made (and boxed) on the first
+    /// poll that is not its supervisor's: most bodies never need one.
+    notified: Option<Pin<Box<Notified<'a>>>>,
+}
+
+impl fmt::Debug for ShutdownRequested<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownRequested")
+            .field("service", &self.ctx.name())
+            .field("run", &self.ctx.run)
+            .field("registered", &self.notified.is_some())
+            .finish()
+    }
+}
+
+impl Future for ShutdownRequested<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let ctx = this.ctx;
+        let slot = &ctx.shared.slots[ctx.idx];
+        loop {
+            if ctx.is_shutdown_requested() {
+                return Poll::Ready(());
+            }
+            let notified = match &mut this.notified {
+                Some(notified) => notified,
+                // Polled by its own supervisor, with its task's waker: the supervisor
+                // polls the body again after every stop request, so no registration
+                // (an allocation, a lock and a self-wake per run) is needed.
+                None if crate::supervisor::polled_directly(slot, ctx.run, cx.waker()) => {
+                    return Poll::Pending;
+                }
+                // Made before the next check: a `notify_waiters` after it is not missed.
+                None => {
+                    this.notified = Some(Box::pin(slot.stop.notified()));
+                    continue;
+                }
+            };
+            std::task::ready!(notified.as_mut().poll(cx));
+            // Woken by a stop request of this run or an earlier one: check again with
+            // a fresh registration.
+            notified.set(slot.stop.notified());
+        }
     }
 }

@@ -84,7 +84,7 @@ pub use channel::{
     Channel, Customer, CustomerBuilder, CustomerCloser, NoCustomers, Overflow, RecvError,
     SendError, TryRecvError, TrySendError,
 };
-pub use context::ServiceContext;
+pub use context::{ServiceContext, ShutdownRequested};
 pub use error::{BoxError, ConfigError, Error, Result, ServiceError};
 pub use pipeline::{
     DEFAULT_BUFFER, Pipeline, PipelineError, PipelineReport, PipelineSink, Stage, StageError,

@@ -191,6 +191,8 @@ pub(crate) struct Slot {
 pub(crate) struct SlotInner {
     pub(crate) status: StatusInner,
     pub(crate) tasks: Tasks,
+    /// The body closure, until the service's task first runs and takes it.
+    pub(crate) factory: Option<crate::service::Factory>,
 }
 
 struct Links {
@@ -670,7 +672,6 @@ impl Runner {
             }
         };
 
-        let mut factories = Vec::with_capacity(n);
         let mut slots = Vec::with_capacity(n);
         // Services with the default settings (most) share one `Config`, and so do
         // consecutive services with equal settings: a slot lives as long as the runner.
@@ -686,7 +687,6 @@ impl Runner {
                 extra,
                 factory,
             } = s;
-            factories.push(Some(factory));
             let config = match extra {
                 None => default_config.clone(),
                 Some(extra) => {
@@ -720,6 +720,7 @@ impl Runner {
                         since: None,
                     },
                     tasks: Tasks::default(),
+                    factory: Some(factory),
                 }),
             });
         }
@@ -747,8 +748,7 @@ impl Runner {
         });
 
         for idx in order.unwrap_or_else(|| (0..n).collect()) {
-            let factory = factories[idx].take().expect("each service is spawned once");
-            tokio::spawn(crate::supervisor::supervise(shared.clone(), idx, factory));
+            tokio::spawn(crate::supervisor::Spawned::Init(shared.clone(), idx));
         }
 
         let control = tokio::spawn(control(shared.clone(), signals));

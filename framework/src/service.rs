@@ -2,22 +2,18 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
-
-use futures::FutureExt;
-use tracing::Instrument;
 
 use crate::context::ServiceContext;
 use crate::error::{BoxError, ConfigError};
+use crate::runner::Shared;
+use crate::supervisor::{self, IntoTask, TaskFuture};
 
 /// What one run produces: the body's result, or the payload of its panic.
 pub(crate) type RunResult = Result<Result<(), BoxError>, Box<dyn std::any::Any + Send>>;
-/// One run of a body, boxed together with its tracing span and panic guard (so the
-/// supervisor task itself stays small).
-pub(crate) type RunFuture = Pin<Box<dyn Future<Output = RunResult> + Send + 'static>>;
-pub(crate) type Factory = Box<dyn FnMut(ServiceContext) -> RunFuture + Send + 'static>;
+/// A service's body closure until its task first runs (see [`IntoTask`]).
+pub(crate) type Factory = Box<dyn IntoTask>;
 
 /// When a service that ended is run again (OTP's restart types).
 ///
@@ -192,6 +188,29 @@ pub(crate) struct Extra {
     pub(crate) after: Vec<String>,
 }
 
+/// A body closure as given to [`Service::new`] or [`Service::without_context`],
+/// kept with its type so the runner can spawn a task that stores each run's body
+/// inline (see [`supervisor::task`]).
+pub(crate) struct BodyFn<F>(pub(crate) F);
+
+impl<F, Fut> IntoTask for BodyFn<F>
+where
+    F: FnMut(ServiceContext) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoServiceResult,
+{
+    fn into_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture {
+        let slot = &shared.slots[idx];
+        match slot.config.every {
+            None => Box::pin(supervisor::task(shared, idx, self.0)),
+            Some(period) => {
+                let runs = supervisor::periodic(self.0, period, slot.has_context);
+                Box::pin(supervisor::task(shared, idx, runs))
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Service")
@@ -273,35 +292,17 @@ impl Service {
         Self::from_fn(name.into(), false, move |_ctx| f())
     }
 
-    pub(crate) fn from_fn<F, Fut>(name: String, has_context: bool, mut f: F) -> Self
+    pub(crate) fn from_fn<F, Fut>(name: String, has_context: bool, f: F) -> Self
     where
         F: FnMut(ServiceContext) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: IntoServiceResult,
     {
-        Self::from_parts(
-            name,
-            has_context,
-            Box::new(move |ctx: ServiceContext| {
-                let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
-                let fut = span.in_scope(|| f(ctx));
-                // Combinators, not an `async` block: an async block would store `fut`
-                // twice (as capture and as awaited local), doubling every run's box.
-                Box::pin(
-                    AssertUnwindSafe(fut.map(IntoServiceResult::into_service_result))
-                        .catch_unwind()
-                        .instrument(span),
-                )
-            }),
-        )
-    }
-
-    fn from_parts(name: String, has_context: bool, factory: Factory) -> Self {
         Service {
             name,
             has_context,
             extra: None,
-            factory,
+            factory: Box::new(BodyFn(f)),
         }
     }
 

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -17,12 +18,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::context::ServiceContext;
+use crate::error::BoxError;
 use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
 use crate::runner::{
     ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, Slot, SlotInner,
     lock,
 };
-use crate::service::{Factory, OnGiveUp, Restart, RunFuture, RunResult};
+use crate::service::{IntoServiceResult, OnGiveUp, Restart, RunResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -97,7 +99,7 @@ pub(crate) fn polled_directly(slot: &Slot, run: u64, waker: &Waker) -> bool {
 
 /// Polls a run's body, marked as polled directly by its supervisor (see
 /// [`polled_directly`]).
-fn poll_body(body: &mut RunFuture, slot: &Slot, run: u64, cx: &mut Context<'_>) -> Poll<RunResult> {
+fn poll_body(body: &mut dyn Body, slot: &Slot, run: u64, cx: &mut Context<'_>) -> Poll<RunResult> {
     struct Restore((usize, u64, usize, usize));
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -105,7 +107,7 @@ fn poll_body(body: &mut RunFuture, slot: &Slot, run: u64, cx: &mut Context<'_>) 
         }
     }
     let _restore = Restore(DIRECT.replace(direct_key(slot, run, cx.waker())));
-    body.as_mut().poll(cx)
+    body.poll(cx)
 }
 
 /// Polls `fut` once with the current task's waker.
@@ -113,12 +115,24 @@ fn poll_now<F: Future + Unpin>(fut: &mut F) -> impl Future<Output = Poll<F::Outp
     std::future::poll_fn(move |cx| Poll::Ready(Pin::new(&mut *fut).poll(cx)))
 }
 
-/// Wraps a factory so each run is a periodic loop of the original body: ticks at
-/// `start + k × period`; a run that overruns skips every tick it missed and waits for
-/// the next one on the grid (no burst of catch-up runs, no immediate extra run).
-fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
-    let inner = Arc::new(Mutex::new(factory));
-    Box::new(move |ctx: ServiceContext| {
+/// Wraps a body closure so each run is a periodic loop of the original body: ticks
+/// at `start + k × period`; a run that overruns skips every tick it missed and waits
+/// for the next one on the grid (no burst of catch-up runs, no immediate extra run).
+/// The loop is boxed, once per run (a periodic run lasts as long as the service).
+pub(crate) fn periodic<M, F>(
+    make: M,
+    period: Duration,
+    has_context: bool,
+) -> impl FnMut(ServiceContext) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
++ Send
++ 'static
+where
+    M: FnMut(ServiceContext) -> F + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: IntoServiceResult,
+{
+    let inner = Arc::new(Mutex::new(make));
+    move |ctx: ServiceContext| -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> {
         let inner = inner.clone();
         Box::pin(async move {
             let start = Instant::now();
@@ -127,15 +141,13 @@ fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
                 let tick = tokio::time::sleep_until(due);
                 if has_context {
                     if ctx.until_shutdown(tick).await.is_none() {
-                        return Ok(Ok(()));
+                        return Ok(());
                     }
                 } else {
                     tick.await;
                 }
                 let run = (lock(&inner))(ctx.clone());
-                if let err @ (Ok(Err(_)) | Err(_)) = run.await {
-                    return err;
-                }
+                run.await.into_service_result()?;
                 let elapsed = start.elapsed().as_nanos();
                 let k = elapsed / period.as_nanos() + 1;
                 due = start
@@ -144,7 +156,7 @@ fn periodic(factory: Factory, period: Duration, has_context: bool) -> Factory {
                     );
             }
         })
-    })
+    }
 }
 
 /// What comes after a run.
@@ -274,18 +286,14 @@ impl Restarts {
     }
 }
 
-/// Where a supervisor is. Each state holds at most one boxed future (the running
-/// body is one), so the whole supervisor is a few words and fits tokio's smallest
-/// task cell (an `async fn` kept the body, its result and the idle wait's captures
-/// side by side: 264 B, against 72 B here).
+/// Where a supervisor is. The body of a run is not here: it lives inline in the
+/// service's task (see [`task`]), and the rare waits (a wind-down with its timeout,
+/// a restart delay) are boxed futures awaited there, so this stays a few words.
 enum Step {
     /// Waiting until the service may start a run (dependencies ready).
     Start,
-    /// A run in progress: the body, polled in the supervisor's own task.
-    Running(RunFuture),
-    /// The rarer waits, boxed when taken: a run's wind-down with its timeout, the
-    /// restart delay.
-    Slow(Pin<Box<dyn Future<Output = Flow> + Send>>),
+    /// A run in progress: its body is polled in the supervisor's own task.
+    Running,
     /// A restart with no delay: give the worker back once (`false` until then),
     /// then start again.
     Yield(bool),
@@ -294,73 +302,200 @@ enum Step {
     Done,
 }
 
-/// What a boxed slow step ends with.
-enum Flow {
-    /// A run's wind-down is over.
-    Ended {
+/// What the fast path hands to [`task`] when it has to wait in a way that needs a
+/// timer or several wake-up sources.
+enum Slow {
+    /// The run ends but cannot be closed at once (dependents, tied tasks, a body that
+    /// did not return when asked): wind it down.
+    WindDown {
         result: Option<RunResult>,
         reason: Option<Reason>,
-        hung: bool,
         lasted: Duration,
     },
-    /// The restart delay is over: `true` to start again, `false` to end.
-    Paused(bool),
+    /// Sleep this restart delay (not zero), then start again.
+    Pause(Duration),
+    /// The service is over.
+    Done,
+}
+
+/// A run's body as the supervisor sees it: made, polled and dropped in place.
+/// Implemented by [`Inline`], the body stored in the task itself; the supervisor's
+/// logic goes through this trait so it is compiled once, not once per service type.
+pub(crate) trait Body: Send {
+    /// Makes the body of a new run (the previous one is gone).
+    fn start(&mut self, ctx: ServiceContext);
+    /// Polls the current body; `Pending` if there is none.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult>;
+    /// Drops the current body (its destructors run).
+    fn clear(&mut self);
+}
+
+/// The body of the current run, pinned inside the service's task, the closure that
+/// makes one per run, and the run's tracing span (kept only when a subscriber wants
+/// it, boxed so an unused span costs the task one word instead of five).
+struct Inline<'a, M, F> {
+    make: &'a mut M,
+    body: Pin<&'a mut Option<F>>,
+    span: Option<Box<tracing::Span>>,
+}
+
+impl<M, F> Body for Inline<'_, M, F>
+where
+    M: FnMut(ServiceContext) -> F + Send,
+    F: Future + Send,
+    F::Output: IntoServiceResult,
+{
+    fn start(&mut self, ctx: ServiceContext) {
+        let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
+        let body = span.in_scope(|| (self.make)(ctx));
+        self.body.set(Some(body));
+        self.span = (!span.is_disabled()).then(|| Box::new(span));
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult> {
+        let Some(body) = self.body.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        let entered = self.span.as_deref().map(tracing::Span::enter);
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output.into_service_result()),
+            Err(panic) => Err(panic),
+        };
+        // A body that returned or panicked is never polled again.
+        self.body.set(None);
+        drop(entered);
+        self.span = None;
+        Poll::Ready(result)
+    }
+
+    fn clear(&mut self) {
+        let entered = self.span.as_deref().map(tracing::Span::enter);
+        self.body.set(None);
+        drop(entered);
+        self.span = None;
+    }
+}
+
+/// Makes a service's task: [`task`] with the service's body type, so each run's
+/// body is stored inline in the task's box instead of boxed on its own. `Service`
+/// keeps its body closure behind this trait until its task first runs.
+pub(crate) trait IntoTask: Send + 'static {
+    /// The task of service `idx`, boxed.
+    fn into_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture;
+}
+
+/// A service's task once it has run: supervisor, body closure and current body.
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A service's tokio task, as spawned: three words, so it takes tokio's smallest
+/// task cell (128 B) and the thread that starts the runner writes no more than that.
+/// Its first poll, on a worker, takes the body closure from the slot and makes the
+/// real task, boxed (the supervisor with the body inline: 144 B for an idle body).
+pub(crate) enum Spawned {
+    /// Not polled yet.
+    Init(Arc<Shared>, usize),
+    Running(TaskFuture),
+    Done,
+}
+
+impl Future for Spawned {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let Spawned::Init(..) = this {
+            let Spawned::Init(shared, idx) = std::mem::replace(this, Spawned::Done) else {
+                unreachable!("matched above")
+            };
+            let factory = lock(&shared.slots[idx].inner)
+                .factory
+                .take()
+                .expect("a service's task is made once");
+            *this = Spawned::Running(factory.into_task(shared, idx));
+        }
+        match this {
+            Spawned::Running(task) => task.as_mut().poll(cx),
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// The task of one service: its supervisor, the closure that makes each run's body,
+/// and the body of the current run, all in one tokio task. The supervisor's fast
+/// path (start a run, poll it, stop it when it returns at once) is one poll of
+/// [`Supervisor::poll_fast`]; the slow waits are boxed here when taken.
+pub(crate) fn task<M, F>(
+    shared: Arc<Shared>,
+    idx: usize,
+    mut make: M,
+) -> impl Future<Output = ()> + Send
+where
+    M: FnMut(ServiceContext) -> F + Send,
+    F: Future + Send,
+    F::Output: IntoServiceResult,
+{
+    let mut sup = Supervisor {
+        shared,
+        idx,
+        run: 0,
+        restarts: None,
+        step: Step::Start,
+    };
+    // Not an `async fn`: its arguments would be stored beside the locals made from
+    // them. Here `sup` and `make` are the block's captures, used in place.
+    async move {
+        let body = std::pin::pin!(None::<F>);
+        let mut body = Inline {
+            make: &mut make,
+            body,
+            span: None,
+        };
+        loop {
+            match std::future::poll_fn(|cx| sup.poll_fast(cx, &mut body)).await {
+                Slow::Done => return,
+                slow => Box::pin(sup.slow(&mut body, slow)).await,
+            }
+        }
+    }
 }
 
 /// The supervisor of one service: waits for its dependencies, runs the body,
-/// stops it gracefully, and decides whether and when to run it again. One tokio
-/// task per service.
-pub(crate) struct Supervisor {
+/// stops it gracefully, and decides whether and when to run it again. One per
+/// service, inside its [`task`].
+struct Supervisor {
     shared: Arc<Shared>,
     idx: usize,
     run: u64,
-    factory: Factory,
     /// Boxed the first time a run ends by itself: most services never need it.
     restarts: Option<Box<Restarts>>,
     step: Step,
 }
 
-pub(crate) fn supervise(shared: Arc<Shared>, idx: usize, factory: Factory) -> Supervisor {
-    let slot = &shared.slots[idx];
-    let factory = match slot.config.every {
-        Some(period) => periodic(factory, period, slot.has_context),
-        None => factory,
-    };
-    Supervisor {
-        shared,
-        idx,
-        run: 0,
-        factory,
-        restarts: None,
-        step: Step::Start,
-    }
-}
-
-impl Future for Supervisor {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
+impl Supervisor {
+    /// Runs the supervisor until it has to wait on something only [`task`] waits
+    /// for (or is over).
+    fn poll_fast(&mut self, cx: &mut Context<'_>, body: &mut dyn Body) -> Poll<Slow> {
         loop {
-            match &mut this.step {
-                Step::Start => match may_start(&this.shared, this.idx) {
+            match &mut self.step {
+                Step::Start => match may_start(&self.shared, self.idx) {
                     Some(true) => {
-                        this.run += 1;
-                        let body = begin_run(&this.shared, this.idx, &mut this.factory, this.run);
-                        this.step = Step::Running(body);
+                        self.run += 1;
+                        body.start(begin_run(&self.shared, self.idx, self.run));
+                        self.step = Step::Running;
                     }
-                    Some(false) => this.step = Step::End(ServiceState::Stopped),
+                    Some(false) => self.step = Step::End(ServiceState::Stopped),
                     None => {
-                        this.shared.set_state(this.idx, ServiceState::Starting);
-                        if this.shared.slots[this.idx].wake.poll_take(cx).is_pending() {
+                        self.shared.set_state(self.idx, ServiceState::Starting);
+                        if self.shared.slots[self.idx].wake.poll_take(cx).is_pending() {
                             return Poll::Pending;
                         }
                     }
                 },
-                Step::Running(body) => {
+                Step::Running => {
                     // The hot, idle part: the body, and the supervisor's wake-up signal.
-                    let (shared, idx) = (&*this.shared, this.idx);
-                    let (result, reason) = match poll_body(body, &shared.slots[idx], this.run, cx) {
+                    let (shared, idx) = (&*self.shared, self.idx);
+                    let (result, reason) = match poll_body(body, &shared.slots[idx], self.run, cx) {
                         Poll::Ready(r) => (Some(r), None),
                         Poll::Pending => loop {
                             if shared.slots[idx].wake.poll_take(cx).is_pending() {
@@ -371,39 +506,17 @@ impl Future for Supervisor {
                             }
                         },
                     };
-                    let Step::Running(body) = std::mem::replace(&mut this.step, Step::Done) else {
-                        unreachable!("matched above")
-                    };
-                    this.end_run(body, result, reason, cx);
-                }
-                Step::Slow(fut) => match std::task::ready!(fut.as_mut().poll(cx)) {
-                    Flow::Ended {
-                        result,
-                        reason,
-                        hung,
-                        lasted,
-                    } => {
-                        let outcome = finish_run(
-                            &this.shared,
-                            this.idx,
-                            this.run,
-                            result,
-                            reason,
-                            hung,
-                            lasted,
-                        );
-                        this.after_run(outcome);
+                    if let Some(slow) = self.end_run(body, result, reason, cx) {
+                        return Poll::Ready(slow);
                     }
-                    Flow::Paused(true) => this.step = Step::Start,
-                    Flow::Paused(false) => this.step = Step::End(ServiceState::Stopped),
-                },
+                }
                 Step::Yield(yielded) => {
                     if !std::mem::replace(yielded, true) {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
-                    let slot = &this.shared.slots[this.idx];
-                    this.step = if this.shared.shutting_down.load(Ordering::Acquire)
+                    let slot = &self.shared.slots[self.idx];
+                    self.step = if self.shared.shutting_down.load(Ordering::Acquire)
                         || slot.cmd.load(Ordering::Acquire) == CMD_STOP
                     {
                         Step::End(ServiceState::Stopped)
@@ -413,32 +526,57 @@ impl Future for Supervisor {
                 }
                 Step::End(end) => {
                     let end = *end;
-                    this.step = Step::Done;
-                    let (shared, idx) = (&*this.shared, this.idx);
-                    shared.set_phase(idx, this.run, ENDED);
+                    self.step = Step::Done;
+                    let (shared, idx) = (&*self.shared, self.idx);
+                    shared.set_phase(idx, self.run, ENDED);
                     shared.set_state(idx, end);
                     tracing::info!(service = %shared.slots[idx].name, state = %end, "service ended");
                     shared.supervisor_ended();
-                    return Poll::Ready(());
+                    return Poll::Ready(Slow::Done);
                 }
-                Step::Done => return Poll::Ready(()),
+                Step::Done => return Poll::Ready(Slow::Done),
             }
         }
     }
-}
 
-impl Supervisor {
+    /// Waits what the fast path could not: a run's wind-down, then its restart
+    /// delay, if any. Boxed by [`task`] when taken (most services never get here).
+    async fn slow(&mut self, body: &mut (dyn Body + Send), slow: Slow) {
+        let delay = match slow {
+            Slow::Done => return,
+            Slow::Pause(delay) => delay,
+            Slow::WindDown {
+                result,
+                reason,
+                lasted,
+            } => {
+                let (shared, idx, run) = (&*self.shared, self.idx, self.run);
+                let (result, hung) = wind_down(shared, idx, run, body, result).await;
+                let outcome = finish_run(shared, idx, run, result, reason, hung, lasted);
+                match self.after_run(outcome) {
+                    Some(delay) => delay,
+                    None => return,
+                }
+            }
+        };
+        self.step = if pause(&self.shared, self.idx, delay).await {
+            Step::Start
+        } else {
+            Step::End(ServiceState::Stopped)
+        };
+    }
+
     /// Ends the current run after its body returned (`result`) or was asked to stop
     /// (`reason`): the common stop (ask once, poll once) is done here; anything that
-    /// has to wait (dependents, tied tasks, the shutdown timeout) becomes a boxed
-    /// slow step.
+    /// has to wait (dependents, tied tasks, the shutdown timeout) is handed to
+    /// [`task`] as a wind-down. Returns what `task` has to wait for, if anything.
     fn end_run(
         &mut self,
-        mut body: RunFuture,
+        body: &mut dyn Body,
         mut result: Option<RunResult>,
         reason: Option<Reason>,
         cx: &mut Context<'_>,
-    ) {
+    ) -> Option<Slow> {
         let (shared, idx, run) = (&*self.shared, self.idx, self.run);
         let slot = &shared.slots[idx];
         shared.set_phase(idx, run, ACTIVE);
@@ -460,33 +598,30 @@ impl Supervisor {
         if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire)
         {
             // The common stop: ask, poll once; most bodies return right away, so neither
-            // a timer nor the boxed slow path below is needed.
+            // a timer nor the boxed slow path is needed.
             shared.request_stop(idx, run);
-            if let Poll::Ready(r) = poll_body(&mut body, slot, run, cx) {
+            if let Poll::Ready(r) = poll_body(body, slot, run, cx) {
                 result = Some(r);
             }
         }
         if !simple || (result.is_none() && slot.has_context) {
-            let shared = self.shared.clone();
-            self.step = Step::Slow(Box::pin(async move {
-                let (result, hung) = wind_down(&shared, idx, run, body, result).await;
-                Flow::Ended {
-                    result,
-                    reason,
-                    hung,
-                    lasted,
-                }
-            }));
-            return;
+            self.step = Step::Done;
+            return Some(Slow::WindDown {
+                result,
+                reason,
+                lasted,
+            });
         }
-        drop(body);
+        body.clear();
         let outcome = finish_run(shared, idx, run, result, reason, false, lasted);
-        self.after_run(outcome);
+        self.after_run(outcome).map(Slow::Pause)
     }
 
-    /// Decides what follows a run and sets the next step.
-    fn after_run(&mut self, outcome: Outcome) {
+    /// Decides what follows a run and sets the next step; returns the restart delay
+    /// to sleep first, if there is one.
+    fn after_run(&mut self, outcome: Outcome) -> Option<Duration> {
         let (shared, idx) = (&*self.shared, self.idx);
+        let mut pause = None;
         self.step = match Restarts::decide(&mut self.restarts, shared, idx, outcome, self.run) {
             Next::Now => Step::Start,
             Next::After(delay) => {
@@ -495,14 +630,13 @@ impl Supervisor {
                 if delay.is_zero() {
                     Step::Yield(false)
                 } else {
-                    let shared = self.shared.clone();
-                    Step::Slow(Box::pin(async move {
-                        Flow::Paused(pause(&shared, idx, delay).await)
-                    }))
+                    pause = Some(delay);
+                    Step::Done
                 }
             }
             Next::End(state) => Step::End(state),
         };
+        pause
     }
 }
 
@@ -561,8 +695,8 @@ async fn sleep_or_command(
     }
 }
 
-/// Starts run `run`: records it, then makes the body.
-fn begin_run(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) -> RunFuture {
+/// Starts run `run`: records it, and returns the context its body is made with.
+fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
     let slot = &shared.slots[idx];
     shared.set_phase(
         idx,
@@ -583,11 +717,11 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, factory: &mut Factory, run: u64) 
         inner.status.runs = run;
         inner.status.since = Some(now);
     });
-    factory(ServiceContext {
+    ServiceContext {
         shared: shared.clone(),
         idx,
         run,
-    })
+    }
 }
 
 /// Closes run `run` once its body is gone: tied tasks are told to stop and the
@@ -637,17 +771,15 @@ fn finish_run(
 /// the body is asked to stop and given its timeout (or dropped at once if it has no
 /// context), then tied tasks get what is left of the timeout. Returns the body's
 /// result, if it returned, and whether it hung.
-async fn wind_down<F>(
+async fn wind_down(
     shared: &Shared,
     idx: usize,
     run: u64,
-    mut fut: F,
+    body: &mut (dyn Body + Send),
     mut result: Option<RunResult>,
-) -> (Option<RunResult>, bool)
-where
-    F: Future<Output = RunResult> + Unpin,
-{
+) -> (Option<RunResult>, bool) {
     let slot = &shared.slots[idx];
+    let mut fut = std::future::poll_fn(|cx| body.poll(cx));
     let forced = || shared.forced.load(Ordering::Acquire);
     while !forced()
         && slot
@@ -691,6 +823,7 @@ where
         lock(&shared.aborted).push(slot.shared_name());
     }
     drop(fut);
+    body.clear();
 
     // Tied tasks see shutdown, get what is left of the timeout, then are aborted when
     // the set is dropped. The error slot stays in place so failures during this wait
@@ -745,36 +878,32 @@ mod tests {
 }
 #[cfg(test)]
 mod size_budget {
-    //! The per-service memory budget (≤ 1 KiB per idle service, see BENCHMARKS.md)
-    //! depends on these sizes: at 72 B the supervisor fits tokio's smallest task cell,
-    //! 256 B (as an `async fn` of 264 B it took a 384 B cell, at 328 B a 512 B one).
+    //! The per-service cost (see BENCHMARKS.md) depends on these sizes: the task as
+    //! spawned (tokio's smallest cell), the slot, and the boxed task a first poll
+    //! makes (supervisor, body closure and the current run's body inline).
 
     #[test]
-    fn supervisor_and_slot_stay_small() {
+    fn task_and_slot_stay_small() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let _guard = rt.enter();
         let shared = crate::runner::dummy_shared();
+        // At most three words: tokio's 128 B task cell.
+        let spawned = std::mem::size_of::<super::Spawned>();
+        assert!(spawned <= 24, "{spawned}");
         let supervisor = std::mem::size_of::<super::Supervisor>();
-        assert!(supervisor <= 72, "{supervisor}");
-        assert!(
-            std::mem::size_of::<crate::runner::Slot>() <= 200,
-            "{}",
-            std::mem::size_of::<crate::runner::Slot>()
-        );
+        assert!(supervisor <= 40, "{supervisor}");
+        let slot = std::mem::size_of::<crate::runner::Slot>();
+        assert!(slot <= 216, "{slot}");
 
-        let mut svc = crate::Service::new("x", |ctx| async move { ctx.shutdown_requested().await });
-        let ctx = crate::ServiceContext {
-            shared,
-            idx: 0,
-            run: 1,
-        };
-        let body = (svc.factory)(ctx);
-        assert!(
-            std::mem::size_of_val(&*body) <= 200,
-            "{}",
-            std::mem::size_of_val(&*body)
-        );
+        // The bench's idle service: its whole boxed task, body inline, in at most
+        // 152 B, so the box is a 160 B chunk (a 72 B supervisor in a 256 B cell plus
+        // a 176 B boxed body before). `shutdown_requested()` is two words.
+        let task = super::task(shared, 0, |ctx: crate::ServiceContext| async move {
+            ctx.shutdown_requested().await;
+        });
+        let task = std::mem::size_of_val(&task);
+        assert!(task <= 152, "{task}");
     }
 }
