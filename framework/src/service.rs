@@ -189,8 +189,8 @@ pub(crate) struct Extra {
 }
 
 /// A body closure as given to [`Service::new`] or [`Service::without_context`],
-/// kept with its type so the runner can spawn a task that stores each run's body
-/// inline (see [`supervisor::task`]).
+/// kept with its type so the service's task, on its first poll, can make the boxed
+/// task that stores each run's body inline (see [`supervisor::task`]).
 pub(crate) struct BodyFn<F>(pub(crate) F);
 
 impl<F, Fut> IntoTask for BodyFn<F>
