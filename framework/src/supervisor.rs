@@ -322,8 +322,9 @@ enum Slow {
 /// Implemented by [`Inline`], the body stored in the task itself; the supervisor's
 /// logic goes through this trait so it is compiled once, not once per service type.
 pub(crate) trait Body: Send {
-    /// Makes the body of a new run (the previous one is gone).
-    fn start(&mut self, ctx: ServiceContext);
+    /// Makes the body of a new run (the previous one is gone); `Err` with the panic's
+    /// payload if the closure that makes it panicked.
+    fn start(&mut self, ctx: ServiceContext) -> Result<(), Box<dyn std::any::Any + Send>>;
     /// Polls the current body; `Pending` if there is none.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult>;
     /// Drops the current body (its destructors run).
@@ -345,11 +346,13 @@ where
     F: Future + Send,
     F::Output: IntoServiceResult,
 {
-    fn start(&mut self, ctx: ServiceContext) {
+    fn start(&mut self, ctx: ServiceContext) -> Result<(), Box<dyn std::any::Any + Send>> {
         let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
-        let body = span.in_scope(|| (self.make)(ctx));
+        let make = &mut self.make;
+        let body = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| make(ctx))))?;
         self.body.set(Some(body));
         self.span = (!span.is_disabled()).then(|| Box::new(span));
+        Ok(())
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult> {
@@ -481,8 +484,15 @@ impl Supervisor {
                 Step::Start => match may_start(&self.shared, self.idx) {
                     Some(true) => {
                         self.run += 1;
-                        body.start(begin_run(&self.shared, self.idx, self.run));
                         self.step = Step::Running;
+                        if let Err(panic) = body.start(begin_run(&self.shared, self.idx, self.run))
+                        {
+                            // The closure panicked before there was a body: a run that
+                            // failed at once.
+                            if let Some(slow) = self.end_run(body, Some(Err(panic)), None, cx) {
+                                return Poll::Ready(slow);
+                            }
+                        }
                     }
                     Some(false) => self.step = Step::End(ServiceState::Stopped),
                     None => {

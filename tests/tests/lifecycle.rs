@@ -970,68 +970,47 @@ fn handles_are_send_and_sync() {
     assert_send_sync::<servicekit::TaskGroup>();
 }
 
-/// What a `tracing` fmt subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Each run's body is polled, and dropped, inside a span naming the service and the
-/// run: events of the body (a restart makes run 2) and of its destructors when a
-/// service without a context is cancelled carry both.
+/// A panic in the service's closure itself, before it returns the body's future, is
+/// a failed run like a panic in the body: restarted per policy, its message kept,
+/// and reported by name when the service gives up (it used to end the supervisor
+/// task and leave `wait()` hanging).
 #[tokio::test(start_paused = true)]
-async fn each_run_is_polled_and_dropped_inside_its_span() {
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .finish();
-    // A current-thread runtime: the subscriber set for this thread sees every poll.
-    let _default = tracing::subscriber::set_default(subscriber);
-
-    struct Dropped;
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            tracing::info!("body dropped");
+async fn a_panic_while_making_the_body_is_a_failed_run() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let svc = Service::without_context("maker", move || {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("closure boom");
         }
-    }
-    let runs = Arc::new(AtomicU32::new(0));
-    let svc = Service::without_context("spanned", move || {
-        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            let _guard = Dropped;
-            tokio::task::yield_now().await;
-            tracing::info!("running");
-            if run == 1 {
-                return Err("first run fails");
-            }
-            std::future::pending::<()>().await;
-            Ok(())
-        }
+        std::future::pending::<()>()
     })
     .backoff(MS, MS);
     let h = start(vec![svc]).await;
     sleep(100 * MS).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let status = &h.status()[0];
+    assert_eq!((status.state, status.restarts), (ServiceState::Running, 1));
+    let error = status
+        .last_error
+        .as_ref()
+        .expect("the first run failed")
+        .to_string();
+    assert!(error.contains("closure boom"), "{error}");
     h.shutdown();
     h.wait().await.unwrap();
 
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    for line in [
-        "service{name=spanned run=1}: lifecycle: running",
-        "service{name=spanned run=1}: lifecycle: body dropped",
-        "service{name=spanned run=2}: lifecycle: running",
-        "service{name=spanned run=2}: lifecycle: body dropped",
-    ] {
-        assert!(text.contains(line), "no `{line}` in:\n{text}");
-    }
+    let svc = Service::without_context("maker", || -> std::future::Ready<()> {
+        panic!("closure boom")
+    })
+    .restart(Restart::Never);
+    let h = start(vec![svc]).await;
+    let err = tokio::time::timeout(Duration::from_secs(5), h.wait())
+        .await
+        .expect("the runner ends")
+        .unwrap_err();
+    let err = format!("{:?}", anyhow::Error::from(err));
+    assert!(
+        err.contains("maker") && err.contains("closure boom"),
+        "{err}"
+    );
 }
