@@ -359,16 +359,16 @@ where
         let Some(body) = self.body.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
-        let entered = self.span.as_deref().map(tracing::Span::enter);
-        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(output)) => Ok(output.into_service_result()),
-            Err(panic) => Err(panic),
+        let result = {
+            let _entered = self.span.as_deref().map(tracing::Span::enter);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(output)) => Ok(output.into_service_result()),
+                Err(panic) => Err(panic),
+            }
         };
         // A body that returned or panicked is never polled again.
-        self.body.set(None);
-        drop(entered);
-        self.span = None;
+        self.clear();
         Poll::Ready(result)
     }
 
@@ -425,7 +425,8 @@ impl Future for Spawned {
 }
 
 /// The task of one service: its supervisor, the closure that makes each run's body,
-/// and the body of the current run, all in one tokio task. The supervisor's fast
+/// and the body of the current run, all in one box inside the service's tokio task
+/// (see [`Spawned`]). The supervisor's fast
 /// path (start a run, poll it, stop it when it returns at once) is one poll of
 /// [`Supervisor::poll_fast`]; the slow waits are boxed here when taken.
 pub(crate) fn task<M, F>(
