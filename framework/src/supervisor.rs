@@ -718,7 +718,11 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
             ACTIVE | READY
         },
     );
-    let now = Instant::now();
+    let now = if run == 1 && slot.deps().is_empty() {
+        shared.started
+    } else {
+        Instant::now()
+    };
     shared.set_state_with(idx, ServiceState::Running, |inner| {
         let tasks = &mut inner.tasks;
         tasks.run = run;

@@ -752,6 +752,37 @@ async fn status_reports_uptime_of_the_current_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn uptime_counts_from_the_start_of_each_run() {
+    // `db` is ready after 1 s; `api` starts only then.
+    let db = Service::new("db", |ctx| async move {
+        sleep(Duration::from_secs(1)).await;
+        ctx.ready();
+        ctx.shutdown_requested().await
+    });
+    let api = Service::new("api", |ctx| async move {
+        ctx.ready();
+        ctx.shutdown_requested().await
+    })
+    .after(["db"]);
+    let h = start(vec![db, api]).await;
+    sleep(Duration::from_secs(3)).await;
+    let uptimes = |h: &servicekit::RunnerHandle| {
+        h.status()
+            .iter()
+            .map(|s| (s.runs, s.uptime))
+            .collect::<Vec<_>>()
+    };
+    let secs = |n| Some(Duration::from_secs(n));
+    assert_eq!(uptimes(&h), [(1, secs(3)), (1, secs(2))]);
+    // A restart at t = 3 s: `db` runs again at once, `api` once `db` is ready again.
+    h.restart("db").unwrap();
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(uptimes(&h), [(2, secs(4)), (2, secs(3))]);
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropping_the_handle_shuts_everything_down() {
     let dropped = Arc::new(AtomicBool::new(false));
     let d = dropped.clone();
