@@ -168,8 +168,8 @@ fn main() {
     let n = arg("--n", 1_000_000) as u64;
     let rt = common::runtime();
     println!(
-        "channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, {} workers",
-        common::workers()
+        "channel bench: {n} u64, buffer {CAP}, {reps} interleaved repetitions, {}",
+        common::runtime_name()
     );
     println!("delivered messages per second, median [min .. max]");
     for customers in [1usize, 4, 16] {

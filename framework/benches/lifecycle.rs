@@ -11,7 +11,8 @@
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
 //! for a profiler, `-- --profile-baseline` the baseline's, `-- --services N` for another
-//! number of services than 10,000).
+//! number of services than 10,000, `-- --current-thread` for the per-service CPU cost
+//! on one thread).
 
 mod common;
 use common::{arg, stats};
@@ -230,9 +231,9 @@ fn main() {
         }
         let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
         println!(
-            "lifecycle bench: {} idle services, {reps} interleaved repetitions, {} workers",
+            "lifecycle bench: {} idle services, {reps} interleaved repetitions, {}",
             *N,
-            common::workers()
+            common::runtime_name()
         );
         println!("(median [min .. max])");
         let show = |label: &str, (m, lo, hi): (f64, f64, f64), unit: &str| {

@@ -272,8 +272,8 @@ fn main() {
     let n = arg("--n", 1_000_000) as u64;
     let rt = common::runtime();
     println!(
-        "queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, {} workers",
-        common::workers()
+        "queue bench: {n} items, bound {CAP}, {reps} interleaved repetitions, {}",
+        common::runtime_name()
     );
     println!("items per second, median [min .. max]");
     if common::flag("--stalls") {

@@ -139,8 +139,9 @@ impl ServiceContext {
     /// ```
     pub fn is_shutdown_requested(&self) -> bool {
         // Runs only go up, and every run ends with a stop request: a context of an
-        // old run always sees its shutdown requested.
-        self.shared.slots[self.idx].stop_run.load(Ordering::Acquire) >= self.run
+        // old run always sees its shutdown requested. `SeqCst`: `ShutdownRequested`
+        // checks this after `Slot::listen` (see `Shared::request_stop`).
+        self.shared.slots[self.idx].stop_run.load(Ordering::SeqCst) >= self.run
     }
 
     /// Resolves once this run has been asked to stop.
@@ -218,7 +219,7 @@ impl ServiceContext {
         let slot = &self.shared.slots[self.idx];
         let mut inner = crate::runner::lock(&slot.inner);
         // Before the check of `stop_run`: see `Shared::request_stop`.
-        slot.token_made.store(true, Ordering::SeqCst);
+        slot.listen(crate::runner::LISTEN_TOKEN);
         if inner.tasks.run != self.run || slot.stop_run.load(Ordering::SeqCst) >= self.run {
             let token = CancellationToken::new();
             token.cancel();
@@ -367,6 +368,7 @@ impl Future for ShutdownRequested<'_> {
                 }
                 // Made before the next check: a `notify_waiters` after it is not missed.
                 None => {
+                    slot.listen(crate::runner::LISTEN_NOTIFY);
                     this.notified = Some(Box::pin(slot.stop.notified()));
                     continue;
                 }

@@ -262,7 +262,11 @@ pub enum FailureKind {
         /// The last failure.
         error: Arc<ServiceError>,
     },
-    /// The service returned an error (or panicked) while it was being stopped.
+    /// The service returned an error (or panicked) after it was asked to stop, in a
+    /// shutdown or a [`RunnerHandle::stop`](crate::RunnerHandle::stop). A run that
+    /// fails on its own while the runner stops other services first (its dependents)
+    /// is reported as a failed run ([`Event::Failed`](crate::Event::Failed), its
+    /// status's `last_error`), not as this: it did not fail to stop.
     StopFailed {
         /// The failure.
         error: Arc<ServiceError>,

@@ -10,8 +10,9 @@
 //! (`stop`, with `stop_run`) tells a run's context that its shutdown was requested
 //! (any number of clones of the context may wait on it); a body polled by its own
 //! supervisor needs no registration, because the supervisor polls it again after
-//! every stop request. The run's `CancellationToken` is only created if the body
-//! asks for it.
+//! every stop request, and a stop request notifies only once something registered
+//! (`listeners`). The run's `CancellationToken` is only created if the body asks
+//! for it.
 
 use std::fmt;
 use std::pin::Pin;
@@ -164,6 +165,10 @@ pub(crate) const CMD_NONE: u8 = 0;
 pub(crate) const CMD_RESTART: u8 = 1;
 pub(crate) const CMD_STOP: u8 = 2;
 
+// Bits of `Slot::listeners`.
+pub(crate) const LISTEN_NOTIFY: u8 = 1;
+pub(crate) const LISTEN_TOKEN: u8 = 2;
+
 pub(crate) struct Slot {
     /// As given: turned into an `Arc<str>` only for events, errors and status, so
     /// starting a service does not copy its name.
@@ -180,9 +185,11 @@ pub(crate) struct Slot {
     /// The last run asked to stop; `stop` wakes everyone waiting on a context.
     pub(crate) stop_run: AtomicU64,
     pub(crate) stop: Notify,
-    /// Set (for good) once a run has made its `CancellationToken`, so a stop request
-    /// takes the lock only when there may be a token to cancel.
-    pub(crate) token_made: AtomicBool,
+    /// Who besides the supervisor may be listening for a stop request: set (for
+    /// good) by the first registration with `stop` ([`LISTEN_NOTIFY`]) and the first
+    /// `CancellationToken` of a run ([`LISTEN_TOKEN`]), so a stop request notifies
+    /// or takes the lock only when someone may be listening.
+    pub(crate) listeners: AtomicU8,
     /// What the runner reports and the run's tied tasks, behind one lock: a run's
     /// start and end take it once each.
     pub(crate) inner: Mutex<SlotInner>,
@@ -212,6 +219,15 @@ impl Slot {
 
     pub(crate) fn dependents(&self) -> &[usize] {
         self.links.as_ref().map_or(&[], |l| &l.dependents)
+    }
+
+    /// Records (for good) that someone besides the supervisor listens for stop
+    /// requests this way (`LISTEN_NOTIFY` or `LISTEN_TOKEN`); to be called before the
+    /// listener checks `stop_run` (see `Shared::request_stop`).
+    pub(crate) fn listen(&self, how: u8) {
+        if self.listeners.load(Ordering::SeqCst) & how == 0 {
+            self.listeners.fetch_or(how, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn shutdown_timeout(&self) -> Duration {
@@ -298,6 +314,12 @@ impl Signal {
         }
     }
 
+    /// Takes the permit if there is one, without registering (a load first: the
+    /// permit is rarely there when this is asked).
+    pub(crate) fn take_now(&self) -> bool {
+        self.permit.load(Ordering::Relaxed) && self.permit.swap(false, Ordering::AcqRel)
+    }
+
     /// Waits for the permit.
     pub(crate) fn notified(&self) -> impl std::future::Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_take(cx))
@@ -367,14 +389,23 @@ impl Shared {
     /// Asks run `run` of `idx` to stop: its context's shutdown is requested.
     pub(crate) fn request_stop(&self, idx: usize, run: u64) {
         let slot = &self.slots[idx];
-        if slot.stop_run.fetch_max(run, Ordering::SeqCst) >= run {
+        // Runs only go up: a request already made needs no second read-modify-write
+        // (the end of every run asks again).
+        if slot.stop_run.load(Ordering::Acquire) >= run
+            || slot.stop_run.fetch_max(run, Ordering::SeqCst) >= run
+        {
             return;
         }
-        slot.stop.notify_waiters();
-        // Pairs with `ServiceContext::cancellation_token`, which sets `token_made`
-        // before it checks `stop_run` (both `SeqCst`): either it sees this stop, or
-        // this sees its flag and takes the lock, waiting for the token to be stored.
-        if slot.token_made.load(Ordering::SeqCst) {
+        // Pairs with `Slot::listen` (for a registration with `stop`) and
+        // `ServiceContext::cancellation_token` (for the token): each sets its bit
+        // before it checks `stop_run` (all `SeqCst`), so either it sees this stop, or
+        // this sees its bit and notifies (or takes the lock, waiting for the token to
+        // be stored).
+        let listeners = slot.listeners.load(Ordering::SeqCst);
+        if listeners & LISTEN_NOTIFY != 0 {
+            slot.stop.notify_waiters();
+        }
+        if listeners & LISTEN_TOKEN != 0 {
             let token = lock(&slot.inner).tasks.token.clone();
             if let Some(token) = token {
                 token.cancel();
@@ -406,6 +437,13 @@ impl Shared {
                 st.since = None;
             }
         }
+        self.announce(idx, state);
+    }
+
+    /// Reports a state change made under the slot's lock: a `tracing` event, and an
+    /// [`Event::State`] if anyone listens.
+    pub(crate) fn announce(&self, idx: usize, state: ServiceState) {
+        let slot = &self.slots[idx];
         tracing::debug!(service = %slot.name, %state, "state changed");
         self.emit(|| Event::State {
             service: slot.shared_name(),
@@ -714,7 +752,7 @@ impl Runner {
                 wake: Signal::default(),
                 stop_run: AtomicU64::new(0),
                 stop: Notify::new(),
-                token_made: AtomicBool::new(false),
+                listeners: AtomicU8::new(0),
                 inner: Mutex::new(SlotInner {
                     status: StatusInner {
                         state: ServiceState::Starting,

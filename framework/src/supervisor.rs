@@ -40,6 +40,9 @@ struct Outcome {
     reason: Option<Reason>,
     hung: bool,
     lasted: Duration,
+    /// Whether the body was asked to stop before it returned: a failure after that is
+    /// a failure to stop; before it, the body failed on its own.
+    asked: bool,
 }
 
 /// The restart delay before the `attempt`-th consecutive restart (0-based): uniform in
@@ -224,7 +227,9 @@ impl Restarts {
         }
         match outcome.reason {
             Some(Reason::Shutdown | Reason::Stop) => {
-                let Some(error) = failure else {
+                // A body that failed on its own before it was asked to stop is
+                // reported as failed (above), but did not fail to stop.
+                let Some(error) = failure.filter(|_| outcome.asked) else {
                     return Next::End(ServiceState::Stopped);
                 };
                 shared.record_failure(ServiceFailure {
@@ -311,6 +316,8 @@ enum Slow {
         result: Option<RunResult>,
         reason: Option<Reason>,
         lasted: Duration,
+        /// Whether the body was already asked to stop.
+        asked: bool,
     },
     /// Sleep this restart delay (not zero), then start again.
     Pause(Duration),
@@ -506,16 +513,28 @@ impl Supervisor {
                 Step::Running => {
                     // The hot, idle part: the body, and the supervisor's wake-up signal.
                     let (shared, idx) = (&*self.shared, self.idx);
-                    let (result, reason) = match poll_body(body, &shared.slots[idx], self.run, cx) {
-                        Poll::Ready(r) => (Some(r), None),
-                        Poll::Pending => loop {
-                            if shared.slots[idx].wake.poll_take(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            if let Some(reason) = stop_reason(shared, idx) {
-                                break (None, Some(reason));
-                            }
-                        },
+                    let slot = &shared.slots[idx];
+                    // Woken to stop (an idle service's usual wake-up): the body is asked
+                    // first and then polled once, instead of being polled before too.
+                    let early = if slot.wake.take_now() {
+                        stop_reason(shared, idx)
+                    } else {
+                        None
+                    };
+                    let (result, reason) = if early.is_some() {
+                        (None, early)
+                    } else {
+                        match poll_body(body, slot, self.run, cx) {
+                            Poll::Ready(r) => (Some(r), None),
+                            Poll::Pending => loop {
+                                if slot.wake.poll_take(cx).is_pending() {
+                                    return Poll::Pending;
+                                }
+                                if let Some(reason) = stop_reason(shared, idx) {
+                                    break (None, Some(reason));
+                                }
+                            },
+                        }
                     };
                     if let Some(slow) = self.end_run(body, result, reason, cx) {
                         return Poll::Ready(slow);
@@ -560,10 +579,12 @@ impl Supervisor {
                 result,
                 reason,
                 lasted,
+                asked,
             } => {
                 let (shared, idx, run) = (&*self.shared, self.idx, self.run);
-                let (result, hung) = wind_down(shared, idx, run, body, result).await;
-                let outcome = finish_run(shared, idx, run, result, reason, hung, lasted);
+                let (result, hung, asked) = wind_down(shared, idx, run, body, result, asked).await;
+                let mut outcome = finish_run(shared, idx, run, result, reason, hung, lasted);
+                outcome.asked = asked;
                 match self.after_run(outcome) {
                     Some(delay) => delay,
                     None => return,
@@ -590,6 +611,22 @@ impl Supervisor {
     ) -> Option<Slow> {
         let (shared, idx, run) = (&*self.shared, self.idx, self.run);
         let slot = &shared.slots[idx];
+        let forced = || shared.forced.load(Ordering::Acquire);
+        // The common stop: ask, poll once. Most bodies then return at once, and if
+        // one returns cleanly with nothing left to wait for, the service ends here.
+        let can_ask = slot.has_context && slot.dependents().is_empty() && !forced();
+        let mut asked =
+            result.is_none() && matches!(reason, Some(Reason::Shutdown | Reason::Stop)) && can_ask;
+        if asked {
+            shared.request_stop(idx, run);
+            if let Poll::Ready(r) = poll_body(body, slot, run, cx) {
+                if matches!(r, Ok(Ok(()))) && end_stopped(shared, idx, run) {
+                    self.step = Step::Done;
+                    return Some(Slow::Done);
+                }
+                result = Some(r);
+            }
+        }
         shared.set_phase(idx, run, ACTIVE);
         // Only a run that ended by itself needs its length (for `reset_after`); a stop
         // does not pay for the clock read. One lock for this and the state change.
@@ -606,10 +643,8 @@ impl Supervisor {
             look(&mut lock(&slot.inner));
         }
         let simple = slot.dependents().is_empty() && !has_tied;
-        if simple && result.is_none() && slot.has_context && !shared.forced.load(Ordering::Acquire)
-        {
-            // The common stop: ask, poll once; most bodies return right away, so neither
-            // a timer nor the boxed slow path is needed.
+        if simple && !asked && result.is_none() && can_ask {
+            asked = true;
             shared.request_stop(idx, run);
             if let Poll::Ready(r) = poll_body(body, slot, run, cx) {
                 result = Some(r);
@@ -621,10 +656,12 @@ impl Supervisor {
                 result,
                 reason,
                 lasted,
+                asked,
             });
         }
         body.clear();
-        let outcome = finish_run(shared, idx, run, result, reason, false, lasted);
+        let mut outcome = finish_run(shared, idx, run, result, reason, false, lasted);
+        outcome.asked = asked;
         self.after_run(outcome).map(Slow::Pause)
     }
 
@@ -649,6 +686,30 @@ impl Supervisor {
         };
         pause
     }
+}
+
+/// Ends the service after its body returned cleanly from a stop request
+/// (shutdown or `stop`), under one lock: what `finish_run`, `Restarts::decide`
+/// and `Step::End` do for this case, with the same state changes reported.
+/// `false`, with nothing changed, if the run has tied tasks (they get a
+/// wind-down).
+fn end_stopped(shared: &Shared, idx: usize, run: u64) -> bool {
+    let slot = &shared.slots[idx];
+    {
+        let mut inner = lock(&slot.inner);
+        if inner.tasks.tied.is_some() {
+            return false;
+        }
+        inner.tasks.open = false;
+        inner.status.state = ServiceState::Stopped;
+        inner.status.since = None;
+    }
+    shared.set_phase(idx, run, ENDED);
+    shared.announce(idx, ServiceState::Stopping);
+    shared.announce(idx, ServiceState::Stopped);
+    tracing::info!(service = %slot.name, state = %ServiceState::Stopped, "service ended");
+    shared.supervisor_ended();
+    true
 }
 
 /// Whether the service may start a run now: `Some(false)` if it must end instead,
@@ -779,20 +840,23 @@ fn finish_run(
         reason,
         hung,
         lasted,
+        asked: false,
     }
 }
 
 /// Ends a run: dependents stop first (the body keeps running for them meanwhile), then
 /// the body is asked to stop and given its timeout (or dropped at once if it has no
 /// context), then tied tasks get what is left of the timeout. Returns the body's
-/// result, if it returned, and whether it hung.
+/// result, if it returned, whether it hung, and whether it had been asked to stop
+/// (`asked`: it already was) when it returned.
 async fn wind_down(
     shared: &Shared,
     idx: usize,
     run: u64,
     body: &mut (dyn Body + Send),
     mut result: Option<RunResult>,
-) -> (Option<RunResult>, bool) {
+    mut asked: bool,
+) -> (Option<RunResult>, bool, bool) {
     let slot = &shared.slots[idx];
     let mut fut = std::future::poll_fn(|cx| body.poll(cx));
     let forced = || shared.forced.load(Ordering::Acquire);
@@ -812,6 +876,7 @@ async fn wind_down(
     let deadline = Instant::now() + slot.shutdown_timeout();
     let mut hung = false;
     if result.is_none() && slot.has_context && !forced() {
+        asked = true;
         shared.request_stop(idx, run);
         if let Poll::Ready(r) = poll_now(&mut fut).await {
             result = Some(r);
@@ -865,7 +930,7 @@ async fn wind_down(
             }
         }
     }
-    (result, hung)
+    (result, hung, asked)
 }
 
 #[cfg(test)]

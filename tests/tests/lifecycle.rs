@@ -833,6 +833,115 @@ async fn an_error_while_stopping_is_reported() {
     ));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_failure_before_the_stop_request_is_not_a_failure_to_stop() {
+    // `api` takes 2 s to stop; `db` must wait for it, and fails on its own 1 s into
+    // the shutdown, before it is asked to stop.
+    let token = servicekit::CancellationToken::new();
+    let t = token.clone();
+    let db = Service::new("db", move |ctx| {
+        let t = t.clone();
+        async move {
+            ctx.ready();
+            t.cancelled().await;
+            sleep(Duration::from_secs(1)).await;
+            assert!(!ctx.is_shutdown_requested());
+            Err::<(), _>("connection lost")
+        }
+    });
+    let api = Service::new("api", |ctx| async move {
+        ctx.shutdown_requested().await;
+        sleep(Duration::from_secs(2)).await;
+    })
+    .after(["db"]);
+    let h = runner()
+        .shutdown_token(token)
+        .services([db, api])
+        .start()
+        .await
+        .unwrap();
+    let mut events = h.events();
+    sleep(MS).await;
+    h.shutdown();
+    let stopping = Instant::now();
+    let status = loop {
+        sleep(MS).await;
+        let status = h.status();
+        if status.iter().all(|s| s.state.is_terminal()) {
+            break status;
+        }
+    };
+    // `db` outlived `api`, which took 2 s (checked every millisecond).
+    let elapsed = stopping.elapsed();
+    assert!(elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_secs(2) + MS);
+    h.wait().await.expect("a clean shutdown");
+    // Reported as a failure of its run, and the service ends stopped.
+    assert_eq!(status[0].state, ServiceState::Stopped);
+    assert_eq!(
+        status[0].last_error.as_ref().unwrap().to_string(),
+        "service `db` run 1 failed"
+    );
+    let mut failed = Vec::new();
+    while let Some(ev) = events.next().await {
+        if let Event::Failed { service, .. } = ev {
+            failed.push(service.to_string());
+        }
+    }
+    assert_eq!(failed, ["db"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_service_reports_stopping_then_stopped() {
+    let h = start(vec![Service::new("s", |ctx| async move {
+        ctx.shutdown_requested().await
+    })])
+    .await;
+    let mut events = h.events();
+    sleep(MS).await;
+    h.shutdown();
+    h.wait().await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Event::State { state, .. } => seen.push(state),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ServiceState::Running,
+            ServiceState::Stopping,
+            ServiceState::Stopped
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_spawned_as_the_body_stops_gets_the_shutdown_timeout() {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let svc = Service::new("s", move |ctx| {
+        let d = d.clone();
+        async move {
+            ctx.shutdown_requested().await;
+            // A last flush, handed to a tied task as the body returns.
+            ctx.spawn(async move {
+                sleep(Duration::from_secs(1)).await;
+                d.store(true, Ordering::SeqCst);
+            });
+        }
+    })
+    .shutdown_timeout(Duration::from_secs(5));
+    let h = start(vec![svc]).await;
+    sleep(MS).await;
+    h.shutdown();
+    let stopping = Instant::now();
+    h.wait().await.unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    assert_eq!(stopping.elapsed(), Duration::from_secs(1));
+}
+
 async fn config_error(services: Vec<Service>) -> ConfigError {
     match runner().services(services).start().await {
         Err(Error::Config(e)) => e,

@@ -218,9 +218,9 @@ async fn run_case(deps: Vec<Vec<usize>>, ops: Vec<Op>, settle_first: bool) -> Re
                 handle.stop(&format!("s{i}")).map_err(|e| e.to_string())?;
                 stopped[i] = true;
             }
-            // Only services the model keeps running fail: a body that fails while
-            // the runner is stopping it for good reports an error while stopping
-            // (`FailureKind::StopFailed`, by design), which this model leaves to the
+            // Only services the model keeps running fail: the outcome of a failure
+            // that meets a stop of the same service (a failure before the stop
+            // request, or `FailureKind::StopFailed` after it) is left to the
             // lifecycle tests.
             Op::Fail(i) => {
                 if expected_running(&world.deps, &stopped)[i] {

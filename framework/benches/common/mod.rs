@@ -25,13 +25,30 @@ pub(crate) fn workers() -> usize {
     arg("--workers", 2).max(1)
 }
 
-/// The runtime every bench measures on: multi-thread, [`workers`] workers.
+/// The runtime every bench measures on: multi-thread, [`workers`] workers; or, with
+/// `--current-thread`, tokio's current-thread runtime (one thread does everything:
+/// an operation's CPU cost without any cross-thread traffic, far less noisy).
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    if flag("--current-thread") {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers())
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// What [`runtime`] built, for the results' header: "2 workers", "current-thread".
+pub(crate) fn runtime_name() -> String {
+    if flag("--current-thread") {
+        "current-thread".to_owned()
+    } else {
+        format!("{} workers", workers())
+    }
 }
 
 /// (median, min, max).
