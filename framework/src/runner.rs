@@ -303,11 +303,13 @@ impl Signal {
     /// Takes the permit, or registers the current task to be woken by the next
     /// `notify`. Only one task (the supervisor) waits on a signal.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.permit.swap(false, Ordering::AcqRel) {
+        if self.take_now() {
             return Poll::Ready(());
         }
         self.waker.register(cx.waker());
-        if self.permit.swap(false, Ordering::AcqRel) {
+        // A `notify` whose store this misses comes after the registration (both go
+        // through the waker's own read-modify-writes), so it wakes the task.
+        if self.take_now() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -442,6 +444,7 @@ impl Shared {
 
     /// Reports a state change made under the slot's lock: a `tracing` event, and an
     /// [`Event::State`] if anyone listens.
+    #[inline(always)]
     pub(crate) fn announce(&self, idx: usize, state: ServiceState) {
         let slot = &self.slots[idx];
         tracing::debug!(service = %slot.name, %state, "state changed");

@@ -66,7 +66,12 @@ fn stop_reason(shared: &Shared, idx: usize) -> Option<Reason> {
         return Some(Reason::Shutdown);
     }
     let slot = &shared.slots[idx];
-    match slot.cmd.swap(CMD_NONE, Ordering::AcqRel) {
+    // A load first: commands are rare.
+    let cmd = match slot.cmd.load(Ordering::Acquire) {
+        CMD_NONE => CMD_NONE,
+        _ => slot.cmd.swap(CMD_NONE, Ordering::AcqRel),
+    };
+    match cmd {
         CMD_STOP => return Some(Reason::Stop),
         CMD_RESTART => return Some(Reason::Restart),
         _ => {}
@@ -719,7 +724,9 @@ fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
     if shared.shutting_down.load(Ordering::Acquire) {
         return Some(false);
     }
-    if slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_STOP {
+    if slot.cmd.load(Ordering::Acquire) != CMD_NONE
+        && slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_STOP
+    {
         return Some(false);
     }
     let mut all_ready = true;
