@@ -454,10 +454,18 @@ impl Shared {
         });
     }
 
+    /// Sends an event if anyone listens: inlined, so a state change with nobody
+    /// listening costs one load.
+    #[inline(always)]
     pub(crate) fn emit(&self, ev: impl FnOnce() -> Event) {
         if self.subscribers.load(Ordering::Relaxed) > 0 {
-            let _ = self.events.send(ev());
+            self.send_event(ev());
         }
+    }
+
+    #[cold]
+    fn send_event(&self, ev: Event) {
+        let _ = self.events.send(ev);
     }
 
     pub(crate) fn record_failure(&self, failure: ServiceFailure) {
