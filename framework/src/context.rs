@@ -369,14 +369,14 @@ impl Future for ShutdownRequested<'_> {
                 // Made before the next check: a `notify_waiters` after it is not missed.
                 None => {
                     slot.listen(crate::runner::LISTEN_NOTIFY);
-                    this.notified = Some(Box::pin(slot.stop.notified()));
+                    this.notified = Some(Box::pin(slot.stop_notify().notified()));
                     continue;
                 }
             };
             std::task::ready!(notified.as_mut().poll(cx));
             // Woken by a stop request of this run or an earlier one: check again with
             // a fresh registration.
-            notified.set(slot.stop.notified());
+            notified.set(slot.stop_notify().notified());
         }
     }
 }

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -184,7 +184,9 @@ pub(crate) struct Slot {
     pub(crate) wake: Signal,
     /// The last run asked to stop; `stop` wakes everyone waiting on a context.
     pub(crate) stop_run: AtomicU64,
-    pub(crate) stop: Notify,
+    /// Made by the first registration (most services never need one: see
+    /// `ShutdownRequested`), boxed so an unused one costs 8 bytes instead of 32.
+    stop: OnceLock<Box<Notify>>,
     /// Who besides the supervisor may be listening for a stop request: set (for
     /// good) by the first registration with `stop` ([`LISTEN_NOTIFY`]) and the first
     /// `CancellationToken` of a run ([`LISTEN_TOKEN`]), so a stop request notifies
@@ -221,6 +223,11 @@ impl Slot {
         self.links.as_ref().map_or(&[], |l| &l.dependents)
     }
 
+    /// The stop `Notify`, made on first use.
+    pub(crate) fn stop_notify(&self) -> &Notify {
+        self.stop.get_or_init(|| Box::new(Notify::new()))
+    }
+
     /// Records (for good) that someone besides the supervisor listens for stop
     /// requests this way (`LISTEN_NOTIFY` or `LISTEN_TOKEN`); to be called before the
     /// listener checks `stop_run` (see `Shared::request_stop`).
@@ -240,14 +247,36 @@ impl Slot {
 pub(crate) struct StatusInner {
     pub(crate) state: ServiceState,
     pub(crate) restarts: u32,
-    pub(crate) runs: u64,
     pub(crate) last_error: Option<Arc<ServiceError>>,
-    pub(crate) since: Option<Instant>,
+    /// When the current run started, if one is running.
+    pub(crate) since: Since,
+}
+
+/// A time after the runner's start (`Shared::started`), or none, in 8 bytes
+/// instead of an `Option<Instant>`'s 16 (a slot is per service, for the whole run).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Since(u64);
+
+impl Since {
+    pub(crate) const NONE: Since = Since(u64::MAX);
+    /// The runner's start itself.
+    pub(crate) const START: Since = Since(0);
+
+    /// `at`, as an offset from `started` (nanoseconds: 584 years).
+    pub(crate) fn at(started: Instant, at: Instant) -> Since {
+        let nanos = at.saturating_duration_since(started).as_nanos();
+        Since(u64::try_from(nanos).unwrap_or(u64::MAX - 1))
+    }
+
+    pub(crate) fn get(self, started: Instant) -> Option<Instant> {
+        (self != Since::NONE).then(|| started + Duration::from_nanos(self.0))
+    }
 }
 
 /// Tasks tied to the current run; the set is allocated on the first `ctx.spawn`.
 #[derive(Default)]
 pub(crate) struct Tasks {
+    /// The current run (0 before the first): also the status's run count.
     pub(crate) run: u64,
     pub(crate) open: bool,
     pub(crate) tied: Option<Box<Tied>>,
@@ -405,7 +434,10 @@ impl Shared {
         // be stored).
         let listeners = slot.listeners.load(Ordering::SeqCst);
         if listeners & LISTEN_NOTIFY != 0 {
-            slot.stop.notify_waiters();
+            // Made here if the listener that set the flag has not made it yet: the
+            // two then share it, and a registration after this call checks
+            // `stop_run` again.
+            slot.stop_notify().notify_waiters();
         }
         if listeners & LISTEN_TOKEN != 0 {
             let token = lock(&slot.inner).tasks.token.clone();
@@ -436,7 +468,7 @@ impl Shared {
             }
             st.state = state;
             if state != ServiceState::Running {
-                st.since = None;
+                st.since = Since::NONE;
             }
         }
         self.announce(idx, state);
@@ -762,15 +794,14 @@ impl Runner {
                 cmd: AtomicU8::new(CMD_NONE),
                 wake: Signal::default(),
                 stop_run: AtomicU64::new(0),
-                stop: Notify::new(),
+                stop: OnceLock::new(),
                 listeners: AtomicU8::new(0),
                 inner: Mutex::new(SlotInner {
                     status: StatusInner {
                         state: ServiceState::Starting,
                         restarts: 0,
-                        runs: 0,
                         last_error: None,
-                        since: None,
+                        since: Since::NONE,
                     },
                     tasks: Tasks::default(),
                     factory: Some(factory),
@@ -1071,9 +1102,12 @@ impl RunnerHandle {
                     name: slot.shared_name(),
                     state: st.state,
                     restarts: st.restarts,
-                    runs: st.runs,
+                    runs: inner.tasks.run,
                     last_error: st.last_error.clone(),
-                    uptime: st.since.map(|s| now.saturating_duration_since(s)),
+                    uptime: st
+                        .since
+                        .get(self.shared.started)
+                        .map(|s| now.saturating_duration_since(s)),
                 }
             })
             .collect()
@@ -1339,6 +1373,21 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn since_keeps_a_time_after_the_start_to_the_nanosecond() {
+        let started = Instant::now();
+        assert_eq!(Since::NONE.get(started), None);
+        assert_eq!(Since::START.get(started), Some(started));
+        for nanos in [0, 1, 999_999_999, 86_400 * 1_000_000_000 + 7] {
+            let at = started + Duration::from_nanos(nanos);
+            assert_eq!(Since::at(started, at).get(started), Some(at));
+        }
+        // A time before the start (a clock read that raced it) counts as the start.
+        let before = started;
+        let later = started + Duration::from_secs(1);
+        assert_eq!(Since::at(later, before).get(later), Some(later));
     }
 
     #[test]
