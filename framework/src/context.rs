@@ -102,7 +102,8 @@ impl ServiceContext {
     }
 
     /// Marks the service ready: services that depend on it (`after = [...]`) may start.
-    /// Calling it again, or after the run ended, does nothing.
+    /// Calling it again, or once the runner has begun to stop the run (its
+    /// dependents first) or the run has ended, does nothing.
     ///
     /// A service with a context is not ready until it calls this; one without a context
     /// is ready as soon as it starts.

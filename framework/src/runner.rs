@@ -152,11 +152,14 @@ pub enum Event {
 }
 
 // `phase` packs the current run number (high bits) with these flags, so a `ready()`
-// from a context of an old run can be told apart atomically.
+// from a context of an old run can be told apart atomically. `STOPPING` (with
+// `ACTIVE`) marks a run being stopped: its `ready()` no longer counts, so a body
+// polled for the first time after its stop began cannot let dependents start.
 pub(crate) const READY: u64 = 1;
 pub(crate) const ACTIVE: u64 = 2;
 pub(crate) const ENDED: u64 = 4;
-const RUN_SHIFT: u32 = 3;
+pub(crate) const STOPPING: u64 = 8;
+const RUN_SHIFT: u32 = 4;
 
 // A pending command waits in `Slot::cmd` until the supervisor takes it. Commands are
 // ordered so that `fetch_max` keeps the stronger one: a stop not yet taken is never
@@ -398,7 +401,8 @@ impl Shared {
         let slot = &self.slots[idx];
         let mut cur = slot.phase.load(Ordering::Acquire);
         loop {
-            if cur >> RUN_SHIFT != run || cur & (READY | ENDED) != 0 || cur & ACTIVE == 0 {
+            if cur >> RUN_SHIFT != run || cur & (READY | ENDED | STOPPING) != 0 || cur & ACTIVE == 0
+            {
                 return;
             }
             match slot.phase.compare_exchange_weak(
@@ -832,8 +836,16 @@ impl Runner {
             started: Instant::now(),
         });
 
-        for idx in order.unwrap_or_else(|| (0..n).collect()) {
-            tokio::spawn(crate::supervisor::Spawned::Init(shared.clone(), idx));
+        let spawn = |idx| {
+            drop(tokio::spawn(crate::supervisor::Spawned::Init(
+                shared.clone(),
+                idx,
+            )))
+        };
+        // Without dependencies, in index order: no order to build (8 B per service).
+        match order {
+            Some(order) => order.into_iter().for_each(spawn),
+            None => (0..n).for_each(spawn),
         }
 
         let control = tokio::spawn(control(shared.clone(), signals));

@@ -21,8 +21,8 @@ use crate::context::ServiceContext;
 use crate::error::BoxError;
 use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
 use crate::runner::{
-    ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, ServiceState, Shared, Since, Slot,
-    SlotInner, lock,
+    ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, STOPPING, ServiceState, Shared, Since,
+    Slot, SlotInner, lock,
 };
 use crate::service::{IntoServiceResult, OnGiveUp, Restart, RunResult};
 
@@ -495,6 +495,14 @@ impl Supervisor {
         loop {
             match &mut self.step {
                 Step::Start => match may_start(&self.shared, self.idx) {
+                    // A dependency went down between the check and the claim: wait
+                    // for it as if the check had failed.
+                    Some(true) if !claim(&self.shared, self.idx, self.run + 1) => {
+                        self.shared.set_state(self.idx, ServiceState::Starting);
+                        if self.shared.slots[self.idx].wake.poll_take(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                     Some(true) => {
                         self.run += 1;
                         self.step = Step::Running;
@@ -632,7 +640,13 @@ impl Supervisor {
                 result = Some(r);
             }
         }
-        shared.set_phase(idx, run, ACTIVE);
+        shared.set_phase(idx, run, ACTIVE | STOPPING);
+        if !slot.dependents().is_empty() {
+            // Pairs with `claim`: the look for active dependents (`wind_down`) comes
+            // after this fence, so a dependent claiming a run now is seen, or sees
+            // this service not ready.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
         // Only a run that ended by itself needs its length (for `reset_after`); a stop
         // does not pay for the clock read. One lock for this and the state change.
         let (mut lasted, mut has_tied) = (Duration::ZERO, false);
@@ -743,6 +757,29 @@ fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
         all_ready &= phase & READY != 0;
     }
     all_ready.then_some(true)
+}
+
+/// Claims run `run` of `idx` before it starts, if it has dependencies: publishes
+/// the run as active, then (after a `SeqCst` fence) checks again that every
+/// dependency is ready. A dependency that stops at the same time clears its `READY`,
+/// fences, then looks for active dependents (`end_run`, `wind_down`), so either it
+/// sees this run and waits for it to stop, or this sees it not ready: `false`, the
+/// phase is put back, and the run does not start. Without the claim a dependent
+/// could pass its check, and the dependency its look, before either published.
+fn claim(shared: &Shared, idx: usize, run: u64) -> bool {
+    let slot = &shared.slots[idx];
+    if slot.deps().is_empty() {
+        return true;
+    }
+    shared.set_phase(idx, run, ACTIVE);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if slot.deps().iter().all(|&d| shared.phase(d) & READY != 0) {
+        return true;
+    }
+    // As after the previous run (`finish_run`): nothing active. The dependencies are
+    // woken, in case one saw the claim and waits for it.
+    shared.set_phase(idx, run - 1, 0);
+    false
 }
 
 /// Sleeps the restart delay (not zero: see `Step::Yield`); `false` if the service

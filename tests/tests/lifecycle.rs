@@ -891,6 +891,54 @@ async fn a_failure_before_the_stop_request_is_not_a_failure_to_stop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_ready_from_a_run_being_stopped_does_not_start_its_dependents() {
+    // `db` gets ready 1 s into each run, and takes 1 s to flush once asked to stop.
+    // Restarted at 0.5 s, its first run still calls `ready()` at 1 s, while it is
+    // being stopped: that must not start `api`, whose dependency is going away
+    // (it ends at 2 s). `api` starts once the second run is ready, at 3 s.
+    let log = Log::new();
+    let l = log.clone();
+    let db = Service::new("db", move |ctx| {
+        let l = l.clone();
+        async move {
+            l.push(format!("db {} starts", ctx.run()));
+            sleep(Duration::from_secs(1)).await;
+            ctx.ready();
+            ctx.shutdown_requested().await;
+            sleep(Duration::from_secs(1)).await;
+            l.push(format!("db {} ends", ctx.run()));
+        }
+    });
+    let l = log.clone();
+    let api = Service::new("api", move |ctx| {
+        let l = l.clone();
+        async move {
+            l.push(format!("api {} starts", ctx.run()));
+            ctx.shutdown_requested().await;
+        }
+    })
+    .after(["db"]);
+    let h = start(vec![db, api]).await;
+    sleep(Duration::from_millis(500)).await;
+    h.restart("db").unwrap();
+    sleep(Duration::from_secs(4)).await;
+    h.shutdown();
+    h.wait().await.unwrap();
+    assert_eq!(
+        log.lines(),
+        [
+            "db 1 starts",
+            "db 1 ends",
+            "db 2 starts",
+            "api 1 starts",
+            "db 2 ends"
+        ]
+    );
+    assert_eq!(log.times_of("db 1 ends"), [Duration::from_secs(2)]);
+    assert_eq!(log.times_of("api 1 starts"), [Duration::from_secs(3)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stopped_service_reports_stopping_then_stopped() {
     let h = start(vec![Service::new("s", |ctx| async move {
         ctx.shutdown_requested().await
