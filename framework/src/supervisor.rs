@@ -494,15 +494,11 @@ impl Supervisor {
     fn poll_fast(&mut self, cx: &mut Context<'_>, body: &mut dyn Body) -> Poll<Slow> {
         loop {
             match &mut self.step {
-                Step::Start => match may_start(&self.shared, self.idx) {
-                    // A dependency went down between the check and the claim: wait
-                    // for it as if the check had failed.
-                    Some(true) if !claim(&self.shared, self.idx, self.run + 1) => {
-                        self.shared.set_state(self.idx, ServiceState::Starting);
-                        if self.shared.slots[self.idx].wake.poll_take(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
+                // A dependency that went down between the check and the claim is
+                // waited for as if the check had failed.
+                Step::Start => match may_start(&self.shared, self.idx)
+                    .filter(|&go| !go || claim(&self.shared, self.idx, self.run + 1))
+                {
                     Some(true) => {
                         self.run += 1;
                         self.step = Step::Running;
