@@ -438,9 +438,9 @@ impl Future for Spawned {
 
 /// The task of one service: its supervisor, the closure that makes each run's body,
 /// and the body of the current run, all in one box inside the service's tokio task
-/// (see [`Spawned`]). The supervisor's fast
-/// path (start a run, poll it, stop it when it returns at once) is one poll of
-/// [`Supervisor::poll_fast`]; the slow waits are boxed here when taken.
+/// (see [`Spawned`]). The supervisor's fast path (start a run, poll it, stop it when
+/// it returns at once) is one poll of [`Supervisor::poll_fast`]; the slow waits are
+/// boxed here when taken.
 pub(crate) fn task<M, F>(
     shared: Arc<Shared>,
     idx: usize,
