@@ -221,13 +221,12 @@ impl ServiceContext {
         let mut inner = crate::runner::lock(&slot.inner);
         // Before the check of `stop_run`: see `Shared::request_stop`.
         slot.listen(crate::runner::LISTEN_TOKEN);
-        if inner.tasks.run != self.run || slot.stop_run.load(Ordering::SeqCst) >= self.run {
+        if inner.run != self.run || slot.stop_run.load(Ordering::SeqCst) >= self.run {
             let token = CancellationToken::new();
             token.cancel();
             return token;
         }
         inner
-            .tasks
             .token
             .get_or_insert_with(CancellationToken::new)
             .clone()
@@ -271,7 +270,7 @@ impl ServiceContext {
     {
         let slot = &self.shared.slots[self.idx];
         let mut inner = crate::runner::lock(&slot.inner);
-        let tasks = &mut inner.tasks;
+        let tasks = &mut *inner;
         if tasks.run != self.run || !tasks.open {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
@@ -292,7 +291,7 @@ impl ServiceContext {
                 };
                 let slot = &shared.slots[idx];
                 let mut inner = crate::runner::lock(&slot.inner);
-                let tasks = &mut inner.tasks;
+                let tasks = &mut *inner;
                 if tasks.run == run
                     && let Some(tied) = tasks.tied.as_mut()
                     && tied.error.is_none()
@@ -303,7 +302,7 @@ impl ServiceContext {
                 shared.request_stop(idx, run);
                 // The supervisor polls the body again when woken, so a body that waits
                 // on its context without registering (see `shutdown_requested`) sees it.
-                slot.wake.notify();
+                slot.wake().notify();
             });
     }
 }

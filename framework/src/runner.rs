@@ -183,8 +183,9 @@ pub(crate) struct Slot {
     links: Option<Box<Links>>,
     pub(crate) phase: AtomicU64,
     pub(crate) cmd: AtomicU8,
-    /// Wakes the supervisor (a permit is kept).
-    pub(crate) wake: Signal,
+    /// Wakes the supervisor (a permit is kept): see [`Slot::wake`].
+    wake_permit: AtomicBool,
+    wake_waker: futures::task::AtomicWaker,
     /// The last run asked to stop; `stop` wakes everyone waiting on a context.
     pub(crate) stop_run: AtomicU64,
     /// Made by the first registration (most services never need one: see
@@ -200,9 +201,23 @@ pub(crate) struct Slot {
     pub(crate) inner: Mutex<SlotInner>,
 }
 
+/// One struct, not a status part and a tied-tasks part, so the small fields share
+/// their padding (64 B instead of 72).
 pub(crate) struct SlotInner {
-    pub(crate) status: StatusInner,
-    pub(crate) tasks: Tasks,
+    // What the runner reports (`status()`).
+    pub(crate) state: ServiceState,
+    pub(crate) restarts: u32,
+    pub(crate) last_error: Option<Arc<ServiceError>>,
+    /// When the current run started, if one is running.
+    pub(crate) since: Since,
+    // The run and its tied tasks; the set is allocated on the first `ctx.spawn`.
+    /// The current run (0 before the first): also the status's run count.
+    pub(crate) run: u64,
+    /// Whether `ctx.spawn` may still tie tasks to the current run.
+    pub(crate) open: bool,
+    pub(crate) tied: Option<Box<Tied>>,
+    /// Created by the first `ctx.cancellation_token()` of the run.
+    pub(crate) token: Option<CancellationToken>,
     /// The body closure, until the service's task first runs and takes it.
     pub(crate) factory: Option<crate::service::Factory>,
 }
@@ -216,6 +231,14 @@ impl Slot {
     /// The name as reported in events, errors and status.
     pub(crate) fn shared_name(&self) -> Arc<str> {
         Arc::from(&*self.name)
+    }
+
+    /// The signal that wakes the service's supervisor (a permit is kept).
+    pub(crate) fn wake(&self) -> Signal<'_> {
+        Signal {
+            permit: &self.wake_permit,
+            waker: &self.wake_waker,
+        }
     }
 
     pub(crate) fn deps(&self) -> &[usize] {
@@ -247,14 +270,6 @@ impl Slot {
     }
 }
 
-pub(crate) struct StatusInner {
-    pub(crate) state: ServiceState,
-    pub(crate) restarts: u32,
-    pub(crate) last_error: Option<Arc<ServiceError>>,
-    /// When the current run started, if one is running.
-    pub(crate) since: Since,
-}
-
 /// A time after the runner's start (`Shared::started`), or none, in 8 bytes
 /// instead of an `Option<Instant>`'s 16 (a slot is per service, for the whole run).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -274,17 +289,6 @@ impl Since {
     pub(crate) fn get(self, started: Instant) -> Option<Instant> {
         (self != Since::NONE).then(|| started + Duration::from_nanos(self.0))
     }
-}
-
-/// Tasks tied to the current run; the set is allocated on the first `ctx.spawn`.
-#[derive(Default)]
-pub(crate) struct Tasks {
-    /// The current run (0 before the first): also the status's run count.
-    pub(crate) run: u64,
-    pub(crate) open: bool,
-    pub(crate) tied: Option<Box<Tied>>,
-    /// Created by the first `ctx.cancellation_token()` of the run.
-    pub(crate) token: Option<CancellationToken>,
 }
 
 #[derive(Default)]
@@ -320,13 +324,16 @@ pub(crate) struct Shared {
 /// (what `Notify::notify_one` does for one waiter). Waiting on it needs no
 /// registration node in the waiting future, which keeps the supervisor task small,
 /// and a notification is a store and a waker swap instead of a lock.
-#[derive(Default)]
-pub(crate) struct Signal {
-    permit: AtomicBool,
-    waker: futures::task::AtomicWaker,
+///
+/// A view of two fields of the slot ([`Slot::wake`]): they are not a struct of
+/// their own, so the permit shares the padding of the slot's other small fields.
+#[derive(Clone, Copy)]
+pub(crate) struct Signal<'a> {
+    permit: &'a AtomicBool,
+    waker: &'a futures::task::AtomicWaker,
 }
 
-impl Signal {
+impl<'a> Signal<'a> {
     pub(crate) fn notify(&self) {
         self.permit.store(true, Ordering::Release);
         self.waker.wake();
@@ -355,8 +362,8 @@ impl Signal {
     }
 
     /// Waits for the permit.
-    pub(crate) fn notified(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| self.poll_take(cx))
+    pub(crate) fn notified(self) -> impl std::future::Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| self.poll_take(cx))
     }
 }
 
@@ -393,7 +400,7 @@ impl Shared {
         slot.phase
             .store((run << RUN_SHIFT) | flags, Ordering::Release);
         for &d in slot.dependents().iter().chain(slot.deps()) {
-            self.slots[d].wake.notify();
+            self.slots[d].wake().notify();
         }
     }
 
@@ -417,7 +424,7 @@ impl Shared {
         }
         tracing::debug!(service = %slot.name, run, "ready");
         for &d in slot.dependents() {
-            self.slots[d].wake.notify();
+            self.slots[d].wake().notify();
         }
     }
 
@@ -444,7 +451,7 @@ impl Shared {
             slot.stop_notify().notify_waiters();
         }
         if listeners & LISTEN_TOKEN != 0 {
-            let token = lock(&slot.inner).tasks.token.clone();
+            let token = lock(&slot.inner).token.clone();
             if let Some(token) = token {
                 token.cancel();
             }
@@ -466,7 +473,7 @@ impl Shared {
         {
             let mut inner = lock(&slot.inner);
             also(&mut inner);
-            let st = &mut inner.status;
+            let st = &mut *inner;
             if st.state == state {
                 return;
             }
@@ -513,7 +520,7 @@ impl Shared {
             tracing::info!("shutting down");
             self.root.cancel();
             for slot in self.slots.iter() {
-                slot.wake.notify();
+                slot.wake().notify();
             }
         }
     }
@@ -524,7 +531,7 @@ impl Shared {
             tracing::warn!("second signal: aborting what is still running");
             self.root.cancel();
             for slot in self.slots.iter() {
-                slot.wake.notify();
+                slot.wake().notify();
             }
         }
     }
@@ -538,7 +545,7 @@ impl Shared {
         // dependency rule, so each service restarts once, in dependency order.
         for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
             slot.cmd.fetch_max(CMD_RESTART, Ordering::AcqRel);
-            slot.wake.notify();
+            slot.wake().notify();
         }
     }
 
@@ -552,7 +559,7 @@ impl Shared {
             .ok_or_else(|| UnknownService(name.to_owned()))?;
         let slot = &self.slots[idx];
         slot.cmd.fetch_max(cmd, Ordering::AcqRel);
-        slot.wake.notify();
+        slot.wake().notify();
         Ok(())
     }
 }
@@ -796,18 +803,20 @@ impl Runner {
                 links,
                 phase: AtomicU64::new(0),
                 cmd: AtomicU8::new(CMD_NONE),
-                wake: Signal::default(),
+                wake_permit: AtomicBool::new(false),
+                wake_waker: futures::task::AtomicWaker::new(),
                 stop_run: AtomicU64::new(0),
                 stop: OnceLock::new(),
                 listeners: AtomicU8::new(0),
                 inner: Mutex::new(SlotInner {
-                    status: StatusInner {
-                        state: ServiceState::Starting,
-                        restarts: 0,
-                        last_error: None,
-                        since: Since::NONE,
-                    },
-                    tasks: Tasks::default(),
+                    state: ServiceState::Starting,
+                    restarts: 0,
+                    last_error: None,
+                    since: Since::NONE,
+                    run: 0,
+                    open: false,
+                    tied: None,
+                    token: None,
                     factory: Some(factory),
                 }),
             });
@@ -1109,12 +1118,12 @@ impl RunnerHandle {
             .iter()
             .map(|slot| {
                 let inner = lock(&slot.inner);
-                let st = &inner.status;
+                let st = &*inner;
                 ServiceStatus {
                     name: slot.shared_name(),
                     state: st.state,
                     restarts: st.restarts,
-                    runs: inner.tasks.run,
+                    runs: inner.run,
                     last_error: st.last_error.clone(),
                     uptime: st
                         .since

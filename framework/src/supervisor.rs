@@ -208,7 +208,7 @@ impl Restarts {
             Some(Err(e)) => {
                 let e = Arc::new(e);
                 tracing::warn!(service = %slot.name, run, error = %Chain(&*e), "service failed");
-                lock(&slot.inner).status.last_error = Some(e.clone());
+                lock(&slot.inner).last_error = Some(e.clone());
                 shared.emit(|| crate::Event::Failed {
                     service: slot.shared_name(),
                     error: e.clone(),
@@ -291,7 +291,7 @@ impl Restarts {
         let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, this.attempt);
         this.attempt = this.attempt.saturating_add(1);
         this.count += 1;
-        lock(&slot.inner).status.restarts = this.count;
+        lock(&slot.inner).restarts = this.count;
         Next::After(delay)
     }
 }
@@ -514,7 +514,11 @@ impl Supervisor {
                     Some(false) => self.step = Step::End(ServiceState::Stopped),
                     None => {
                         self.shared.set_state(self.idx, ServiceState::Starting);
-                        if self.shared.slots[self.idx].wake.poll_take(cx).is_pending() {
+                        if self.shared.slots[self.idx]
+                            .wake()
+                            .poll_take(cx)
+                            .is_pending()
+                        {
                             return Poll::Pending;
                         }
                     }
@@ -525,7 +529,7 @@ impl Supervisor {
                     let slot = &shared.slots[idx];
                     // Woken to stop (an idle service's usual wake-up): the body is asked
                     // first and then polled once, instead of being polled before too.
-                    let early = if slot.wake.take_now() {
+                    let early = if slot.wake().take_now() {
                         stop_reason(shared, idx)
                     } else {
                         None
@@ -536,7 +540,7 @@ impl Supervisor {
                         match poll_body(body, slot, self.run, cx) {
                             Poll::Ready(r) => (Some(r), None),
                             Poll::Pending => loop {
-                                if slot.wake.poll_take(cx).is_pending() {
+                                if slot.wake().poll_take(cx).is_pending() {
                                     return Poll::Pending;
                                 }
                                 if let Some(reason) = stop_reason(shared, idx) {
@@ -649,12 +653,11 @@ impl Supervisor {
         let mut look = |inner: &mut SlotInner| {
             if reason.is_none() {
                 lasted = inner
-                    .status
                     .since
                     .get(shared.started)
                     .map_or(Duration::ZERO, |s| s.elapsed());
             }
-            has_tied = inner.tasks.tied.is_some();
+            has_tied = inner.tied.is_some();
         };
         if reason.is_some() {
             shared.set_state_with(idx, ServiceState::Stopping, look);
@@ -716,12 +719,12 @@ fn end_stopped(shared: &Shared, idx: usize, run: u64) -> bool {
     let slot = &shared.slots[idx];
     {
         let mut inner = lock(&slot.inner);
-        if inner.tasks.tied.is_some() {
+        if inner.tied.is_some() {
             return false;
         }
-        inner.tasks.open = false;
-        inner.status.state = ServiceState::Stopped;
-        inner.status.since = Since::NONE;
+        inner.open = false;
+        inner.state = ServiceState::Stopped;
+        inner.since = Since::NONE;
     }
     shared.set_phase(idx, run, ENDED);
     shared.announce(idx, ServiceState::Stopping);
@@ -798,7 +801,7 @@ async fn sleep_or_command(
     loop {
         tokio::select! {
             biased;
-            () = slot.wake.notified() => {
+            () = slot.wake().notified() => {
                 if must_end() {
                     return false;
                 }
@@ -829,12 +832,12 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
         Since::at(shared.started, Instant::now())
     };
     shared.set_state_with(idx, ServiceState::Running, |inner| {
-        let tasks = &mut inner.tasks;
+        let tasks = &mut *inner;
         tasks.run = run;
         tasks.open = true;
         tasks.tied = None;
         tasks.token = None;
-        inner.status.since = since;
+        inner.since = since;
     });
     ServiceContext {
         shared: shared.clone(),
@@ -858,7 +861,7 @@ fn finish_run(
     shared.request_stop(idx, run);
     let task_error = {
         let mut inner = lock(&slot.inner);
-        let tasks = &mut inner.tasks;
+        let tasks = &mut *inner;
         tasks.open = false;
         tasks.tied.take().and_then(|t| t.error)
     };
@@ -912,7 +915,7 @@ async fn wind_down(
         tokio::select! {
             biased;
             r = &mut fut, if result.is_none() => result = Some(r),
-            () = slot.wake.notified() => {}
+            () = slot.wake().notified() => {}
         }
     }
 
@@ -937,7 +940,7 @@ async fn wind_down(
                         hung = true;
                         break;
                     }
-                    () = slot.wake.notified() => if forced() { break },
+                    () = slot.wake().notified() => if forced() { break },
                 }
             }
         }
@@ -954,7 +957,7 @@ async fn wind_down(
     shared.request_stop(idx, run);
     let set = {
         let mut inner = lock(&slot.inner);
-        let tasks = &mut inner.tasks;
+        let tasks = &mut *inner;
         tasks.open = false;
         tasks.tied.as_mut().map(|t| std::mem::take(&mut t.set))
     };
@@ -969,7 +972,7 @@ async fn wind_down(
                     tracing::warn!(service = %slot.name, tasks = set.len(), "tasks still running after the shutdown timeout were aborted");
                     break;
                 }
-                () = slot.wake.notified() => {}
+                () = slot.wake().notified() => {}
             }
         }
     }
@@ -1018,7 +1021,7 @@ mod size_budget {
         let supervisor = std::mem::size_of::<super::Supervisor>();
         assert!(supervisor <= 40, "{supervisor}");
         let slot = std::mem::size_of::<crate::runner::Slot>();
-        assert!(slot <= 184, "{slot}");
+        assert!(slot <= 168, "{slot}");
 
         // The bench's idle service: its whole boxed task, body inline, in at most
         // 152 B, so the box is a 160 B chunk (a 72 B supervisor in a 256 B cell plus
