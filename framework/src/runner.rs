@@ -177,9 +177,10 @@ pub(crate) struct Slot {
     /// starting a service does not copy its name.
     pub(crate) name: Box<str>,
     pub(crate) has_context: bool,
-    /// Shared by consecutive services with equal settings (most use the defaults):
-    /// a slot is per service, for the whole run, so every byte counts.
-    pub(crate) config: Arc<Config>,
+    /// The service's settings: an index into `Shared::configs`, shared by
+    /// consecutive services with equal settings (most use the defaults). Not an
+    /// `Arc`: no reference count to change per service at start and at the end.
+    config: u32,
     links: Option<Box<Links>>,
     pub(crate) phase: AtomicU64,
     pub(crate) cmd: AtomicU8,
@@ -262,12 +263,6 @@ impl Slot {
             self.listeners.fetch_or(how, Ordering::SeqCst);
         }
     }
-
-    pub(crate) fn shutdown_timeout(&self) -> Duration {
-        self.config
-            .shutdown_timeout
-            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
-    }
 }
 
 /// A time after the runner's start (`Shared::started`), or none, in 8 bytes
@@ -302,6 +297,8 @@ pub(crate) struct Tied {
 #[repr(align(128))]
 pub(crate) struct Shared {
     pub(crate) slots: Box<[Slot]>,
+    /// The distinct settings of the services (see `Slot::config`).
+    configs: Box<[Config]>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) forced: AtomicBool,
     pub(crate) root: CancellationToken,
@@ -372,6 +369,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// The settings of service `idx`.
+    pub(crate) fn config(&self, idx: usize) -> &Config {
+        &self.configs[self.slots[idx].config as usize]
+    }
+
+    /// The shutdown timeout of service `idx`.
+    pub(crate) fn shutdown_timeout(&self, idx: usize) -> Duration {
+        self.config(idx)
+            .shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+
     /// Called by each supervisor as it ends.
     pub(crate) fn supervisor_ended(&self) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -771,11 +780,10 @@ impl Runner {
         let mut slots = Vec::with_capacity(n);
         // Services with the default settings (most) share one `Config`, and so do
         // consecutive services with equal settings: a slot lives as long as the runner.
-        let default_config = Arc::new(Config {
+        let mut configs = vec![Config {
             shutdown_timeout: Some(shutdown_timeout),
             ..Config::DEFAULT
-        });
-        let mut last_config = default_config.clone();
+        }];
         for (i, s) in services.into_iter().enumerate() {
             let Service {
                 name,
@@ -784,17 +792,19 @@ impl Runner {
                 factory,
             } = s;
             let config = match extra {
-                None => default_config.clone(),
+                None => 0,
                 Some(extra) => {
                     let mut config = extra.config;
                     config.shutdown_timeout =
                         Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
-                    if *last_config != config {
-                        last_config = Arc::new(config);
+                    if configs.last() != Some(&config) {
+                        configs.push(config);
                     }
-                    last_config.clone()
+                    configs.len() - 1
                 }
             };
+            // At most one per service, and a slot is far larger than a byte.
+            let config = u32::try_from(config).expect("fewer than 2^32 services");
             let links = links.get_mut(i).and_then(Option::take);
             slots.push(Slot {
                 name: name.into_boxed_str(),
@@ -833,6 +843,7 @@ impl Runner {
 
         let shared = Arc::new(Shared {
             slots: slots.into(),
+            configs: configs.into(),
             shutting_down: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             root: token.unwrap_or_default(),
@@ -1365,6 +1376,7 @@ pub async fn run_services(services: impl IntoIterator<Item = Service>) -> Result
 pub(crate) fn dummy_shared() -> Arc<Shared> {
     Arc::new(Shared {
         slots: Box::new([]),
+        configs: Box::new([]),
         shutting_down: AtomicBool::new(false),
         forced: AtomicBool::new(false),
         root: CancellationToken::new(),

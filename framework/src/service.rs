@@ -200,11 +200,10 @@ where
     Fut::Output: IntoServiceResult,
 {
     fn into_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture {
-        let slot = &shared.slots[idx];
-        match slot.config.every {
+        match shared.config(idx).every {
             None => Box::pin(supervisor::task(shared, idx, self.0)),
             Some(period) => {
-                let runs = supervisor::periodic(self.0, period, slot.has_context);
+                let runs = supervisor::periodic(self.0, period, shared.slots[idx].has_context);
                 Box::pin(supervisor::task(shared, idx, runs))
             }
         }
