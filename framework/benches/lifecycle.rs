@@ -13,6 +13,8 @@
 //! for a profiler, `-- --profile-baseline` the baseline's, `-- --services N` for another
 //! number of services than 10,000, `-- --current-thread` for the per-service CPU cost
 //! on one thread).
+//!
+//! Medians over many alternating runs of two versions: `framework/benches/lifecycle-ab.sh`.
 
 mod common;
 use common::{arg, stats};
