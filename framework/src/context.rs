@@ -270,14 +270,13 @@ impl ServiceContext {
     {
         let slot = &self.shared.slots[self.idx];
         let mut inner = crate::runner::lock(&slot.inner);
-        let tasks = &mut *inner;
-        if tasks.run != self.run || !tasks.open {
+        if inner.run != self.run || !inner.open {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
         }
         let shared = self.shared.clone();
         let (idx, run) = (self.idx, self.run);
-        tasks
+        inner
             .tied
             .get_or_insert_with(Default::default)
             .set
@@ -291,9 +290,8 @@ impl ServiceContext {
                 };
                 let slot = &shared.slots[idx];
                 let mut inner = crate::runner::lock(&slot.inner);
-                let tasks = &mut *inner;
-                if tasks.run == run
-                    && let Some(tied) = tasks.tied.as_mut()
+                if inner.run == run
+                    && let Some(tied) = inner.tied.as_mut()
                     && tied.error.is_none()
                 {
                     tied.error = Some(kind);

@@ -482,13 +482,12 @@ impl Shared {
         {
             let mut inner = lock(&slot.inner);
             also(&mut inner);
-            let st = &mut *inner;
-            if st.state == state {
+            if inner.state == state {
                 return;
             }
-            st.state = state;
+            inner.state = state;
             if state != ServiceState::Running {
-                st.since = Since::NONE;
+                inner.since = Since::NONE;
             }
         }
         self.announce(idx, state);
@@ -1129,14 +1128,13 @@ impl RunnerHandle {
             .iter()
             .map(|slot| {
                 let inner = lock(&slot.inner);
-                let st = &*inner;
                 ServiceStatus {
                     name: slot.shared_name(),
-                    state: st.state,
-                    restarts: st.restarts,
+                    state: inner.state,
+                    restarts: inner.restarts,
                     runs: inner.run,
-                    last_error: st.last_error.clone(),
-                    uptime: st
+                    last_error: inner.last_error.clone(),
+                    uptime: inner
                         .since
                         .get(self.shared.started)
                         .map(|s| now.saturating_duration_since(s)),

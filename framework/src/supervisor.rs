@@ -832,11 +832,10 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
         Since::at(shared.started, Instant::now())
     };
     shared.set_state_with(idx, ServiceState::Running, |inner| {
-        let tasks = &mut *inner;
-        tasks.run = run;
-        tasks.open = true;
-        tasks.tied = None;
-        tasks.token = None;
+        inner.run = run;
+        inner.open = true;
+        inner.tied = None;
+        inner.token = None;
         inner.since = since;
     });
     ServiceContext {
@@ -861,9 +860,8 @@ fn finish_run(
     shared.request_stop(idx, run);
     let task_error = {
         let mut inner = lock(&slot.inner);
-        let tasks = &mut *inner;
-        tasks.open = false;
-        tasks.tied.take().and_then(|t| t.error)
+        inner.open = false;
+        inner.tied.take().and_then(|t| t.error)
     };
     let error = |kind| ServiceError {
         service: slot.shared_name(),
@@ -957,9 +955,8 @@ async fn wind_down(
     shared.request_stop(idx, run);
     let set = {
         let mut inner = lock(&slot.inner);
-        let tasks = &mut *inner;
-        tasks.open = false;
-        tasks.tied.as_mut().map(|t| std::mem::take(&mut t.set))
+        inner.open = false;
+        inner.tied.as_mut().map(|t| std::mem::take(&mut t.set))
     };
     if let Some(mut set) = set {
         let sleep = tokio::time::sleep_until(deadline);
