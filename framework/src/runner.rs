@@ -777,8 +777,8 @@ impl Runner {
         };
 
         let mut slots = Vec::with_capacity(n);
-        // Services with the default settings (most) share one `Config`, and so do
-        // consecutive services with equal settings: a slot lives as long as the runner.
+        // Services with the default settings (most) share the first entry of
+        // `configs`, and consecutive services with equal settings share one too.
         let mut configs = vec![Config {
             shutdown_timeout: Some(shutdown_timeout),
             ..Config::DEFAULT
@@ -802,7 +802,8 @@ impl Runner {
                     configs.len() - 1
                 }
             };
-            // At most one per service, and a slot is far larger than a byte.
+            // At most one entry per service, and 2^32 services would need more
+            // than 600 GiB of slots.
             let config = u32::try_from(config).expect("fewer than 2^32 services");
             let links = links.get_mut(i).and_then(Option::take);
             slots.push(Slot {
