@@ -2,12 +2,10 @@
 
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::FutureExt;
 use std::sync::atomic::Ordering;
 use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
@@ -236,9 +234,12 @@ impl ServiceContext {
     ///
     /// When the run ends (the service returns, fails, or is stopped), the context's
     /// shutdown is requested and its tasks have the rest of the service's
-    /// `shutdown_timeout` to finish; then they are aborted. A task that returns `Err` or
-    /// panics fails the run: shutdown is requested, and once the service returns the
-    /// run counts as failed with the task's error (and is restarted per its policy).
+    /// `shutdown_timeout` to finish; those still running then are aborted, and the
+    /// service is reported as hung ([`FailureKind::TasksHung`](crate::error::FailureKind::TasksHung),
+    /// state [`Aborted`](crate::ServiceState::Aborted)), like a body that does not
+    /// return. A task that returns `Err` or panics (in its `Drop` too) fails the run:
+    /// shutdown is requested, and once the service returns the run counts as failed
+    /// with the task's error (and is restarted per its policy).
     ///
     /// A task spawned through a context whose run has already ended is not started.
     ///
@@ -274,34 +275,95 @@ impl ServiceContext {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
         }
-        let shared = self.shared.clone();
-        let (idx, run) = (self.idx, self.run);
         inner
             .tied
             .get_or_insert_with(Default::default)
             .set
-            .spawn(async move {
-                let kind = match AssertUnwindSafe(fut).catch_unwind().await {
-                    Ok(out) => match out.into_service_result() {
-                        Ok(()) => return,
-                        Err(e) => ServiceErrorKind::Task(e),
-                    },
-                    Err(panic) => ServiceErrorKind::TaskPanicked(crate::panic_message(&*panic)),
-                };
-                let slot = &shared.slots[idx];
-                let mut inner = crate::runner::lock(&slot.inner);
-                if inner.run == run
-                    && let Some(tied) = inner.tied.as_mut()
-                    && tied.error.is_none()
-                {
-                    tied.error = Some(kind);
-                }
-                drop(inner);
-                shared.request_stop(idx, run);
-                // The supervisor polls the body again when woken, so a body that waits
-                // on its context without registering (see `shutdown_requested`) sees it.
-                slot.wake().notify();
+            .spawn(TiedTask {
+                fut: Some(Box::pin(fut)),
+                shared: self.shared.clone(),
+                idx: self.idx,
+                run: self.run,
             });
+    }
+}
+
+/// A task tied to a run (`ServiceContext::spawn`). Everything user code does in it
+/// is guarded: its polls, the conversion of its output, and the `Drop` of its future,
+/// whether it ended by itself or was aborted. A failure fails the run it is tied to.
+struct TiedTask<F> {
+    /// Boxed, so this wrapper is `Unpin` and can drop the future when it wants to.
+    fut: Option<Pin<Box<F>>>,
+    shared: Arc<Shared>,
+    idx: usize,
+    run: u64,
+}
+
+impl<F> TiedTask<F> {
+    /// Records the task's failure for its run (the first one counts), and asks the
+    /// run to stop.
+    fn fail(&self, kind: ServiceErrorKind) {
+        let (shared, idx, run) = (&*self.shared, self.idx, self.run);
+        let slot = &shared.slots[idx];
+        let mut inner = crate::runner::lock(&slot.inner);
+        if inner.run == run
+            && let Some(tied) = inner.tied.as_mut()
+            && tied.error.is_none()
+        {
+            tied.error = Some(kind);
+        }
+        drop(inner);
+        shared.request_stop(idx, run);
+        // The supervisor polls the body again when woken, so a body that waits on
+        // its context without registering (see `shutdown_requested`) sees it.
+        slot.wake().notify();
+    }
+
+    /// Drops the future; a panic in its `Drop` fails the run.
+    fn drop_future(&mut self) {
+        if let Some(panic) = self.fut.take().and_then(crate::guard::drop_caught) {
+            self.fail(ServiceErrorKind::TaskPanicked(format!(
+                "dropping it panicked: {panic}"
+            )));
+        }
+    }
+}
+
+impl<F> Future for TiedTask<F>
+where
+    F: Future,
+    F::Output: IntoServiceResult,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(fut) = this.fut.as_mut() else {
+            return Poll::Ready(());
+        };
+        let polled = crate::guard::catch(|| match fut.as_mut().poll(cx) {
+            Poll::Pending => None,
+            Poll::Ready(out) => Some(out.into_service_result()),
+        });
+        let failure = match polled {
+            Ok(None) => return Poll::Pending,
+            Ok(Some(Ok(()))) => None,
+            Ok(Some(Err(e))) => Some(ServiceErrorKind::Task(e)),
+            Err(panic) => Some(ServiceErrorKind::TaskPanicked(panic)),
+        };
+        if let Some(kind) = failure {
+            this.fail(kind);
+        }
+        this.drop_future();
+        Poll::Ready(())
+    }
+}
+
+impl<F> Drop for TiedTask<F> {
+    fn drop(&mut self) {
+        // Aborted before it ended (its run's wind-down timed out, or the runner
+        // was forced).
+        self.drop_future();
     }
 }
 

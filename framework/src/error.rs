@@ -62,6 +62,10 @@ pub enum Error {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    /// The runner's own control task panicked (a servicekit bug, or a panic in a
+    /// `tracing` subscriber): the services were stopped, and this is its message.
+    #[error("the runner's control task panicked: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -277,6 +281,22 @@ pub enum FailureKind {
         /// The timeout it was given.
         timeout: Duration,
     },
+    /// Tasks tied to a run with [`ServiceContext::spawn`](crate::ServiceContext::spawn)
+    /// were still running when the run's `shutdown_timeout` ran out, and were aborted
+    /// (hung, like a body that does not return).
+    TasksHung {
+        /// How many tasks were aborted.
+        tasks: usize,
+        /// The timeout they were given (the run's).
+        timeout: Duration,
+    },
+    /// The runner's own task for this service panicked (a bug in servicekit, or a
+    /// panic in user code that escaped every guard). The service ended, its
+    /// dependents were stopped, and the runner shut down.
+    Internal {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl fmt::Display for ServiceFailure {
@@ -299,6 +319,18 @@ impl fmt::Display for ServiceFailure {
                 "service `{}` did not stop within {timeout:?} and was aborted",
                 self.service
             ),
+            FailureKind::TasksHung { tasks, timeout } => write!(
+                f,
+                "service `{}`: {tasks} tied task{} did not stop within {timeout:?} and {} aborted",
+                self.service,
+                if *tasks == 1 { "" } else { "s" },
+                if *tasks == 1 { "was" } else { "were" },
+            ),
+            FailureKind::Internal { message } => write!(
+                f,
+                "service `{}`: the runner's task for it panicked (a servicekit bug): {message}",
+                self.service
+            ),
         }
     }
 }
@@ -307,7 +339,9 @@ impl std::error::Error for ServiceFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             FailureKind::GaveUp { error, .. } | FailureKind::StopFailed { error } => Some(&**error),
-            FailureKind::Hung { .. } => None,
+            FailureKind::Hung { .. }
+            | FailureKind::TasksHung { .. }
+            | FailureKind::Internal { .. } => None,
         }
     }
 }
@@ -331,12 +365,32 @@ pub struct ServiceError {
     pub(crate) kind: ServiceErrorKind,
 }
 
-#[derive(Debug)]
 pub(crate) enum ServiceErrorKind {
     Returned(BoxError),
     Panicked(String),
     Task(BoxError),
     TaskPanicked(String),
+}
+
+/// By hand: the user's error's `Debug` is user code, and guarded.
+impl fmt::Debug for ServiceErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Guarded<'a>(&'a BoxError);
+        impl fmt::Debug for Guarded<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                crate::guard::write(f, "the error's Debug", |buf| {
+                    use std::fmt::Write;
+                    write!(buf, "{:?}", self.0)
+                })
+            }
+        }
+        match self {
+            ServiceErrorKind::Returned(e) => f.debug_tuple("Returned").field(&Guarded(e)).finish(),
+            ServiceErrorKind::Task(e) => f.debug_tuple("Task").field(&Guarded(e)).finish(),
+            ServiceErrorKind::Panicked(m) => f.debug_tuple("Panicked").field(m).finish(),
+            ServiceErrorKind::TaskPanicked(m) => f.debug_tuple("TaskPanicked").field(m).finish(),
+        }
+    }
 }
 
 impl ServiceError {
@@ -481,16 +535,41 @@ pub enum ConfigError {
 pub struct UnknownService(pub String);
 
 /// Displays an error followed by its sources: `outer: inner: root cause`.
+/// An error and its `source()` chain on one line, `": "` between them, for log lines.
+/// The errors' `Display` and `source` are user code: a panic in one is written in its
+/// place (see [`crate::guard::write`]) and the line is still written.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
+        write_chain(f, self.0, ": ")
     }
+}
+
+/// Writes `err` and each of its sources, `sep` between them, each one guarded.
+pub(crate) fn write_chain(
+    f: &mut fmt::Formatter<'_>,
+    err: &(dyn std::error::Error + 'static),
+    sep: &str,
+) -> fmt::Result {
+    let mut next = Some(err);
+    let mut first = true;
+    // A chain that loops back on itself (a bug, but user code) is cut off.
+    let mut left = 64;
+    while let Some(e) = next {
+        if !first {
+            f.write_str(sep)?;
+        }
+        first = false;
+        crate::guard::write(f, "the error's Display", |buf| {
+            use std::fmt::Write;
+            write!(buf, "{e}")
+        })?;
+        left -= 1;
+        if left == 0 {
+            return f.write_str(sep).and_then(|()| f.write_str("..."));
+        }
+        next = crate::guard::source(e);
+    }
+    Ok(())
 }

@@ -68,6 +68,7 @@
 pub mod channel;
 mod context;
 pub mod error;
+mod guard;
 mod lock;
 pub mod pipeline;
 mod queue;
@@ -100,16 +101,6 @@ pub use service::{
 };
 pub use task_group::{TaskError, TaskGroup, TaskGroupError};
 pub use tokio_util::sync::CancellationToken;
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
 
 /// Helpers for the code the macros generate. Not public API.
 #[doc(hidden)]
@@ -174,26 +165,54 @@ pub mod __private {
             let e: BoxError = e.into();
             let mut forced = false;
             let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
-            let mut text = String::from("Error: ");
-            let mut first = true;
             while let Some(err) = chain {
                 if let Some(crate::Error::Forced { .. }) = err.downcast_ref::<crate::Error>() {
                     forced = true;
                 }
-                if !first {
-                    text.push_str("\n  caused by: ");
-                }
-                text.push_str(&err.to_string());
-                first = false;
-                chain = err.source();
+                chain = crate::guard::source(err);
             }
-            eprintln!("{text}");
+            struct Report<'a>(&'a (dyn std::error::Error + 'static));
+            impl std::fmt::Display for Report<'_> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    crate::error::write_chain(f, self.0, "\n  caused by: ")
+                }
+            }
+            print_err(format_args!("Error: {}\n", Report(&*e)));
             if forced {
                 ExitCode::from(130)
             } else {
                 ExitCode::FAILURE
             }
         }
+    }
+
+    /// Writes to stderr without panicking: a closed or full stderr loses the text,
+    /// never the program (`eprintln!` panics on `EPIPE`).
+    fn print_err(args: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let _ = std::io::stderr().write_fmt(args);
+    }
+
+    /// Stderr for the tracing subscriber: write errors (a closed pipe) are dropped.
+    struct LossyStderr;
+
+    impl std::io::Write for LossyStderr {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = std::io::stderr().write_all(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            let _ = std::io::stderr().flush();
+            Ok(())
+        }
+    }
+
+    /// Colours only on a terminal, and never with `NO_COLOR` set (to anything but the
+    /// empty string, as <https://no-color.org> says).
+    fn use_colour() -> bool {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
     }
 
     /// `#[servicekit::main]` settings.
@@ -220,7 +239,9 @@ pub mod __private {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(|| LossyStderr)
+                .with_ansi(use_colour())
+                .log_internal_errors(false)
                 .try_init();
         }
         let mut builder = if config.multi_thread {
@@ -231,10 +252,11 @@ pub mod __private {
         if let Some(n) = config.worker_threads {
             builder.worker_threads(n);
         }
+        crate::signals::exit_on_second_signal();
         let runtime = match builder.enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("Error: cannot build the tokio runtime: {e}");
+                print_err(format_args!("Error: cannot build the tokio runtime: {e}\n"));
                 return ExitCode::FAILURE;
             }
         };

@@ -35,8 +35,8 @@ use crate::service::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Service};
 
 /// The state of one service.
 ///
-/// `Starting → Running → (Restarting → Running)* → Stopping → Stopped | Failed`.
-/// A service waiting for its dependencies is `Starting`.
+/// `Starting → Running → (Restarting → Running)* → Stopping → Stopped | Failed |
+/// Aborted`. A service waiting for its dependencies is `Starting`.
 ///
 /// # Examples
 ///
@@ -58,8 +58,12 @@ pub enum ServiceState {
     Stopping,
     /// Ended without error (terminal).
     Stopped,
-    /// Gave up, or was aborted after its shutdown timeout (terminal).
+    /// Gave up, failed while stopping, or its runner task failed (terminal).
     Failed,
+    /// Did not stop by itself and was aborted: its run, or a task tied to it, was
+    /// still running after its shutdown timeout, or a second signal forced the
+    /// shutdown while it was still stopping (terminal). Its future was dropped.
+    Aborted,
 }
 
 impl ServiceState {
@@ -71,7 +75,10 @@ impl ServiceState {
     /// assert!(servicekit::ServiceState::Failed.is_terminal());
     /// ```
     pub fn is_terminal(self) -> bool {
-        matches!(self, ServiceState::Stopped | ServiceState::Failed)
+        matches!(
+            self,
+            ServiceState::Stopped | ServiceState::Failed | ServiceState::Aborted
+        )
     }
 }
 
@@ -84,6 +91,7 @@ impl fmt::Display for ServiceState {
             ServiceState::Stopping => "stopping",
             ServiceState::Stopped => "stopped",
             ServiceState::Failed => "failed",
+            ServiceState::Aborted => "aborted",
         })
     }
 }
@@ -197,6 +205,9 @@ pub(crate) struct Slot {
     /// `CancellationToken` of a run ([`LISTEN_TOKEN`]), so a stop request notifies
     /// or takes the lock only when someone may be listening.
     pub(crate) listeners: AtomicU8,
+    /// Set when the service's supervisor has ended (once: see
+    /// `Shared::supervisor_ended`).
+    ended: AtomicBool,
     /// What the runner reports and the run's tied tasks, behind one lock: a run's
     /// start and end take it once each.
     pub(crate) inner: Mutex<SlotInner>,
@@ -381,8 +392,12 @@ impl Shared {
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
     }
 
-    /// Called by each supervisor as it ends.
-    pub(crate) fn supervisor_ended(&self) {
+    /// Called by each supervisor as it ends; a second call for the same service (its
+    /// task panicked after it ended) does nothing.
+    pub(crate) fn supervisor_ended(&self, idx: usize) {
+        if self.slots[idx].ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.ended.notify_waiters();
         }
@@ -517,6 +532,33 @@ impl Shared {
     #[cold]
     fn send_event(&self, ev: Event) {
         let _ = self.events.send(ev);
+    }
+
+    /// The task of service `idx` panicked (outside every guard around user code):
+    /// the service ends as `Failed` with an internal failure, its tied tasks are
+    /// aborted, whoever waits on it is woken, and the runner shuts down.
+    pub(crate) fn internal_failure(&self, idx: usize, message: String) {
+        let slot = &self.slots[idx];
+        tracing::error!(service = %slot.name, %message, "the runner's task for this service panicked");
+        let (run, tied) = {
+            let mut inner = lock(&slot.inner);
+            inner.open = false;
+            (inner.run, inner.tied.take())
+        };
+        // Dropping the set aborts the tasks (tokio drops them, guarded, on their
+        // own threads).
+        drop(tied);
+        self.request_stop(idx, run);
+        if !slot.ended.load(Ordering::Acquire) {
+            self.record_failure(ServiceFailure {
+                service: slot.shared_name(),
+                kind: crate::error::FailureKind::Internal { message },
+            });
+            self.set_phase(idx, run, ENDED);
+            self.set_state(idx, ServiceState::Failed);
+        }
+        self.begin_shutdown();
+        self.supervisor_ended(idx);
     }
 
     pub(crate) fn record_failure(&self, failure: ServiceFailure) {
@@ -818,6 +860,7 @@ impl Runner {
                 stop_run: AtomicU64::new(0),
                 stop: OnceLock::new(),
                 listeners: AtomicU8::new(0),
+                ended: AtomicBool::new(false),
                 inner: Mutex::new(SlotInner {
                     state: ServiceState::Starting,
                     restarts: 0,
@@ -857,7 +900,7 @@ impl Runner {
         });
 
         let spawn = |idx| {
-            drop(tokio::spawn(crate::supervisor::Spawned::Init(
+            drop(tokio::spawn(crate::supervisor::Spawned::new(
                 shared.clone(),
                 idx,
             )))
@@ -1276,7 +1319,14 @@ impl RunnerHandle {
             && let Err(e) = control.await
             && e.is_panic()
         {
-            std::panic::resume_unwind(e.into_panic());
+            // The control task died (it relays signals and waits for the services):
+            // the services are still stopped, and the error says what happened.
+            let message = crate::guard::message(e.into_panic());
+            tracing::error!(%message, "the runner's control task panicked");
+            self.shared.begin_shutdown();
+            self.shared.all_ended().await;
+            let _ = outcome(&self.shared);
+            return Err(Error::Internal(message));
         }
         outcome(&self.shared)
     }

@@ -11,7 +11,8 @@ use crate::runner::Shared;
 use crate::supervisor::{self, IntoTask, TaskFuture};
 
 /// What one run produces: the body's result, or the payload of its panic.
-pub(crate) type RunResult = Result<Result<(), BoxError>, Box<dyn std::any::Any + Send>>;
+/// What a run's body gave: its output, or the message of its panic.
+pub(crate) type RunResult = Result<Result<(), BoxError>, String>;
 /// A service's body closure until its task first runs (see [`IntoTask`]).
 pub(crate) type Factory = Box<dyn IntoTask>;
 

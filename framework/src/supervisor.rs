@@ -8,7 +8,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -38,11 +37,28 @@ struct Outcome {
     /// `None` when the run was cancelled or aborted before it returned.
     result: Option<Result<(), ServiceError>>,
     reason: Option<Reason>,
-    hung: bool,
+    /// What the run's wind-down had to abort.
+    ends: WoundDown,
     lasted: Duration,
     /// Whether the body was asked to stop before it returned: a failure after that is
     /// a failure to stop; before it, the body failed on its own.
     asked: bool,
+}
+
+/// What a run's wind-down had to abort.
+#[derive(Default, Clone, Copy)]
+struct WoundDown {
+    /// The body did not return within its shutdown timeout.
+    hung: bool,
+    /// The body had not returned when a forced shutdown dropped it.
+    aborted: bool,
+    /// Tied tasks still running after the shutdown timeout.
+    tasks_hung: usize,
+}
+
+/// A panic while a run's future was dropped, as the run's failure.
+fn drop_panicked(message: &str) -> String {
+    format!("dropping its future panicked: {message}")
 }
 
 /// The restart delay before the `attempt`-th consecutive restart (0-based): uniform in
@@ -217,18 +233,30 @@ impl Restarts {
             }
             _ => None,
         };
-        if outcome.hung {
-            tracing::error!(service = %slot.name, timeout = ?shared.shutdown_timeout(idx), "service did not stop in time and was aborted");
+        let timeout = shared.shutdown_timeout(idx);
+        if outcome.ends.hung {
+            tracing::error!(service = %slot.name, ?timeout, "service did not stop in time and was aborted");
             shared.record_failure(ServiceFailure {
                 service: slot.shared_name(),
-                kind: FailureKind::Hung {
-                    timeout: shared.shutdown_timeout(idx),
-                },
+                kind: FailureKind::Hung { timeout },
             });
-            return Next::End(ServiceState::Failed);
+            return Next::End(ServiceState::Aborted);
+        }
+        if outcome.ends.tasks_hung > 0 {
+            let tasks = outcome.ends.tasks_hung;
+            tracing::error!(service = %slot.name, tasks, ?timeout, "tied tasks did not stop in time and were aborted");
+            shared.record_failure(ServiceFailure {
+                service: slot.shared_name(),
+                kind: FailureKind::TasksHung { tasks, timeout },
+            });
+            return Next::End(ServiceState::Aborted);
         }
         if shared.forced.load(Ordering::Acquire) {
-            return Next::End(ServiceState::Stopped);
+            return Next::End(if outcome.ends.aborted {
+                ServiceState::Aborted
+            } else {
+                ServiceState::Stopped
+            });
         }
         match outcome.reason {
             Some(Reason::Shutdown | Reason::Stop) => {
@@ -335,12 +363,14 @@ enum Slow {
 /// logic goes through this trait so it is compiled once, not once per service type.
 pub(crate) trait Body: Send {
     /// Makes the body of a new run (the previous one is gone); `Err` with the panic's
-    /// payload if the closure that makes it panicked.
-    fn start(&mut self, ctx: ServiceContext) -> Result<(), Box<dyn std::any::Any + Send>>;
-    /// Polls the current body; `Pending` if there is none.
+    /// message if the closure that makes it panicked.
+    fn start(&mut self, ctx: ServiceContext) -> Result<(), String>;
+    /// Polls the current body; `Pending` if there is none. A body that returned or
+    /// panicked is dropped at once; a panic in its `Drop` fails the run.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult>;
-    /// Drops the current body (its destructors run).
-    fn clear(&mut self);
+    /// Drops the current body (its destructors run); `Some` with the message if its
+    /// `Drop` panicked.
+    fn clear(&mut self) -> Option<String>;
 }
 
 /// The body of the current run, pinned inside the service's task, the closure that
@@ -358,10 +388,10 @@ where
     F: Future + Send,
     F::Output: IntoServiceResult,
 {
-    fn start(&mut self, ctx: ServiceContext) -> Result<(), Box<dyn std::any::Any + Send>> {
+    fn start(&mut self, ctx: ServiceContext) -> Result<(), String> {
         let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
         let make = &mut self.make;
-        let body = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| make(ctx))))?;
+        let body = span.in_scope(|| crate::guard::catch(|| make(ctx)))?;
         self.body.set(Some(body));
         self.span = (!span.is_disabled()).then(|| Box::new(span));
         Ok(())
@@ -373,22 +403,40 @@ where
         };
         let result = {
             let _entered = self.span.as_deref().map(tracing::Span::enter);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(output)) => Ok(output.into_service_result()),
+            // The conversion of the output is user code too (`Into` of its error).
+            let polled = crate::guard::catch(|| match body.poll(cx) {
+                Poll::Pending => None,
+                Poll::Ready(output) => Some(output.into_service_result()),
+            });
+            match polled {
+                Ok(None) => return Poll::Pending,
+                Ok(Some(output)) => Ok(output),
                 Err(panic) => Err(panic),
             }
         };
-        // A body that returned or panicked is never polled again.
-        self.clear();
+        // A body that returned or panicked is never polled again. A panic in its
+        // `Drop` fails a run that had succeeded; a run that had already failed keeps
+        // its first failure, and the panic is logged.
+        let result = match (self.clear(), result) {
+            (None, result) => result,
+            (Some(panic), Ok(Ok(()))) => Err(drop_panicked(&panic)),
+            (Some(panic), result) => {
+                tracing::error!(panic = %panic, "dropping the future of a failed run panicked");
+                result
+            }
+        };
         Poll::Ready(result)
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self) -> Option<String> {
         let entered = self.span.as_deref().map(tracing::Span::enter);
-        self.body.set(None);
+        let body = &mut self.body;
+        // An assignment whose drop panics still stores the new value: the body is
+        // gone either way.
+        let panic = crate::guard::catch(|| body.set(None)).err();
         drop(entered);
         self.span = None;
+        panic
     }
 }
 
@@ -407,11 +455,27 @@ pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// task cell (128 B) and the thread that starts the runner writes no more than that.
 /// Its first poll, on a worker, takes the body closure from the slot and makes the
 /// real task, boxed (the supervisor with the body inline: 144 B for an idle body).
-pub(crate) enum Spawned {
-    /// Not polled yet.
-    Init(Arc<Shared>, usize),
-    Running(TaskFuture),
-    Done,
+///
+/// It is also the guard of the runner's own code: a panic that escapes the task (a
+/// bug in the supervisor, or user code outside every narrower guard) ends the
+/// service with an internal failure ([`Shared::internal_failure`]) instead of
+/// killing the task silently and leaving `wait()` waiting for it forever.
+pub(crate) struct Spawned {
+    shared: Arc<Shared>,
+    idx: usize,
+    task: Option<TaskFuture>,
+    done: bool,
+}
+
+impl Spawned {
+    pub(crate) fn new(shared: Arc<Shared>, idx: usize) -> Spawned {
+        Spawned {
+            shared,
+            idx,
+            task: None,
+            done: false,
+        }
+    }
 }
 
 impl Future for Spawned {
@@ -419,20 +483,39 @@ impl Future for Spawned {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if let Spawned::Init(..) = this {
-            let Spawned::Init(shared, idx) = std::mem::replace(this, Spawned::Done) else {
-                unreachable!("matched above")
-            };
-            let factory = lock(&shared.slots[idx].inner)
-                .factory
-                .take()
-                .expect("a service's task is made once");
-            *this = Spawned::Running(factory.into_task(shared, idx));
+        if this.done {
+            return Poll::Ready(());
         }
-        match this {
-            Spawned::Running(task) => task.as_mut().poll(cx),
-            _ => Poll::Ready(()),
+        let polled = crate::guard::catch(|| {
+            #[cfg(test)]
+            if &*this.shared.slots[this.idx].name == tests::INJECT_INTERNAL_PANIC {
+                panic!("injected into the supervisor");
+            }
+            let task = this.task.get_or_insert_with(|| {
+                let factory = lock(&this.shared.slots[this.idx].inner)
+                    .factory
+                    .take()
+                    .expect("a service's task is made once");
+                factory.into_task(this.shared.clone(), this.idx)
+            });
+            task.as_mut().poll(cx)
+        });
+        let message = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                this.done = true;
+                return Poll::Ready(());
+            }
+            Err(message) => message,
+        };
+        this.done = true;
+        // The task, with the body it may hold, is dropped before the failure is
+        // reported: "ended" means its future is gone.
+        if let Some(panic) = this.task.take().and_then(crate::guard::drop_caught) {
+            tracing::error!(service = %this.shared.slots[this.idx].name, %panic, "dropping the service's task panicked");
         }
+        this.shared.internal_failure(this.idx, message);
+        Poll::Ready(())
     }
 }
 
@@ -574,7 +657,7 @@ impl Supervisor {
                     shared.set_phase(idx, self.run, ENDED);
                     shared.set_state(idx, end);
                     tracing::info!(service = %shared.slots[idx].name, state = %end, "service ended");
-                    shared.supervisor_ended();
+                    shared.supervisor_ended(idx);
                     return Poll::Ready(Slow::Done);
                 }
                 Step::Done => return Poll::Ready(Slow::Done),
@@ -595,8 +678,8 @@ impl Supervisor {
                 asked,
             } => {
                 let (shared, idx, run) = (&*self.shared, self.idx, self.run);
-                let (result, hung, asked) = wind_down(shared, idx, run, body, result, asked).await;
-                let mut outcome = finish_run(shared, idx, run, result, reason, hung, lasted);
+                let (result, ends, asked) = wind_down(shared, idx, run, body, result, asked).await;
+                let mut outcome = finish_run(shared, idx, run, result, reason, ends, lasted);
                 outcome.asked = asked;
                 match self.after_run(outcome) {
                     Some(delay) => delay,
@@ -681,8 +764,21 @@ impl Supervisor {
                 asked,
             });
         }
-        body.clear();
-        let mut outcome = finish_run(shared, idx, run, result, reason, false, lasted);
+        // A body that did not return is dropped here (a service without a context is
+        // stopped this way): a panic in its `Drop` is a failure to stop.
+        if let Some(panic) = body.clear() {
+            result = Some(Err(drop_panicked(&panic)));
+            asked = true;
+        }
+        let mut outcome = finish_run(
+            shared,
+            idx,
+            run,
+            result,
+            reason,
+            WoundDown::default(),
+            lasted,
+        );
         outcome.asked = asked;
         self.after_run(outcome).map(Slow::Pause)
     }
@@ -730,7 +826,7 @@ fn end_stopped(shared: &Shared, idx: usize, run: u64) -> bool {
     shared.announce(idx, ServiceState::Stopping);
     shared.announce(idx, ServiceState::Stopped);
     tracing::info!(service = %slot.name, state = %ServiceState::Stopped, "service ended");
-    shared.supervisor_ended();
+    shared.supervisor_ended(idx);
     true
 }
 
@@ -853,7 +949,7 @@ fn finish_run(
     run: u64,
     result: Option<RunResult>,
     reason: Option<Reason>,
-    hung: bool,
+    ends: WoundDown,
     lasted: Duration,
 ) -> Outcome {
     let slot = &shared.slots[idx];
@@ -874,15 +970,13 @@ fn finish_run(
             None => Ok(()),
         },
         Ok(Err(e)) => Err(error(ServiceErrorKind::Returned(e))),
-        Err(panic) => Err(error(ServiceErrorKind::Panicked(crate::panic_message(
-            &*panic,
-        )))),
+        Err(panic) => Err(error(ServiceErrorKind::Panicked(panic))),
     });
     shared.set_phase(idx, run, 0);
     Outcome {
         result,
         reason,
-        hung,
+        ends,
         lasted,
         asked: false,
     }
@@ -890,9 +984,10 @@ fn finish_run(
 
 /// Ends a run: dependents stop first (the body keeps running for them meanwhile), then
 /// the body is asked to stop and given its timeout (or dropped at once if it has no
-/// context), then tied tasks get what is left of the timeout. Returns the body's
-/// result, if it returned, whether it hung, and whether it had been asked to stop
-/// (`asked`: it already was) when it returned.
+/// context), then tied tasks get what is left of the timeout and are aborted after
+/// it. Returns the body's result, if it returned (or panicked as it was dropped),
+/// what had to be aborted, and whether it had been asked to stop (`asked`: it
+/// already was) when it returned.
 async fn wind_down(
     shared: &Shared,
     idx: usize,
@@ -900,8 +995,9 @@ async fn wind_down(
     body: &mut (dyn Body + Send),
     mut result: Option<RunResult>,
     mut asked: bool,
-) -> (Option<RunResult>, bool, bool) {
+) -> (Option<RunResult>, WoundDown, bool) {
     let slot = &shared.slots[idx];
+    let mut ends = WoundDown::default();
     let mut fut = std::future::poll_fn(|cx| body.poll(cx));
     let forced = || shared.forced.load(Ordering::Acquire);
     while !forced()
@@ -918,7 +1014,6 @@ async fn wind_down(
     }
 
     let deadline = Instant::now() + shared.shutdown_timeout(idx);
-    let mut hung = false;
     if result.is_none() && slot.has_context && !forced() {
         asked = true;
         shared.request_stop(idx, run);
@@ -935,7 +1030,7 @@ async fn wind_down(
                         break;
                     }
                     () = &mut sleep => {
-                        hung = true;
+                        ends.hung = true;
                         break;
                     }
                     () = slot.wake().notified() => if forced() { break },
@@ -943,15 +1038,23 @@ async fn wind_down(
             }
         }
     }
-    if result.is_none() && slot.has_context && !hung && forced() {
+    if result.is_none() && slot.has_context && !ends.hung && forced() {
+        ends.aborted = true;
         lock(&shared.aborted).push(slot.shared_name());
     }
     drop(fut);
-    body.clear();
+    // A body that did not return is dropped here: a panic in its `Drop` is a
+    // failure to stop.
+    if let Some(panic) = body.clear()
+        && result.is_none()
+    {
+        result = Some(Err(drop_panicked(&panic)));
+        asked = true;
+    }
 
-    // Tied tasks see shutdown, get what is left of the timeout, then are aborted when
-    // the set is dropped. The error slot stays in place so failures during this wait
-    // are still recorded.
+    // Tied tasks see shutdown and get what is left of the timeout; those still
+    // running then are aborted and reported. The error slot stays in place so
+    // failures during this wait (a panic in a task's `Drop` included) are recorded.
     shared.request_stop(idx, run);
     let set = {
         let mut inner = lock(&slot.inner);
@@ -966,20 +1069,40 @@ async fn wind_down(
                 biased;
                 _ = set.join_next() => {}
                 () = &mut sleep => {
-                    tracing::warn!(service = %slot.name, tasks = set.len(), "tasks still running after the shutdown timeout were aborted");
+                    ends.tasks_hung = set.len();
+                    set.abort_all();
+                    // A short wait for the aborted tasks to be dropped (on their
+                    // threads), so what their `Drop` does belongs to this run; a
+                    // task blocking its thread is not waited for longer.
+                    let grace = tokio::time::sleep(ABORT_GRACE);
+                    tokio::pin!(grace);
+                    while !set.is_empty() {
+                        tokio::select! {
+                            biased;
+                            _ = set.join_next() => {}
+                            () = &mut grace => break,
+                        }
+                    }
                     break;
                 }
                 () = slot.wake().notified() => {}
             }
         }
     }
-    (result, hung, asked)
+    (result, ends, asked)
 }
 
+/// How long a wind-down waits for aborted tied tasks to be dropped.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::backoff_delay;
     use std::time::Duration;
+
+    /// A service with this name makes its runner task panic outside every guard
+    /// around user code (unit tests only): see `an_internal_panic_is_reported`.
+    pub(crate) const INJECT_INTERNAL_PANIC: &str = "__inject_internal_panic";
 
     #[test]
     fn backoff_bounds_grow_then_cap() {
@@ -1012,13 +1135,14 @@ mod size_budget {
             .unwrap();
         let _guard = rt.enter();
         let shared = crate::runner::dummy_shared();
-        // At most three words: tokio's 128 B task cell.
+        // The shared state, the index, the boxed task and a flag: the guard around
+        // the task needs the first two after a panic.
         let spawned = std::mem::size_of::<super::Spawned>();
-        assert!(spawned <= 24, "{spawned}");
+        assert!(spawned <= 40, "{spawned}");
         let supervisor = std::mem::size_of::<super::Supervisor>();
         assert!(supervisor <= 40, "{supervisor}");
         let slot = std::mem::size_of::<crate::runner::Slot>();
-        assert!(slot <= 160, "{slot}");
+        assert!(slot <= 168, "{slot}");
 
         // The bench's idle service: its whole boxed task, body inline, in at most
         // 152 B, so the box is a 160 B chunk (a 72 B supervisor in a 256 B cell plus

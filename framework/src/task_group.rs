@@ -185,7 +185,7 @@ impl TaskGroup {
         self.set.spawn(async move {
             match AssertUnwindSafe(fut).catch_unwind().await {
                 Ok(out) => out.into_service_result().map_err(TaskError::Failed),
-                Err(panic) => Err(TaskError::Panicked(crate::panic_message(&*panic))),
+                Err(panic) => Err(TaskError::Panicked(crate::guard::message(panic))),
             }
         });
     }
@@ -294,7 +294,7 @@ impl TaskGroup {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
                 Err(e) if e.is_cancelled() => continue,
-                Err(e) => TaskError::Panicked(crate::panic_message(&*e.into_panic())),
+                Err(e) => TaskError::Panicked(crate::guard::message(e.into_panic())),
             };
             self.errors.push(err);
             if !self.tolerant {

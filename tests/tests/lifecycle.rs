@@ -657,9 +657,31 @@ async fn tasks_spawned_from_the_context_are_tied_to_the_run() {
     let h = start(vec![svc]).await;
     sleep(MS).await;
     let began = Instant::now();
+    let mut events = h.events();
     h.shutdown();
-    h.wait().await.unwrap();
+    // The stubborn task is aborted after the timeout, and that is reported: the
+    // service did not stop by itself.
+    let err = h.wait().await.unwrap_err();
     assert_eq!(began.elapsed(), Duration::from_secs(2));
+    assert_eq!(err.failures().len(), 1, "{err}");
+    assert!(
+        matches!(
+            err.failures()[0].kind(),
+            FailureKind::TasksHung { tasks: 1, timeout } if *timeout == Duration::from_secs(2)
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "service `spawner`: 1 tied task did not stop within 2s and was aborted"
+    );
+    let mut last = None;
+    while let Some(ev) = events.next().await {
+        if let Event::State { state, .. } = ev {
+            last = Some(state);
+        }
+    }
+    assert_eq!(last, Some(ServiceState::Aborted));
     assert_eq!(
         log.lines(),
         [
