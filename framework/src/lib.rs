@@ -177,7 +177,10 @@ pub mod __private {
                     crate::error::write_chain(f, self.0, "\n  caused by: ")
                 }
             }
-            print_err(format_args!("Error: {}\n", Report(&*e)));
+            // Rendered whole first: a panic hook's output (a user `Display` that
+            // panics) then comes before the message, not in the middle of it.
+            let text = format!("Error: {}\n", Report(&*e));
+            print_err(format_args!("{text}"));
             if forced {
                 ExitCode::from(130)
             } else {

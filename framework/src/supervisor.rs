@@ -1104,6 +1104,59 @@ pub(crate) mod tests {
     /// around user code (unit tests only): see `an_internal_panic_is_reported`.
     pub(crate) const INJECT_INTERNAL_PANIC: &str = "__inject_internal_panic";
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_internal_panic_is_reported_and_the_runner_still_returns() {
+        use crate::error::FailureKind;
+        use crate::{Runner, Service, ServiceState};
+        let handle = Runner::new()
+            .signals(false)
+            .service(Service::new(INJECT_INTERNAL_PANIC, |ctx| async move {
+                ctx.shutdown_requested().await
+            }))
+            .service(
+                Service::new(
+                    "dependent",
+                    |ctx| async move { ctx.shutdown_requested().await },
+                )
+                .after([INJECT_INTERNAL_PANIC]),
+            )
+            .service(Service::new("other", |ctx| async move {
+                ctx.ready();
+                ctx.shutdown_requested().await
+            }))
+            .start()
+            .await
+            .unwrap();
+        let mut events = handle.events();
+        // No shutdown asked for: the internal failure shuts the runner down.
+        let err = tokio::time::timeout(Duration::from_secs(5), handle.wait())
+            .await
+            .expect("the runner returned")
+            .unwrap_err();
+        let mut last = std::collections::HashMap::new();
+        while let Some(ev) = futures::StreamExt::next(&mut events).await {
+            if let crate::Event::State { service, state } = ev {
+                last.insert(service.to_string(), state);
+            }
+        }
+        assert_eq!(last[INJECT_INTERNAL_PANIC], ServiceState::Failed);
+        assert_eq!(last["other"], ServiceState::Stopped);
+        // It never started (its dependency never became ready), and ended.
+        assert_eq!(last["dependent"], ServiceState::Stopped);
+        assert_eq!(err.failures().len(), 1, "{err}");
+        let f = &err.failures()[0];
+        assert_eq!(f.service(), INJECT_INTERNAL_PANIC);
+        assert!(
+            matches!(f.kind(), FailureKind::Internal { message } if message == "injected into the supervisor"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("the runner's task for it panicked"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn backoff_bounds_grow_then_cap() {
         let base = Duration::from_millis(100);

@@ -43,7 +43,12 @@ struct Proc {
 
 impl Proc {
     fn spawn(path: PathBuf) -> Proc {
+        Proc::spawn_with(path, &[])
+    }
+
+    fn spawn_with(path: PathBuf, args: &[&str]) -> Proc {
         let mut child = Command::new(&path)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -77,6 +82,11 @@ impl Proc {
 
     fn example(name: &str) -> Proc {
         Proc::spawn(examples_dir().join(name))
+    }
+
+    /// The `hooks` test program in one of its modes.
+    fn hooks(mode: &str) -> Proc {
+        Proc::spawn_with(PathBuf::from(env!("CARGO_BIN_EXE_hooks")), &[mode])
     }
 
     /// Waits for a stdout line containing `text`, after the last one matched.
@@ -419,4 +429,106 @@ fn the_pipeline_examples_end_by_themselves_with_their_results() {
         "windowing: 50 metrics, 50 windows computed"
     );
     assert_eq!(out.iter().filter(|l| l.starts_with("window ")).count(), 5);
+}
+
+/// Runs `command` under bash with its output piped into `head`, which exits after
+/// a few lines and closes the pipe; returns the program's own exit code and how long
+/// the whole pipeline took.
+fn through_head(command: &str) -> (Option<i32>, Duration) {
+    let began = Instant::now();
+    let script =
+        format!("timeout -s KILL 20 {command} | head -2 >/dev/null; exit ${{PIPESTATUS[0]}}");
+    let status = Command::new("bash")
+        .args(["-c", &script])
+        .env("RUST_LOG", "info")
+        .status()
+        .unwrap();
+    (status.code(), began.elapsed())
+}
+
+#[test]
+fn the_restart_example_exits_1_by_itself_when_head_closes_its_output() {
+    let exe = examples_dir().join("02_restart");
+    let exe = exe.display();
+    // stdout and stderr into one pipe that `head` closes; then stderr alone.
+    for command in [format!("{exe} 2>&1"), format!("{exe} 2>&1 >/dev/null")] {
+        let (code, elapsed) = through_head(&command);
+        // 137 would be `timeout` killing a hung program.
+        assert_eq!(code, Some(1), "{command}");
+        assert!(elapsed < Duration::from_secs(5), "{command}: {elapsed:?}");
+    }
+}
+
+#[test]
+fn an_error_whose_display_panics_is_reported_and_the_program_exits_1() {
+    let p = Proc::hooks("display");
+    let (status, elapsed, _, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        err.contains(
+            "Error: service `bad-display` failed\n  caused by: service `bad-display` run 1 failed\n  caused by: <the error's Display panicked: Display exploded>"
+        ),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn a_panicking_drop_in_a_service_without_context_is_a_failure_to_stop() {
+    let mut p = Proc::hooks("drop");
+    p.expect_line("bad-drop: running");
+    p.signal(SIGINT);
+    let (status, elapsed, _, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "stderr: {err}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        err.contains("Error: service `bad-drop` failed while stopping"),
+        "stderr: {err}"
+    );
+    assert!(
+        err.contains("dropping its future panicked: Drop of the held value exploded"),
+        "stderr: {err}"
+    );
+}
+
+/// A second signal ends the process with 130 within a second of it, however wedged
+/// it is: the runtime's only thread blocked by a service, or a `Drop` that never
+/// returns during the forced shutdown. 50 runs of each, five at a time.
+#[test]
+fn a_second_signal_always_ends_the_process_with_130_within_a_second() {
+    const RUNS: usize = 50;
+    let one = |mode: &str, sig: i32| {
+        let mut p = Proc::hooks(mode);
+        p.expect_line(if mode == "block-body" {
+            "blocker: blocking the thread"
+        } else {
+            "stuck: ignoring shutdown"
+        });
+        p.signal(SIGINT);
+        std::thread::sleep(Duration::from_millis(50));
+        let began = Instant::now();
+        p.signal(sig);
+        let (status, _, _, err) = p.finish(Duration::from_secs(5));
+        let elapsed = began.elapsed();
+        assert_eq!(status.code(), Some(130), "{mode}: stderr: {err}");
+        assert!(elapsed < Duration::from_secs(1), "{mode}: {elapsed:?}");
+        assert!(
+            err.contains("shutdown forced by a second signal"),
+            "{mode}: stderr: {err}"
+        );
+    };
+    std::thread::scope(|s| {
+        for lane in 0..5 {
+            s.spawn(move || {
+                for i in (lane..RUNS).step_by(5) {
+                    let mode = if i % 2 == 0 {
+                        "block-body"
+                    } else {
+                        "block-drop"
+                    };
+                    one(mode, if i % 4 < 2 { SIGINT } else { SIGTERM });
+                }
+            });
+        }
+    });
 }
