@@ -146,6 +146,10 @@ pub mod __private {
     }
 
     /// What `#[servicekit::main]` may return.
+    #[diagnostic::on_unimplemented(
+        message = "`#[servicekit::main]` must return `()` or `Result<(), E>`, not `{Self}`",
+        label = "the exit code comes from this: 0 for `()` or `Ok(())`, 1 for an error, 130 for a forced shutdown"
+    )]
     pub trait MainOutput {
         /// Reports the outcome on stderr and gives the exit code.
         fn exit_code(self) -> ExitCode;

@@ -232,6 +232,11 @@ impl fmt::Debug for Service {
 /// assert!(().into_service_result().is_ok());
 /// assert!(Err::<(), _>(std::io::Error::other("x")).into_service_result().is_err());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "a service must return `()` or `Result<(), E>`, not `{Self}`",
+    label = "a service's body returns `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`",
+    note = "a value to hand on belongs in a `Channel` or a `Queue`, not in the service's result"
+)]
 pub trait IntoServiceResult {
     /// Converts the body's output.
     fn into_service_result(self) -> Result<(), BoxError>;

@@ -4,7 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Lit, LitStr, MetaNameValue, Token};
+use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Token};
 
 /// Collects errors so that one expansion reports all of them.
 #[derive(Default)]
@@ -78,16 +78,62 @@ fn str_value(nv: &MetaNameValue) -> Result<LitStr, syn::Error> {
 }
 
 fn key_name(nv: &MetaNameValue) -> String {
-    nv.path
-        .segments
+    path_name(&nv.path)
+}
+
+/// The `key = value` arguments; a bare `key` or a `key(...)` is reported at its
+/// own tokens (not as a parse error spanning the whole attribute).
+fn parse_args(
+    args: TokenStream,
+    attr: &str,
+    errors: &mut Errors,
+) -> Result<Vec<MetaNameValue>, syn::Error> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
+    let mut out = Vec::new();
+    for meta in metas {
+        match meta {
+            Meta::NameValue(nv) => out.push(nv),
+            Meta::Path(p) => {
+                let key = path_name(&p);
+                errors.add(
+                    &p,
+                    format!("`{attr}` argument `{key}` needs a value: write `{key} = ...`"),
+                );
+            }
+            Meta::List(l) => {
+                let key = path_name(&l.path);
+                errors.add(
+                    &l,
+                    format!(
+                        "`{attr}` argument `{key}` is written `{key} = ...`, not with parentheses"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn path_name(path: &syn::Path) -> String {
+    path.segments
         .iter()
         .map(|s| s.ident.to_string())
         .collect::<Vec<_>>()
         .join("::")
 }
 
-fn parse_args(args: TokenStream) -> Result<Punctuated<MetaNameValue, Token![,]>, syn::Error> {
-    Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(args)
+/// The path in a `crate = "..."` argument.
+fn crate_path(nv: &MetaNameValue) -> Result<syn::Path, syn::Error> {
+    let s = str_value(nv)?;
+    s.parse().map_err(|_| {
+        syn::Error::new(
+            s.span(),
+            format!(
+                "`crate` expects the path to servicekit, like \"::servicekit\" or \"my_crate::servicekit\"; `{}` is not a path",
+                s.value()
+            ),
+        )
+    })
 }
 
 /// Checks a key against the allowed list, reporting unknown and repeated keys.
@@ -157,7 +203,7 @@ const SERVICE_KEYS: &[&str] = &[
 
 pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> ServiceArgs {
     let mut out = ServiceArgs::default();
-    let list = match parse_args(args) {
+    let list = match parse_args(args, "#[service]", errors) {
         Ok(l) => l,
         Err(e) => {
             errors.push(e);
@@ -195,7 +241,24 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                 "max_restarts" => match &nv.value {
                     Expr::Lit(ExprLit {
                         lit: Lit::Int(i), ..
-                    }) => out.max_restarts = Some((i.base10_parse::<u32>()?, i.span())),
+                    }) => {
+                        let n = i.base10_parse::<u32>().map_err(|_| {
+                            syn::Error::new(
+                                i.span(),
+                                format!(
+                                    "`max_restarts` must be a whole number from 0 to {}; `{i}` is not",
+                                    u32::MAX
+                                ),
+                            )
+                        })?;
+                        out.max_restarts = Some((n, i.span()));
+                    }
+                    Expr::Unary(u) if matches!(u.op, syn::UnOp::Neg(_)) => {
+                        return Err(syn::Error::new_spanned(
+                            u,
+                            "`max_restarts` cannot be negative: it is how many restarts are allowed within `within`, 0 or more",
+                        ));
+                    }
                     other => {
                         return Err(syn::Error::new_spanned(
                             other,
@@ -266,11 +329,14 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                         "shutdown_timeout" => out.shutdown_timeout = Some(dur(&s)?),
                         "backoff" => {
                             let v = s.value();
-                            let Some((a, b)) = v.split_once("..") else {
+                            let parts = v
+                                .split_once("..")
+                                .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty());
+                            let Some((a, b)) = parts else {
                                 return Err(syn::Error::new(
                                     s.span(),
                                     format!(
-                                        "invalid `backoff` value `{v}`; expected \"base..cap\", like \"100ms..10s\""
+                                        "invalid `backoff` value `{v}`; expected \"base..cap\" with both durations, like \"100ms..10s\""
                                     ),
                                 ));
                             };
@@ -284,7 +350,7 @@ pub(crate) fn parse_service_args(args: TokenStream, errors: &mut Errors) -> Serv
                             }
                             out.backoff = Some((base, cap));
                         }
-                        "crate" => out.krate = Some(s.parse()?),
+                        "crate" => out.krate = Some(crate_path(nv)?),
                         _ => unreachable!("key checked against SERVICE_KEYS"),
                     }
                 }
@@ -322,7 +388,7 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
         runtime_shutdown: 1_000_000_000,
         krate: None,
     };
-    let list = match parse_args(args) {
+    let list = match parse_args(args, "#[servicekit::main]", errors) {
         Ok(l) => l,
         Err(e) => {
             errors.push(e);
@@ -385,7 +451,7 @@ pub(crate) fn parse_main_args(args: TokenStream, errors: &mut Errors) -> MainArg
                     }
                 },
                 "runtime_shutdown" => out.runtime_shutdown = parse_duration(&str_value(nv)?)?,
-                "crate" => out.krate = Some(str_value(nv)?.parse()?),
+                "crate" => out.krate = Some(crate_path(nv)?),
                 _ => unreachable!("key checked against MAIN_KEYS"),
             }
             Ok(())

@@ -19,6 +19,85 @@ fn is_context(ty: &Type) -> bool {
     }
 }
 
+/// Whether a parameter is marked `#[context]`: the context behind a type alias,
+/// which the macro cannot see through.
+fn is_context_marker(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident("context")
+}
+
+/// The first lifetime other than `'static` inside a type (`&str`, `Cow<'a, str>`).
+fn borrowed_lifetime(ty: &Type) -> Option<TokenStream> {
+    if let Type::Reference(r) = ty {
+        return match &r.lifetime {
+            Some(l) if l.ident == "static" => borrowed_lifetime(&r.elem),
+            _ => Some(quote!(#r)),
+        };
+    }
+    fn walk(tokens: TokenStream) -> Option<TokenStream> {
+        let mut iter = tokens.into_iter().peekable();
+        while let Some(t) = iter.next() {
+            match t {
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    if let Some(proc_macro2::TokenTree::Ident(id)) = iter.peek()
+                        && id != "static"
+                    {
+                        let id = id.clone();
+                        return Some(quote!(#p #id));
+                    }
+                }
+                proc_macro2::TokenTree::Group(g) => {
+                    if let Some(found) = walk(g.stream()) {
+                        return Some(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    walk(quote!(#ty))
+}
+
+/// A return type that can never be a service's (or `main`'s) output, told apart by
+/// its syntax: `Result<T, _>` with `T` not `()`, a primitive, a reference, a tuple
+/// that is not `()`. Anything else is left to the type checker (an alias may be fine).
+fn bad_output(ty: &Type) -> Option<(TokenStream, String)> {
+    match ty {
+        Type::Tuple(t) if t.elems.is_empty() => None,
+        Type::Tuple(t) => Some((quote!(#t), "a tuple".into())),
+        Type::Reference(r) => Some((quote!(#r), "a reference".into())),
+        Type::Path(p) => {
+            let last = p.path.segments.last()?;
+            let name = last.ident.to_string();
+            const PRIMITIVES: &[&str] = &[
+                "bool", "char", "str", "String", "u8", "u16", "u32", "u64", "u128", "usize", "i8",
+                "i16", "i32", "i64", "i128", "isize", "f32", "f64",
+            ];
+            if p.qself.is_none()
+                && p.path.segments.len() == 1
+                && PRIMITIVES.contains(&name.as_str())
+            {
+                return Some((quote!(#ty), format!("`{name}`")));
+            }
+            if name != "Result" {
+                return None;
+            }
+            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            match args.args.first()? {
+                syn::GenericArgument::Type(Type::Tuple(t)) if t.elems.is_empty() => None,
+                syn::GenericArgument::Type(ok) => Some((
+                    quote!(#ok),
+                    "a `Result` whose success value is not `()`".into(),
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Gives every token the span of the user's tokens, so an error on a generated call
 /// points at them.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
@@ -69,6 +148,29 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     if let Some(v) = &sig.variadic {
         errors.add(v, "`#[service]` functions cannot be variadic");
     }
+    if let Some(u) = &sig.unsafety {
+        errors.add(
+            u,
+            "`#[service]` cannot be used on an `unsafe fn`: the runner calls it for every run, with no one to uphold its safety conditions",
+        );
+    }
+    if let Some(abi) = &sig.abi {
+        errors.add(abi, "`#[service]` functions cannot have an `extern` ABI");
+    }
+    for lt in sig.generics.lifetimes() {
+        errors.add(
+            lt,
+            "`#[service]` functions cannot have lifetime parameters: their arguments are kept for every run, so they must be owned (`'static`)",
+        );
+    }
+    if let ReturnType::Type(_, ty) = &sig.output
+        && let Some((tokens, what)) = bad_output(ty)
+    {
+        errors.add(
+            tokens,
+            format!("a service returns `()` or `Result<(), E>`, not {what}"),
+        );
+    }
 
     // Parameters: the context is injected, every other one is cloned for each run.
     let mut outer_params = Vec::new();
@@ -85,7 +187,8 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             FnArg::Typed(pt) => {
                 let ty = &pt.ty;
                 standin_params.push(quote!(_: #ty));
-                if is_context(&pt.ty) {
+                let marked = pt.attrs.iter().any(is_context_marker);
+                if marked || is_context(&pt.ty) {
                     if has_context {
                         errors.add(
                             pt,
@@ -101,6 +204,11 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
                 }
                 if let Type::ImplTrait(t) = &*pt.ty {
                     errors.add(t, "`impl Trait` arguments are not supported by `#[service]`; use a generic parameter");
+                } else if let Some(borrow) = borrowed_lifetime(&pt.ty) {
+                    errors.add(
+                        borrow,
+                        "`#[service]` arguments are kept and cloned for every run, so they must be owned: take a `String` instead of a `&str`, an owned value or an `Arc` instead of a reference",
+                    );
                 }
                 let ident = match &*pt.pat {
                     Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
@@ -192,6 +300,11 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     // errors in it point at the user's code.
     let mut inner_sig = sig.clone();
     inner_sig.ident = format_ident!("__servicekit_body");
+    for arg in &mut inner_sig.inputs {
+        if let FnArg::Typed(pt) = arg {
+            pt.attrs.retain(|a| !is_context_marker(a));
+        }
+    }
     let block = &func.block;
     let output_span = match &sig.output {
         ReturnType::Default => sig.ident.span(),
@@ -261,6 +374,19 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     if !sig.generics.params.is_empty() {
         errors.add(&sig.generics, "`main` cannot be generic");
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.add(u, "`main` cannot be an `unsafe fn`");
+    }
+    if let ReturnType::Type(_, ty) = &sig.output
+        && let Some((tokens, what)) = bad_output(ty)
+    {
+        errors.add(
+            tokens,
+            format!(
+                "`#[servicekit::main]` returns `()` or `Result<(), E>` (the exit code comes from it), not {what}"
+            ),
+        );
     }
     let attrs = &func.attrs;
     let vis = &func.vis;

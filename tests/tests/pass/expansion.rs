@@ -45,6 +45,15 @@ async fn pattern((a, b): (u32, u32), _unused: Duration) {
     let _ = a + b;
 }
 
+type Ctx = ServiceContext;
+
+/// The context behind an alias, marked: the macro cannot see through aliases.
+#[service]
+async fn aliased(#[context] ctx: Ctx, port: u16, name: &'static str) {
+    ctx.ready();
+    let _ = (port, name);
+}
+
 #[servicekit::main(flavor = "current_thread", tracing = false, runtime_shutdown = "100ms")]
 async fn main() -> servicekit::Result<()> {
     let services = [
@@ -52,7 +61,9 @@ async fn main() -> servicekit::Result<()> {
         periodic(),
         generic(5u8),
         pattern((1, 2), Duration::ZERO),
+        aliased(8080, "api"),
     ];
+    assert_eq!(services[4].name(), "aliased");
     assert_eq!(services[0].name(), "full");
     assert_eq!(services[1].name(), "periodic");
     Ok(())

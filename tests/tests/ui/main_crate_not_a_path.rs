@@ -1,0 +1,2 @@
+#[servicekit::main(crate = "::a b")]
+async fn main() {}

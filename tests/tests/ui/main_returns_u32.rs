@@ -1,0 +1,4 @@
+#[servicekit::main]
+async fn main() -> u32 {
+    5
+}

@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(crate = "not a path")]
+async fn svc() {}
+
+fn main() {}

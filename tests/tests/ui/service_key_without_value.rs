@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(restart = "always", name)]
+async fn svc() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(max_restarts = -1)]
+async fn svc() {}
+
+fn main() {}

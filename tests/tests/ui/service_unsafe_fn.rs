@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service]
+async unsafe fn svc() {}
+
+fn main() {}
