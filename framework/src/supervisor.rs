@@ -460,10 +460,14 @@ pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// bug in the supervisor, or user code outside every narrower guard) ends the
 /// service with an internal failure ([`Shared::internal_failure`]) instead of
 /// killing the task silently and leaving `wait()` waiting for it forever.
+///
+/// Three words, so it takes tokio's smallest task cell (128 B): the task made on the
+/// first poll is behind a thin pointer (one more 16 B box per service instead of a
+/// 256 B cell), and the index is 32 bits (a runner holds fewer than 2^32 services).
 pub(crate) struct Spawned {
     shared: Arc<Shared>,
-    idx: usize,
-    task: Option<TaskFuture>,
+    task: Option<Box<TaskFuture>>,
+    idx: u32,
     done: bool,
 }
 
@@ -471,8 +475,8 @@ impl Spawned {
     pub(crate) fn new(shared: Arc<Shared>, idx: usize) -> Spawned {
         Spawned {
             shared,
-            idx,
             task: None,
+            idx: u32::try_from(idx).expect("fewer than 2^32 services"),
             done: false,
         }
     }
@@ -486,19 +490,20 @@ impl Future for Spawned {
         if this.done {
             return Poll::Ready(());
         }
+        let idx = this.idx as usize;
         let polled = crate::guard::catch(|| {
             #[cfg(test)]
-            if &*this.shared.slots[this.idx].name == tests::INJECT_INTERNAL_PANIC {
+            if &*this.shared.slots[idx].name == tests::INJECT_INTERNAL_PANIC {
                 panic!("injected into the supervisor");
             }
             let task = this.task.get_or_insert_with(|| {
-                let factory = lock(&this.shared.slots[this.idx].inner)
+                let factory = lock(&this.shared.slots[idx].inner)
                     .factory
                     .take()
                     .expect("a service's task is made once");
-                factory.into_task(this.shared.clone(), this.idx)
+                Box::new(factory.into_task(this.shared.clone(), idx))
             });
-            task.as_mut().poll(cx)
+            task.as_mut().as_mut().poll(cx)
         });
         let message = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -512,9 +517,9 @@ impl Future for Spawned {
         // The task, with the body it may hold, is dropped before the failure is
         // reported: "ended" means its future is gone.
         if let Some(panic) = this.task.take().and_then(crate::guard::drop_caught) {
-            tracing::error!(service = %this.shared.slots[this.idx].name, %panic, "dropping the service's task panicked");
+            tracing::error!(service = %this.shared.slots[idx].name, %panic, "dropping the service's task panicked");
         }
-        this.shared.internal_failure(this.idx, message);
+        this.shared.internal_failure(idx, message);
         Poll::Ready(())
     }
 }
@@ -1188,10 +1193,9 @@ mod size_budget {
             .unwrap();
         let _guard = rt.enter();
         let shared = crate::runner::dummy_shared();
-        // The shared state, the index, the boxed task and a flag: the guard around
-        // the task needs the first two after a panic.
+        // At most three words: tokio's 128 B task cell.
         let spawned = std::mem::size_of::<super::Spawned>();
-        assert!(spawned <= 40, "{spawned}");
+        assert!(spawned <= 24, "{spawned}");
         let supervisor = std::mem::size_of::<super::Supervisor>();
         assert!(supervisor <= 40, "{supervisor}");
         let slot = std::mem::size_of::<crate::runner::Slot>();

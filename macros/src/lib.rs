@@ -41,27 +41,41 @@ use proc_macro::TokenStream;
 ///
 /// Durations are written `"250ms"`, `"5s"`, `"2m"` or `"1h"` and checked at compile time.
 ///
+/// With `every`, one run of the service is the periodic loop: a tick that returns
+/// `Ok` keeps it going, a tick that fails ends the run, which `restart` then treats
+/// like any failed run (backoff, `max_restarts`; `"never"` gives up at the first
+/// failure). A restarted run starts a new grid, with a tick at once.
+///
+/// The context is found by its type's name, `ServiceContext`. Behind a type alias the
+/// macro cannot see it: mark the parameter `#[context]` (`#[context] ctx: Ctx`).
+///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// use servicekit::{service, ServiceContext};
 ///
 /// #[service(name = "api", restart = "always", backoff = "100ms..10s", after = ["db"])]
 /// async fn api(ctx: ServiceContext, port: u16) -> std::io::Result<()> {
 ///     ctx.ready();
+///     println!("listening on {port}");
 ///     ctx.shutdown_requested().await;
 ///     Ok(())
 /// }
+///
+/// assert_eq!(api(8080).name(), "api");
 /// ```
 ///
 /// Equivalent code without `#[service]`:
 ///
-/// ```ignore
+/// ```
+/// use std::time::Duration;
+///
 /// fn api(port: u16) -> servicekit::Service {
 ///     servicekit::Service::new("api", move |ctx| {
 ///         let port = port.clone();
 ///         async move {
 ///             ctx.ready();
+///             println!("listening on {port}");
 ///             ctx.shutdown_requested().await;
 ///             Ok::<(), std::io::Error>(())
 ///         }
@@ -70,6 +84,24 @@ use proc_macro::TokenStream;
 ///     .backoff(Duration::from_millis(100), Duration::from_secs(10))
 ///     .after(["db"])
 /// }
+///
+/// assert_eq!(api(8080).name(), "api");
+/// ```
+///
+/// A periodic service, and a context behind an alias:
+///
+/// ```
+/// use servicekit::{service, ServiceContext};
+///
+/// type Ctx = ServiceContext;
+///
+/// #[service(every = "5s", restart = "on-failure", max_restarts = 3, within = "1m")]
+/// async fn compact(#[context] ctx: Ctx) -> std::io::Result<()> {
+///     println!("compacting (run {})", ctx.run());
+///     Ok(())
+/// }
+///
+/// assert_eq!(compact().name(), "compact");
 /// ```
 ///
 /// [`Service`]: https://docs.rs/servicekit/latest/servicekit/struct.Service.html
@@ -88,6 +120,13 @@ pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// `main` may return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`.
 ///
+/// Log lines and the exit message never panic: a closed or full stderr loses them,
+/// never the program. Colours are used only when stderr is a terminal and `NO_COLOR`
+/// is not set. A second SIGINT or SIGTERM during a shutdown ends the process with
+/// 130 within a second whatever is still running: if aborting what is left does not
+/// finish within 0.7 s (a task blocking its thread, a `Drop` that never returns), a
+/// thread outside the runtime ends the process itself.
+///
 /// | outcome | exit code |
 /// |---|---|
 /// | `()` or `Ok(())` | 0 |
@@ -96,10 +135,13 @@ pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// #[servicekit::main(flavor = "current_thread")]
 /// async fn main() -> servicekit::Result<()> {
-///     servicekit::run_services([/* services */]).await
+///     let hello = servicekit::Service::without_context("hello", || async {
+///         println!("hello");
+///     });
+///     servicekit::run_services([hello]).await
 /// }
 /// ```
 #[proc_macro_attribute]
