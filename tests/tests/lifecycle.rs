@@ -572,6 +572,7 @@ async fn a_hung_service_is_aborted_after_its_timeout_and_named() {
     sleep(MS).await;
     sleep(MS).await;
     let began = Instant::now();
+    let mut events = h.events();
     h.shutdown();
     let err = h.wait().await.unwrap_err();
     assert_eq!(began.elapsed(), Duration::from_secs(2));
@@ -579,6 +580,16 @@ async fn a_hung_service_is_aborted_after_its_timeout_and_named() {
         dropped.load(Ordering::SeqCst),
         "the hung future was dropped"
     );
+    // It ends in a state that says it was aborted, not `Stopped`.
+    let mut last = std::collections::HashMap::new();
+    while let Some(ev) = events.next().await {
+        if let Event::State { service, state } = ev {
+            last.insert(service.to_string(), state);
+        }
+    }
+    assert_eq!(last["stubborn"], ServiceState::Aborted);
+    assert_eq!(last["polite"], ServiceState::Stopped);
+    assert!(matches!(err.failures()[0].kind(), FailureKind::Hung { .. }));
     assert_eq!(err.failures().len(), 1);
     assert_eq!(err.failures()[0].service(), "stubborn");
     assert_eq!(

@@ -272,6 +272,11 @@ fn a_second_sigint_forces_exit_130_at_once() {
         err.contains("shutdown forced by a second signal; aborted: `stubborn`"),
         "{err}"
     );
+    // Its end says it was aborted, not stopped.
+    assert!(
+        err.contains("service ended service=stubborn state=aborted"),
+        "{err}"
+    );
 }
 
 #[test]
