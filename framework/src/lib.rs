@@ -183,8 +183,7 @@ pub mod __private {
             }
             // Rendered whole first: a panic hook's output (a user `Display` that
             // panics) then comes before the message, not in the middle of it.
-            let text = format!("Error: {}\n", Report(&*e));
-            print_err(format_args!("{text}"));
+            print_err(&format!("Error: {}\n", Report(&*e)));
             if forced {
                 ExitCode::from(130)
             } else {
@@ -195,9 +194,9 @@ pub mod __private {
 
     /// Writes to stderr without panicking: a closed or full stderr loses the text,
     /// never the program (`eprintln!` panics on `EPIPE`).
-    fn print_err(args: std::fmt::Arguments<'_>) {
+    fn print_err(text: &str) {
         use std::io::Write;
-        let _ = std::io::stderr().write_fmt(args);
+        let _ = std::io::stderr().write_all(text.as_bytes());
     }
 
     /// Stderr for the tracing subscriber: write errors (a closed pipe) are dropped.
@@ -263,7 +262,7 @@ pub mod __private {
         let runtime = match builder.enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
-                print_err(format_args!("Error: cannot build the tokio runtime: {e}\n"));
+                print_err(&format!("Error: cannot build the tokio runtime: {e}\n"));
                 return ExitCode::FAILURE;
             }
         };

@@ -1325,7 +1325,6 @@ impl RunnerHandle {
             tracing::error!(%message, "the runner's control task panicked");
             self.shared.begin_shutdown();
             self.shared.all_ended().await;
-            let _ = outcome(&self.shared);
             return Err(Error::Internal(message));
         }
         outcome(&self.shared)

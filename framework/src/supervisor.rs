@@ -61,6 +61,18 @@ fn drop_panicked(message: &str) -> String {
     format!("dropping its future panicked: {message}")
 }
 
+/// Drops a body that did not return (how a run is cancelled, and how a service
+/// without a context is stopped): a panic in its `Drop` becomes the run's result, a
+/// failure to stop. A body that returned is already gone (`Body::poll`).
+fn drop_unreturned(body: &mut dyn Body, result: &mut Option<RunResult>, asked: &mut bool) {
+    if let Some(panic) = body.clear()
+        && result.is_none()
+    {
+        *result = Some(Err(drop_panicked(&panic)));
+        *asked = true;
+    }
+}
+
 /// The restart delay before the `attempt`-th consecutive restart (0-based): uniform in
 /// `[base, min(cap, base × 2^attempt)]`.
 pub(crate) fn backoff_delay(base: Duration, cap: Duration, attempt: u32) -> Duration {
@@ -454,16 +466,14 @@ pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A service's tokio task, as spawned: three words, so it takes tokio's smallest
 /// task cell (128 B) and the thread that starts the runner writes no more than that.
 /// Its first poll, on a worker, takes the body closure from the slot and makes the
-/// real task, boxed (the supervisor with the body inline: 144 B for an idle body).
+/// real task, boxed (the supervisor with the body inline: 144 B for an idle body),
+/// and keeps it behind a thin pointer (one more 16 B box per service instead of a
+/// 256 B cell); the index is 32 bits (a runner holds fewer than 2^32 services).
 ///
 /// It is also the guard of the runner's own code: a panic that escapes the task (a
 /// bug in the supervisor, or user code outside every narrower guard) ends the
 /// service with an internal failure ([`Shared::internal_failure`]) instead of
 /// killing the task silently and leaving `wait()` waiting for it forever.
-///
-/// Three words, so it takes tokio's smallest task cell (128 B): the task made on the
-/// first poll is behind a thin pointer (one more 16 B box per service instead of a
-/// 256 B cell), and the index is 32 bits (a runner holds fewer than 2^32 services).
 pub(crate) struct Spawned {
     shared: Arc<Shared>,
     task: Option<Box<TaskFuture>>,
@@ -769,12 +779,7 @@ impl Supervisor {
                 asked,
             });
         }
-        // A body that did not return is dropped here (a service without a context is
-        // stopped this way): a panic in its `Drop` is a failure to stop.
-        if let Some(panic) = body.clear() {
-            result = Some(Err(drop_panicked(&panic)));
-            asked = true;
-        }
+        drop_unreturned(body, &mut result, &mut asked);
         let mut outcome = finish_run(
             shared,
             idx,
@@ -1048,14 +1053,7 @@ async fn wind_down(
         lock(&shared.aborted).push(slot.shared_name());
     }
     drop(fut);
-    // A body that did not return is dropped here: a panic in its `Drop` is a
-    // failure to stop.
-    if let Some(panic) = body.clear()
-        && result.is_none()
-    {
-        result = Some(Err(drop_panicked(&panic)));
-        asked = true;
-    }
+    drop_unreturned(body, &mut result, &mut asked);
 
     // Tied tasks see shutdown and get what is left of the timeout; those still
     // running then are aborted and reported. The error slot stays in place so

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use servicekit::error::FailureKind;
+use servicekit::error::{FailureKind, ServiceError};
 use servicekit::{Error, Restart, Runner, Service, ServiceContext};
 
 const ROUNDS: usize = 100;
@@ -154,6 +154,16 @@ fn only_failure(err: &Error) -> (&str, &FailureKind) {
     (f.service(), f.kind())
 }
 
+/// The error of the only failure, which must be `name` giving up.
+fn gave_up<'a>(err: &'a Error, name: &str) -> &'a ServiceError {
+    let (service, kind) = only_failure(err);
+    assert_eq!(service, name);
+    let FailureKind::GaveUp { error, .. } = kind else {
+        panic!("{kind:?}")
+    };
+    error
+}
+
 /// A service that returns `Err(BadError)` once, and gives up.
 fn returns_bad_error(display: bool, debug: bool, source: bool) -> Service {
     Service::without_context("bad-error", move || async move {
@@ -176,11 +186,7 @@ async fn a_panicking_body_is_a_reported_failure() {
         })
         .restart(Restart::Never);
         let (err, text, _) = run(vec![svc], None).await;
-        let (name, kind) = only_failure(&err);
-        assert_eq!(name, "body");
-        let FailureKind::GaveUp { error, .. } = kind else {
-            panic!("{kind:?}")
-        };
+        let error = gave_up(&err, "body");
         assert_eq!(error.panic_message(), Some("body exploded"));
         assert!(text.contains("panicked: body exploded"), "{text}");
     }
@@ -305,11 +311,7 @@ async fn a_panic_payload_whose_drop_panics_is_caught() {
         })
         .restart(Restart::Never);
         let (err, _, _) = run(vec![svc], None).await;
-        let (name, kind) = only_failure(&err);
-        assert_eq!(name, "payload");
-        let FailureKind::GaveUp { error, .. } = kind else {
-            panic!("{kind:?}")
-        };
+        let error = gave_up(&err, "payload");
         assert_eq!(
             error.panic_message(),
             Some("panic with a non-string payload")
@@ -337,11 +339,7 @@ async fn a_panic_in_a_factory_and_in_into_of_an_error_are_failures_too() {
         }
         .restart(Restart::Never);
         let (err, _, _) = run(vec![svc], None).await;
-        let (name, kind) = only_failure(&err);
-        assert_eq!(name, "factory");
-        let FailureKind::GaveUp { error, .. } = kind else {
-            panic!("{kind:?}")
-        };
+        let error = gave_up(&err, "factory");
         let want = if round % 2 == 0 {
             "factory exploded"
         } else {
