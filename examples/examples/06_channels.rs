@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use servicekit::{Channel, Overflow, RecvError};
+use servicekit::{Channel, channel::Overflow, channel::RecvError};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -49,7 +49,7 @@ async fn main() {
     loop {
         match lossy.try_recv() {
             Ok(n) => println!("drop-oldest: got {n}"),
-            Err(servicekit::TryRecvError::Recv(RecvError::Lagged(k))) => {
+            Err(servicekit::channel::TryRecvError::Recv(RecvError::Lagged(k))) => {
                 println!("drop-oldest: told that {k} messages were dropped")
             }
             Err(_) => break,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use servicekit::{Pipeline, Queue, StageError, stage};
+use servicekit::{Pipeline, Queue, pipeline::StageError, stage};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -351,7 +351,7 @@ impl std::error::Error for ServiceFailure {
 /// # Examples
 ///
 /// ```
-/// # fn f(e: &servicekit::ServiceError) {
+/// # fn f(e: &servicekit::error::ServiceError) {
 /// println!("{} run {} failed: {}", e.service(), e.run(), e);
 /// if let Some(msg) = e.panic_message() {
 ///     println!("it panicked: {msg}");
@@ -399,7 +399,7 @@ impl ServiceError {
     /// # Examples
     ///
     /// ```
-    /// # fn f(e: &servicekit::ServiceError) -> &str {
+    /// # fn f(e: &servicekit::error::ServiceError) -> &str {
     /// e.service()
     /// # }
     /// ```
@@ -412,7 +412,7 @@ impl ServiceError {
     /// # Examples
     ///
     /// ```
-    /// # fn f(e: &servicekit::ServiceError) -> bool {
+    /// # fn f(e: &servicekit::error::ServiceError) -> bool {
     /// e.run() >= 1
     /// # }
     /// ```
@@ -426,7 +426,7 @@ impl ServiceError {
     /// # Examples
     ///
     /// ```
-    /// # fn f(e: &servicekit::ServiceError) -> Option<&str> {
+    /// # fn f(e: &servicekit::error::ServiceError) -> Option<&str> {
     /// e.panic_message()
     /// # }
     /// ```
@@ -479,7 +479,7 @@ impl std::error::Error for ServiceError {
 /// # Examples
 ///
 /// ```
-/// use servicekit::{ConfigError, Error, Runner, Service};
+/// use servicekit::{error::ConfigError, Error, Runner, Service};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -516,9 +516,6 @@ pub enum ConfigError {
         /// What is wrong, naming the setting.
         problem: String,
     },
-    /// A runner-wide setting is invalid.
-    #[error("runner: {0}")]
-    Runner(String),
 }
 
 /// An error from [`RunnerHandle::restart`](crate::RunnerHandle::restart) or
@@ -572,4 +569,94 @@ pub(crate) fn write_chain(
         next = crate::guard::source(e);
     }
     Ok(())
+}
+
+/// How one task of a [`TaskGroup`] failed.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::error::TaskError;
+/// # fn f(e: &TaskError) {
+/// match e {
+///     TaskError::Failed(err) => println!("returned an error: {err}"),
+///     TaskError::Panicked(msg) => println!("panicked: {msg}"),
+///     _ => {}
+/// }
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task returned an error (its [`source`](std::error::Error::source)).
+    #[error("task failed")]
+    Failed(#[source] BoxError),
+    /// The task panicked; the panic message is kept.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+}
+
+/// The errors of a [`TaskGroup`], from [`TaskGroup::wait`].
+///
+/// # Examples
+///
+/// ```
+/// # fn f(e: servicekit::error::TaskGroupError) {
+/// for err in e.errors() {
+///     eprintln!("{err}");
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TaskGroupError {
+    errors: Vec<TaskError>,
+}
+
+impl TaskGroupError {
+    pub(crate) fn new(errors: Vec<TaskError>) -> TaskGroupError {
+        debug_assert!(!errors.is_empty());
+        TaskGroupError { errors }
+    }
+}
+
+impl fmt::Display for TaskGroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(f, "{n} task{} failed", if n == 1 { "" } else { "s" })?;
+        if let Some(first) = self.errors.first() {
+            f.write_str("; first: ")?;
+            write_chain(f, first, ": ")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TaskGroupError {}
+
+impl TaskGroupError {
+    /// Every error, in completion order (fail-fast groups have exactly one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::error::TaskGroupError) -> usize {
+    /// e.errors().len()
+    /// # }
+    /// ```
+    pub fn errors(&self) -> &[TaskError] {
+        &self.errors
+    }
+
+    /// Takes the errors out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: servicekit::error::TaskGroupError) -> Vec<servicekit::error::TaskError> {
+    /// e.into_errors()
+    /// # }
+    /// ```
+    pub fn into_errors(self) -> Vec<TaskError> {
+        self.errors
+    }
 }

@@ -11,7 +11,7 @@
 
 use loom::future::block_on;
 use loom::thread;
-use servicekit::{Channel, RecvError};
+use servicekit::{Channel, channel::RecvError};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();

@@ -271,11 +271,11 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     if a.max_restarts.is_some() || a.within.is_some() {
         let max = match a.max_restarts {
             Some((n, _)) => quote!(#n),
-            None => quote!(#krate::DEFAULT_MAX_RESTARTS),
+            None => quote!(#krate::__private::DEFAULT_MAX_RESTARTS),
         };
         let within = match a.within {
             Some(d) => duration(&krate, d),
-            None => quote!(#krate::DEFAULT_WITHIN),
+            None => quote!(#krate::__private::DEFAULT_WITHIN),
         };
         builder.push(quote!(.max_restarts(#max, #within)));
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use proptest::prelude::*;
 use servicekit::{
-    Channel, NoCustomers, Overflow, RecvError, SendError, TryRecvError, TrySendError,
+    Channel, channel::NoCustomers, channel::Overflow, channel::RecvError, channel::SendError,
+    channel::TryRecvError, channel::TrySendError,
 };
 use tokio::time::{sleep, timeout};
 
@@ -356,7 +357,7 @@ fn handles_are_send_and_sync() {
     fn send<T: Send>() {}
     send_sync::<Channel<String>>();
     send::<servicekit::Customer<String>>();
-    send_sync::<servicekit::CustomerCloser<String>>();
+    send_sync::<servicekit::channel::CustomerCloser<String>>();
 }
 
 /// Many senders and customers on a multi-thread runtime: each customer gets every

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use servicekit::error::FailureKind;
 use servicekit::{
-    ConfigError, Error, Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext,
-    ServiceState, run_services, service,
+    Error, Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
+    error::ConfigError, run_services, service,
 };
 use servicekit_tests::{DropFlag, Log};
 use tokio::time::{Instant, sleep};
@@ -1087,7 +1087,9 @@ async fn invalid_configurations_are_rejected_before_anything_starts() {
     assert_eq!(e, ConfigError::EmptyName);
 
     let e = config_error(vec![probe(), noop("self").after(["self"])]).await;
-    assert_eq!(e.to_string(), "service `self`: it depends on itself");
+    // A one-service cycle (issue 24: it used to be `Invalid`, "it depends on itself").
+    assert_eq!(e, ConfigError::Cycle(vec!["self".into(), "self".into()]));
+    assert_eq!(e.to_string(), "dependency cycle: self -> self");
 
     sleep(Duration::from_secs(1)).await;
     assert!(
@@ -1187,7 +1189,7 @@ fn handles_are_send_and_sync() {
     assert_send_sync::<RunnerHandle>();
     assert_send_sync::<Error>();
     assert_send::<Service>();
-    assert_send::<servicekit::Events>();
+    assert_send::<servicekit::lifecycle::Events>();
     assert_send_sync::<servicekit::TaskGroup>();
 }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use servicekit::{Pipeline, PipelineError, Queue, Runner, Service, StageError, stage};
+use servicekit::{
+    Pipeline, Queue, Runner, Service, pipeline::PipelineError, pipeline::StageError, stage,
+};
 use tokio::time::{Instant, sleep};
 
 #[derive(Debug)]
@@ -348,7 +350,7 @@ mod model {
 
     use futures::StreamExt;
     use proptest::prelude::*;
-    use servicekit::{Pipeline, Queue, StageError, stage};
+    use servicekit::{Pipeline, Queue, pipeline::StageError, stage};
 
     use super::Bad;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use proptest::prelude::*;
-use servicekit::{Queue, QueueClosed, QueueTryRecvError, QueueTrySendError};
+use servicekit::{Queue, queue};
 use tokio::time::{sleep, timeout};
 
 #[tokio::test]
@@ -46,11 +46,11 @@ async fn close_lets_receivers_drain_then_wakes_them() {
     q.send(2).await.unwrap();
     assert!(q.close());
     assert_eq!(q.send(3).await.unwrap_err().into_inner(), 3);
-    assert!(matches!(q.try_send(4), Err(QueueTrySendError::Closed(4))));
+    assert!(matches!(q.try_send(4), Err(queue::TrySendError::Closed(4))));
     assert_eq!(rx.recv().await, Ok(1));
     assert_eq!(rx.recv().await, Ok(2));
-    assert_eq!(rx.recv().await, Err(QueueClosed));
-    assert_eq!(waiting.try_recv(), Err(QueueTryRecvError::Closed));
+    assert_eq!(rx.recv().await, Err(queue::RecvError));
+    assert_eq!(waiting.try_recv(), Err(queue::TryRecvError::Closed));
 
     // A receiver blocked on an empty queue is woken by close.
     let q = Queue::<u8>::bounded(1);
@@ -58,7 +58,7 @@ async fn close_lets_receivers_drain_then_wakes_them() {
     let blocked = tokio::spawn(async move { rx.recv().await });
     sleep(Duration::from_secs(1)).await;
     q.close();
-    assert_eq!(blocked.await.unwrap(), Err(QueueClosed));
+    assert_eq!(blocked.await.unwrap(), Err(queue::RecvError));
 }
 
 #[tokio::test(start_paused = true)]
@@ -71,7 +71,7 @@ async fn a_full_queue_makes_send_wait_and_a_cancelled_send_queues_nothing() {
     assert_eq!(rx.recv().await, Ok(1));
     assert_eq!(
         rx.try_recv(),
-        Err(QueueTryRecvError::Empty),
+        Err(queue::TryRecvError::Empty),
         "the cancelled send queued nothing"
     );
 }
@@ -110,9 +110,9 @@ proptest! {
                     next += 1;
                     let got = q.try_send(next);
                     let expected = if closed {
-                        Err(QueueTrySendError::Closed(next))
+                        Err(queue::TrySendError::Closed(next))
                     } else if model.len() >= cap {
-                        Err(QueueTrySendError::Full(next))
+                        Err(queue::TrySendError::Full(next))
                     } else {
                         model.push_back(next);
                         Ok(())
@@ -123,8 +123,8 @@ proptest! {
                     let got = receivers[i % receivers.len()].try_recv();
                     let expected = match model.pop_front() {
                         Some(v) => Ok(v),
-                        None if closed => Err(QueueTryRecvError::Closed),
-                        None => Err(QueueTryRecvError::Empty),
+                        None if closed => Err(queue::TryRecvError::Closed),
+                        None => Err(queue::TryRecvError::Empty),
                     };
                     prop_assert_eq!(got, expected);
                 }
@@ -182,8 +182,8 @@ impl<'a, O> Probe<'a, O> {
 /// first receiver is woken).
 fn two_waiters_then_full<'a>(
     q: &Queue<u32>,
-    rx_a: &'a servicekit::QueueReceiver<u32>,
-    rx_b: &'a servicekit::QueueReceiver<u32>,
+    rx_a: &'a servicekit::queue::Receiver<u32>,
+    rx_b: &'a servicekit::queue::Receiver<u32>,
 ) -> (RecvProbe<'a>, RecvProbe<'a>) {
     let mut a = Probe::new(rx_a.recv());
     let mut b = Probe::new(rx_b.recv());
@@ -319,7 +319,7 @@ async fn exactly_once_under_contention_with_cancelled_waits() {
                     let wait = Duration::from_micros(n >> 60);
                     match timeout(wait, rx.recv()).await {
                         Ok(Ok(v)) => got.push(v),
-                        Ok(Err(QueueClosed)) => return got,
+                        Ok(Err(queue::RecvError)) => return got,
                         Err(_) => {} // gave up waiting; try again
                     }
                 }
@@ -397,8 +397,8 @@ fn wait_op() -> impl Strategy<Value = WaitOp> {
     ]
 }
 
-type SendProbe<'a> = Probe<'a, Result<(), servicekit::QueueSendError<u32>>>;
-type RecvProbe<'a> = Probe<'a, Result<u32, QueueClosed>>;
+type SendProbe<'a> = Probe<'a, Result<(), servicekit::queue::SendError<u32>>>;
+type RecvProbe<'a> = Probe<'a, Result<u32, queue::RecvError>>;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
@@ -431,7 +431,7 @@ proptest! {
         };
         let recv_outcome = |model: &mut VecDeque<u32>, closed: bool| match model.pop_front() {
             Some(v) => Some(Ok(v)),
-            None if closed => Some(Err(QueueClosed)),
+            None if closed => Some(Err(queue::RecvError)),
             None => None,
         };
         let mut ops: VecDeque<WaitOp> = ops.into();
@@ -442,16 +442,16 @@ proptest! {
                     next += 1;
                     let expected = match send_outcome(&mut model, closed, next) {
                         Some(Ok(())) => Ok(()),
-                        Some(Err(v)) => Err(QueueTrySendError::Closed(v)),
-                        None => Err(QueueTrySendError::Full(next)),
+                        Some(Err(v)) => Err(queue::TrySendError::Closed(v)),
+                        None => Err(queue::TrySendError::Full(next)),
                     };
                     prop_assert_eq!(q.try_send(next), expected);
                 }
                 WaitOp::TryRecv(i) => {
                     let expected = match recv_outcome(&mut model, closed) {
                         Some(Ok(v)) => Ok(v),
-                        Some(Err(_)) => Err(QueueTryRecvError::Closed),
-                        None => Err(QueueTryRecvError::Empty),
+                        Some(Err(_)) => Err(queue::TryRecvError::Closed),
+                        None => Err(queue::TryRecvError::Empty),
                     };
                     prop_assert_eq!(receivers[i].try_recv(), expected);
                 }

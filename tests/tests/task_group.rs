@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use servicekit::{TaskError, TaskGroup};
+use servicekit::{TaskGroup, error::TaskError};
 use servicekit_tests::DropFlag;
 use tokio::time::{Instant, sleep};
 
@@ -61,7 +61,16 @@ async fn tolerant_collects_every_error_and_lets_the_rest_finish() {
     }
     let err = group.wait().await.unwrap_err();
     assert_eq!(done.load(Ordering::SeqCst), 6);
-    let msgs: Vec<String> = err.errors().iter().map(ToString::to_string).collect();
+    // Each error with its source: a returned error is the source of `Failed`, not
+    // repeated in its message.
+    let msgs: Vec<String> = err
+        .errors()
+        .iter()
+        .map(|e| match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        })
+        .collect();
     assert_eq!(
         msgs,
         [
@@ -137,7 +146,7 @@ mod model {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use servicekit::{TaskError, TaskGroup};
+    use servicekit::{TaskGroup, error::TaskError};
     use tokio::time::{Instant, sleep};
 
     #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,7 +5,7 @@
 //! Pipeline::from(source).via(stage("parse", f).workers(4)).via(..).to(sink).errors(e).run()
 //! ```
 //!
-//! * **Sources**: any [`Stream`], e.g. a [`QueueReceiver`](crate::QueueReceiver) or a
+//! * **Sources**: any [`Stream`], e.g. a [`queue::Receiver`](crate::queue::Receiver) or a
 //!   [`Customer`](crate::Customer) (`customer.filter_map(|r| async { r.ok() })`).
 //! * **Sinks** ([`PipelineSink`]): a [`Queue`], a [`Channel`], an async closure, or
 //!   any `futures` `Sink` through [`Pipeline::to_sink`]. When the source ends, every
@@ -60,7 +60,7 @@
 //! use servicekit::{Pipeline, Queue, stage};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), servicekit::PipelineError> {
+//! # async fn main() -> Result<(), servicekit::pipeline::PipelineError> {
 //! let out = Queue::unbounded();
 //! let results = out.receiver();
 //! let report = Pipeline::from(futures::stream::iter(1..=5))
@@ -194,7 +194,7 @@ impl<F> Stage<F> {
 /// # Examples
 ///
 /// ```
-/// # fn f(e: &servicekit::StageError) {
+/// # fn f(e: &servicekit::pipeline::StageError) {
 /// eprintln!("stage {} failed: {}", e.stage(), e.error());
 /// # }
 /// ```
@@ -210,7 +210,7 @@ impl StageError {
     /// # Examples
     ///
     /// ```
-    /// # fn f(e: &servicekit::StageError) -> &str {
+    /// # fn f(e: &servicekit::pipeline::StageError) -> &str {
     /// e.stage()
     /// # }
     /// ```
@@ -223,7 +223,7 @@ impl StageError {
     /// # Examples
     ///
     /// ```
-    /// # fn f(e: &servicekit::StageError) -> String {
+    /// # fn f(e: &servicekit::pipeline::StageError) -> String {
     /// e.error().to_string()
     /// # }
     /// ```
@@ -249,7 +249,7 @@ impl std::error::Error for StageError {
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Pipeline, PipelineError, stage};
+/// use servicekit::{Pipeline, pipeline::PipelineError, stage};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let err = Pipeline::from(futures::stream::iter([1u8]))
@@ -279,7 +279,7 @@ pub enum PipelineError {
 /// # Examples
 ///
 /// ```
-/// # fn f(s: &servicekit::StageReport) {
+/// # fn f(s: &servicekit::pipeline::StageReport) {
 /// println!("{}: {} in, {} out, {} failed, busy {:?}", s.name, s.input, s.output, s.failed, s.busy);
 /// # }
 /// ```
@@ -303,7 +303,7 @@ pub struct StageReport {
 /// # Examples
 ///
 /// ```
-/// # fn f(r: &servicekit::PipelineReport) {
+/// # fn f(r: &servicekit::pipeline::PipelineReport) {
 /// println!("{} items delivered", r.delivered);
 /// # }
 /// ```
@@ -322,7 +322,7 @@ pub struct PipelineReport {
 /// # Examples
 ///
 /// ```
-/// use servicekit::{PipelineSink, Queue};
+/// use servicekit::{pipeline::PipelineSink, Queue};
 /// fn takes_sink<S: PipelineSink<u32>>(s: S) -> S { s }
 /// let q = takes_sink(Queue::<u32>::unbounded());
 /// # drop(q);
@@ -416,7 +416,7 @@ struct Route {
 ///         tx.send(n).unwrap();
 ///         async {}
 ///     })
-///     .errors(|e: servicekit::StageError| async move { eprintln!("{e}: {}", e.error()) })
+///     .errors(|e: servicekit::pipeline::StageError| async move { eprintln!("{e}: {}", e.error()) })
 ///     .run()
 ///     .await
 ///     .unwrap();
@@ -625,7 +625,7 @@ impl<T: Send + 'static> Pipeline<T> {
     /// # Examples
     ///
     /// ```
-    /// let errors = servicekit::Queue::<servicekit::StageError>::unbounded();
+    /// let errors = servicekit::Queue::<servicekit::pipeline::StageError>::unbounded();
     /// let p = servicekit::Pipeline::from(futures::stream::iter(0..3)).errors(errors.clone());
     /// # drop(p);
     /// ```

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
+use super::body::IntoServiceResult;
+use super::state::{Listener, Shared};
 use crate::error::ServiceErrorKind;
-use crate::runner::Shared;
-use crate::service::IntoServiceResult;
 
 /// A running service's handle on its runner: shutdown, readiness and tied tasks.
 ///
@@ -49,9 +49,9 @@ use crate::service::IntoServiceResult;
 /// ```
 #[derive(Clone)]
 pub struct ServiceContext {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) idx: usize,
-    pub(crate) run: u64,
+    shared: Arc<Shared>,
+    idx: usize,
+    run: u64,
 }
 
 impl fmt::Debug for ServiceContext {
@@ -65,6 +65,11 @@ impl fmt::Debug for ServiceContext {
 }
 
 impl ServiceContext {
+    /// The context of run `run` of service `idx`.
+    pub(crate) fn new(shared: Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
+        ServiceContext { shared, idx, run }
+    }
+
     /// The service's name.
     ///
     /// # Examples
@@ -216,9 +221,9 @@ impl ServiceContext {
     /// ```
     pub fn cancellation_token(&self) -> CancellationToken {
         let slot = &self.shared.slots[self.idx];
-        let mut inner = crate::runner::lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         // Before the check of `stop_run`: see `Shared::request_stop`.
-        slot.listen(crate::runner::LISTEN_TOKEN);
+        slot.listen(Listener::Token);
         if inner.run != self.run || slot.stop_run.load(Ordering::SeqCst) >= self.run {
             let token = CancellationToken::new();
             token.cancel();
@@ -270,7 +275,7 @@ impl ServiceContext {
         F::Output: IntoServiceResult,
     {
         let slot = &self.shared.slots[self.idx];
-        let mut inner = crate::runner::lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         if inner.run != self.run || !inner.open {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
@@ -305,7 +310,7 @@ impl<F> TiedTask<F> {
     fn fail(&self, kind: ServiceErrorKind) {
         let (shared, idx, run) = (&*self.shared, self.idx, self.run);
         let slot = &shared.slots[idx];
-        let mut inner = crate::runner::lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         if inner.run == run
             && let Some(tied) = inner.tied.as_mut()
             && tied.error.is_none()
@@ -314,9 +319,8 @@ impl<F> TiedTask<F> {
         }
         drop(inner);
         shared.request_stop(idx, run);
-        // The supervisor polls the body again when woken, so a body that waits on
-        // its context without registering (see `shutdown_requested`) sees it.
-        slot.wake().notify();
+        // The supervisor polls the body again when woken: it sees the stop.
+        slot.wake.notify();
     }
 
     /// Drops the future; a panic in its `Drop` fails the run.
@@ -370,10 +374,6 @@ impl<F> Drop for TiedTask<F> {
 /// The future returned by [`ServiceContext::shutdown_requested`]: resolves once the
 /// context's run has been asked to stop.
 ///
-/// Two words: it registers with the runner only when polled by something other than
-/// the service's own supervisor (a `select!` in a spawned task, a `FuturesUnordered`,
-/// …); the supervisor polls the body again after every stop request anyway.
-///
 /// # Cancel safety
 ///
 /// Cancel safe: dropping it and calling again loses nothing.
@@ -384,7 +384,7 @@ impl<F> Drop for TiedTask<F> {
 /// # use servicekit::{service, ServiceContext};
 /// #[service]
 /// async fn idle(ctx: ServiceContext) {
-///     let stop: servicekit::ShutdownRequested<'_> = ctx.shutdown_requested();
+///     let stop: servicekit::lifecycle::ShutdownRequested<'_> = ctx.shutdown_requested();
 ///     stop.await;
 /// }
 /// # drop(idle());
@@ -392,8 +392,8 @@ impl<F> Drop for TiedTask<F> {
 #[must_use = "futures do nothing unless polled"]
 pub struct ShutdownRequested<'a> {
     ctx: &'a ServiceContext,
-    /// The registration with the slot's stop `Notify`, made (and boxed) on the first
-    /// poll that is not its supervisor's: most bodies never need one.
+    /// The registration with the slot's stop `Notify`, made on the first poll that
+    /// does not find the stop requested.
     notified: Option<Pin<Box<Notified<'a>>>>,
 }
 
@@ -420,23 +420,17 @@ impl Future for ShutdownRequested<'_> {
             }
             let notified = match &mut this.notified {
                 Some(notified) => notified,
-                // Polled by its own supervisor, with its task's waker: the supervisor
-                // polls the body again after every stop request, so no registration
-                // (an allocation, a lock and a self-wake per run) is needed.
-                None if crate::supervisor::polled_directly(slot, ctx.run, cx.waker()) => {
-                    return Poll::Pending;
-                }
                 // Made before the next check: a `notify_waiters` after it is not missed.
                 None => {
-                    slot.listen(crate::runner::LISTEN_NOTIFY);
-                    this.notified = Some(Box::pin(slot.stop_notify().notified()));
+                    slot.listen(Listener::Notify);
+                    this.notified = Some(Box::pin(slot.stop.notified()));
                     continue;
                 }
             };
             std::task::ready!(notified.as_mut().poll(cx));
             // Woken by a stop request of this run or an earlier one: check again with
             // a fresh registration.
-            notified.set(slot.stop_notify().notified());
+            notified.set(slot.stop.notified());
         }
     }
 }

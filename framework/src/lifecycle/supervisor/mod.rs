@@ -1,29 +1,42 @@
-//! One supervisor task per service: waits for dependencies, runs the body, stops it
-//! gracefully, and decides whether and when to run it again.
+//! One supervisor per service, inside the service's task: waits for dependencies,
+//! runs the body, stops it gracefully, and decides whether and when to run it again.
 //!
-//! The body is polled inside the supervisor task (no second spawn per run), under
-//! `catch_unwind`, so a restart costs a factory call and a few atomics, and "the next
-//! run starts only after the previous one has ended" holds by construction.
+//! * [`task`]: the service's tokio task, the body stored inline and polled under
+//!   `catch_unwind`, the whole task guarded.
+//! * [`restart`]: what follows a run (policy, intensity window, backoff).
+//! * [`periodic`]: services that run on a fixed period.
+//!
+//! Stopping a run: dependents stop first (the body keeps running for them), then the
+//! body is asked to stop and given its shutdown timeout (a body without a context is
+//! dropped at once), then tied tasks get what is left of the timeout and are aborted
+//! after it. The common case (nothing to wait for, the body returns when asked) is
+//! done in one poll, without a timer.
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+mod periodic;
+mod restart;
+mod task;
+
+pub(crate) use task::{Factory, factory};
+
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::context::ServiceContext;
-use crate::error::BoxError;
-use crate::error::{Chain, FailureKind, ServiceError, ServiceErrorKind, ServiceFailure};
-use crate::runner::{
-    ACTIVE, CMD_NONE, CMD_RESTART, CMD_STOP, ENDED, READY, STOPPING, ServiceState, Shared, Since,
-    Slot, SlotInner, lock,
-};
-use crate::service::{IntoServiceResult, OnGiveUp, Restart, RunResult};
+use restart::{Next, Restarts};
+use task::Body;
+
+use super::context::ServiceContext;
+use super::state::{Command, Flags, Shared, SlotInner};
+use super::status::ServiceState;
+use crate::error::{BoxError, ServiceError, ServiceErrorKind};
+
+/// What a run's body gave: its output, or the message of its panic.
+pub(crate) type RunResult = Result<Result<(), BoxError>, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -73,267 +86,26 @@ fn drop_unreturned(body: &mut dyn Body, result: &mut Option<RunResult>, asked: &
     }
 }
 
-/// The restart delay before the `attempt`-th consecutive restart (0-based): uniform in
-/// `[base, min(cap, base × 2^attempt)]`.
-pub(crate) fn backoff_delay(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let ceiling = base
-        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .unwrap_or(Duration::MAX)
-        .min(cap)
-        .max(base);
-    let span = (ceiling - base).as_nanos();
-    if span == 0 {
-        return base;
-    }
-    let jitter = fastrand::u128(0..=span);
-    base + Duration::from_nanos(u64::try_from(jitter).unwrap_or(u64::MAX))
-}
-
 fn stop_reason(shared: &Shared, idx: usize) -> Option<Reason> {
     if shared.shutting_down.load(Ordering::Acquire) {
         return Some(Reason::Shutdown);
     }
     let slot = &shared.slots[idx];
     // A load first: commands are rare.
-    let cmd = match slot.cmd.load(Ordering::Acquire) {
-        CMD_NONE => CMD_NONE,
-        _ => slot.cmd.swap(CMD_NONE, Ordering::AcqRel),
-    };
-    match cmd {
-        CMD_STOP => return Some(Reason::Stop),
-        CMD_RESTART => return Some(Reason::Restart),
-        _ => {}
+    match slot.cmd.take() {
+        Some(Command::Stop) => return Some(Reason::Stop),
+        Some(Command::Restart) => return Some(Reason::Restart),
+        None => {}
     }
-    if slot.deps().iter().any(|&d| shared.phase(d) & READY == 0) {
+    if slot.deps().iter().any(|&d| !shared.phase(d).is_ready()) {
         return Some(Reason::DependencyDown);
     }
     None
 }
 
-thread_local! {
-    /// The run whose body its supervisor is polling on this thread: the slot's
-    /// address, the run, and the data and vtable pointers of the waker it polls with.
-    static DIRECT: Cell<(usize, u64, usize, usize)> = const { Cell::new((0, 0, 0, 0)) };
-}
-
-fn direct_key(slot: &Slot, run: u64, waker: &Waker) -> (usize, u64, usize, usize) {
-    (
-        std::ptr::from_ref(slot) as usize,
-        run,
-        waker.data() as usize,
-        std::ptr::from_ref(waker.vtable()) as usize,
-    )
-}
-
-/// Whether the current poll is the supervisor of `slot` polling run `run`'s body
-/// with `waker`, its task's own. Such a poll may return `Pending` without
-/// registering for the stop request: the supervisor polls the body again after
-/// every `request_stop` (it makes them itself, or is woken for them).
-pub(crate) fn polled_directly(slot: &Slot, run: u64, waker: &Waker) -> bool {
-    DIRECT.get() == direct_key(slot, run, waker)
-}
-
-/// Polls a run's body, marked as polled directly by its supervisor (see
-/// [`polled_directly`]).
-fn poll_body(body: &mut dyn Body, slot: &Slot, run: u64, cx: &mut Context<'_>) -> Poll<RunResult> {
-    struct Restore((usize, u64, usize, usize));
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DIRECT.set(self.0);
-        }
-    }
-    let _restore = Restore(DIRECT.replace(direct_key(slot, run, cx.waker())));
-    body.poll(cx)
-}
-
 /// Polls `fut` once with the current task's waker.
 fn poll_now<F: Future + Unpin>(fut: &mut F) -> impl Future<Output = Poll<F::Output>> + '_ {
     std::future::poll_fn(move |cx| Poll::Ready(Pin::new(&mut *fut).poll(cx)))
-}
-
-/// Wraps a body closure so each run is a periodic loop of the original body: ticks
-/// at `start + k × period`; a run that overruns skips every tick it missed and waits
-/// for the next one on the grid (no burst of catch-up runs, no immediate extra run).
-/// The loop is boxed, once per run (a periodic run lasts as long as the service).
-pub(crate) fn periodic<M, F>(
-    make: M,
-    period: Duration,
-    has_context: bool,
-) -> impl FnMut(ServiceContext) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>
-+ Send
-+ 'static
-where
-    M: FnMut(ServiceContext) -> F + Send + 'static,
-    F: Future + Send + 'static,
-    F::Output: IntoServiceResult,
-{
-    let inner = Arc::new(Mutex::new(make));
-    move |ctx: ServiceContext| -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> {
-        let inner = inner.clone();
-        Box::pin(async move {
-            let start = Instant::now();
-            let mut due = start;
-            loop {
-                let tick = tokio::time::sleep_until(due);
-                if has_context {
-                    if ctx.until_shutdown(tick).await.is_none() {
-                        return Ok(());
-                    }
-                } else {
-                    tick.await;
-                }
-                let run = (lock(&inner))(ctx.clone());
-                run.await.into_service_result()?;
-                let elapsed = start.elapsed().as_nanos();
-                let k = elapsed / period.as_nanos() + 1;
-                due = start
-                    + Duration::from_nanos(
-                        u64::try_from(k * period.as_nanos()).unwrap_or(u64::MAX),
-                    );
-            }
-        })
-    }
-}
-
-/// What comes after a run.
-enum Next {
-    /// Start again at once (restart command, or a dependency came back).
-    Now,
-    /// Start again after this delay.
-    After(Duration),
-    /// The service is over, in this state.
-    End(ServiceState),
-}
-
-/// The restart bookkeeping of one service, kept between runs (boxed the first time
-/// a run ends by itself: most services never need it).
-#[derive(Default)]
-struct Restarts {
-    /// Exponent of the next backoff delay.
-    attempt: u32,
-    /// Times of the restarts within the current `within` window.
-    window: VecDeque<Instant>,
-    /// Restarts after failures so far.
-    count: u32,
-}
-
-impl Restarts {
-    /// Decides what follows a run (no waiting here, so nothing of this is kept alive
-    /// in the supervisor task while a run is idle).
-    ///
-    /// The bookkeeping is boxed only when a run ends by itself: a service that is
-    /// only ever stopped never allocates it.
-    fn decide(
-        restarts: &mut Option<Box<Restarts>>,
-        shared: &Shared,
-        idx: usize,
-        outcome: Outcome,
-        run: u64,
-    ) -> Next {
-        let slot = &shared.slots[idx];
-        let cfg = shared.config(idx);
-        let failure = match outcome.result {
-            Some(Err(e)) => {
-                let e = Arc::new(e);
-                tracing::warn!(service = %slot.name, run, error = %Chain(&*e), "service failed");
-                lock(&slot.inner).last_error = Some(e.clone());
-                shared.emit(|| crate::Event::Failed {
-                    service: slot.shared_name(),
-                    error: e.clone(),
-                });
-                Some(e)
-            }
-            _ => None,
-        };
-        let timeout = shared.shutdown_timeout(idx);
-        if outcome.ends.hung {
-            tracing::error!(service = %slot.name, ?timeout, "service did not stop in time and was aborted");
-            shared.record_failure(ServiceFailure {
-                service: slot.shared_name(),
-                kind: FailureKind::Hung { timeout },
-            });
-            return Next::End(ServiceState::Aborted);
-        }
-        if outcome.ends.tasks_hung > 0 {
-            let tasks = outcome.ends.tasks_hung;
-            tracing::error!(service = %slot.name, tasks, ?timeout, "tied tasks did not stop in time and were aborted");
-            shared.record_failure(ServiceFailure {
-                service: slot.shared_name(),
-                kind: FailureKind::TasksHung { tasks, timeout },
-            });
-            return Next::End(ServiceState::Aborted);
-        }
-        if shared.forced.load(Ordering::Acquire) {
-            return Next::End(if outcome.ends.aborted {
-                ServiceState::Aborted
-            } else {
-                ServiceState::Stopped
-            });
-        }
-        match outcome.reason {
-            Some(Reason::Shutdown | Reason::Stop) => {
-                // A body that failed on its own before it was asked to stop is
-                // reported as failed (above), but did not fail to stop.
-                let Some(error) = failure.filter(|_| outcome.asked) else {
-                    return Next::End(ServiceState::Stopped);
-                };
-                shared.record_failure(ServiceFailure {
-                    service: slot.shared_name(),
-                    kind: FailureKind::StopFailed { error },
-                });
-                return Next::End(ServiceState::Failed);
-            }
-            Some(Reason::Restart | Reason::DependencyDown) => return Next::Now,
-            None => {}
-        }
-        let this = restarts.get_or_insert_with(Box::default);
-        let Some(error) = failure else {
-            if cfg.restart != Restart::Always {
-                return Next::End(ServiceState::Stopped);
-            }
-            // A clean end is not a failure: no count, and the delay starts over.
-            this.attempt = 0;
-            return Next::After(cfg.backoff_base);
-        };
-        let now = Instant::now();
-        let unlimited = cfg.max_restarts == u32::MAX;
-        let mut give_up = cfg.restart == Restart::Never;
-        if !give_up && !unlimited {
-            while this
-                .window
-                .front()
-                .is_some_and(|&t| now.saturating_duration_since(t) >= cfg.within)
-            {
-                this.window.pop_front();
-            }
-            give_up = this.window.len() >= cfg.max_restarts as usize;
-        }
-        if give_up {
-            tracing::error!(service = %slot.name, restarts = this.count, error = %Chain(&*error), "service gave up");
-            shared.record_failure(ServiceFailure {
-                service: slot.shared_name(),
-                kind: FailureKind::GaveUp {
-                    restarts: this.count,
-                    error,
-                },
-            });
-            if cfg.on_give_up == OnGiveUp::Shutdown {
-                shared.begin_shutdown();
-            }
-            return Next::End(ServiceState::Failed);
-        }
-        if !unlimited {
-            this.window.push_back(now);
-        }
-        if outcome.lasted >= cfg.reset_after {
-            this.attempt = 0;
-        }
-        let delay = backoff_delay(cfg.backoff_base, cfg.backoff_cap, this.attempt);
-        this.attempt = this.attempt.saturating_add(1);
-        this.count += 1;
-        lock(&slot.inner).restarts = this.count;
-        Next::After(delay)
-    }
 }
 
 /// Where a supervisor is. The body of a run is not here: it lives inline in the
@@ -368,210 +140,6 @@ enum Slow {
     Pause(Duration),
     /// The service is over.
     Done,
-}
-
-/// A run's body as the supervisor sees it: made, polled and dropped in place.
-/// Implemented by [`Inline`], the body stored in the task itself; the supervisor's
-/// logic goes through this trait so it is compiled once, not once per service type.
-pub(crate) trait Body: Send {
-    /// Makes the body of a new run (the previous one is gone); `Err` with the panic's
-    /// message if the closure that makes it panicked.
-    fn start(&mut self, ctx: ServiceContext) -> Result<(), String>;
-    /// Polls the current body; `Pending` if there is none. A body that returned or
-    /// panicked is dropped at once; a panic in its `Drop` fails the run.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult>;
-    /// Drops the current body (its destructors run); `Some` with the message if its
-    /// `Drop` panicked.
-    fn clear(&mut self) -> Option<String>;
-}
-
-/// The body of the current run, pinned inside the service's task, the closure that
-/// makes one per run, and the run's tracing span (kept only when a subscriber wants
-/// it, boxed so an unused span costs the task one word instead of five).
-struct Inline<'a, M, F> {
-    make: &'a mut M,
-    body: Pin<&'a mut Option<F>>,
-    span: Option<Box<tracing::Span>>,
-}
-
-impl<M, F> Body for Inline<'_, M, F>
-where
-    M: FnMut(ServiceContext) -> F + Send,
-    F: Future + Send,
-    F::Output: IntoServiceResult,
-{
-    fn start(&mut self, ctx: ServiceContext) -> Result<(), String> {
-        let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
-        let make = &mut self.make;
-        let body = span.in_scope(|| crate::guard::catch(|| make(ctx)))?;
-        self.body.set(Some(body));
-        self.span = (!span.is_disabled()).then(|| Box::new(span));
-        Ok(())
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RunResult> {
-        let Some(body) = self.body.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        let result = {
-            let _entered = self.span.as_deref().map(tracing::Span::enter);
-            // The conversion of the output is user code too (`Into` of its error).
-            let polled = crate::guard::catch(|| match body.poll(cx) {
-                Poll::Pending => None,
-                Poll::Ready(output) => Some(output.into_service_result()),
-            });
-            match polled {
-                Ok(None) => return Poll::Pending,
-                Ok(Some(output)) => Ok(output),
-                Err(panic) => Err(panic),
-            }
-        };
-        // A body that returned or panicked is never polled again. A panic in its
-        // `Drop` fails a run that had succeeded; a run that had already failed keeps
-        // its first failure, and the panic is logged.
-        let result = match (self.clear(), result) {
-            (None, result) => result,
-            (Some(panic), Ok(Ok(()))) => Err(drop_panicked(&panic)),
-            (Some(panic), result) => {
-                tracing::error!(panic = %panic, "dropping the future of a failed run panicked");
-                result
-            }
-        };
-        Poll::Ready(result)
-    }
-
-    fn clear(&mut self) -> Option<String> {
-        let entered = self.span.as_deref().map(tracing::Span::enter);
-        let body = &mut self.body;
-        // An assignment whose drop panics still stores the new value: the body is
-        // gone either way.
-        let panic = crate::guard::catch(|| body.set(None)).err();
-        drop(entered);
-        self.span = None;
-        panic
-    }
-}
-
-/// Makes a service's task: [`task`] with the service's body type, so each run's
-/// body is stored inline in the task's box instead of boxed on its own. `Service`
-/// keeps its body closure behind this trait until its task first runs.
-pub(crate) trait IntoTask: Send + 'static {
-    /// The task of service `idx`, boxed.
-    fn into_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture;
-}
-
-/// A service's task once it has run: supervisor, body closure and current body.
-pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A service's tokio task, as spawned: three words, so it takes tokio's smallest
-/// task cell (128 B) and the thread that starts the runner writes no more than that.
-/// Its first poll, on a worker, takes the body closure from the slot and makes the
-/// real task, boxed (the supervisor with the body inline: 144 B for an idle body),
-/// and keeps it behind a thin pointer (one more 16 B box per service instead of a
-/// 256 B cell); the index is 32 bits (a runner holds fewer than 2^32 services).
-///
-/// It is also the guard of the runner's own code: a panic that escapes the task (a
-/// bug in the supervisor, or user code outside every narrower guard) ends the
-/// service with an internal failure ([`Shared::internal_failure`]) instead of
-/// killing the task silently and leaving `wait()` waiting for it forever.
-pub(crate) struct Spawned {
-    shared: Arc<Shared>,
-    task: Option<Box<TaskFuture>>,
-    idx: u32,
-    done: bool,
-}
-
-impl Spawned {
-    pub(crate) fn new(shared: Arc<Shared>, idx: usize) -> Spawned {
-        Spawned {
-            shared,
-            task: None,
-            idx: u32::try_from(idx).expect("fewer than 2^32 services"),
-            done: false,
-        }
-    }
-}
-
-impl Future for Spawned {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(());
-        }
-        let idx = this.idx as usize;
-        let polled = crate::guard::catch(|| {
-            #[cfg(test)]
-            if &*this.shared.slots[idx].name == tests::INJECT_INTERNAL_PANIC {
-                panic!("injected into the supervisor");
-            }
-            let task = this.task.get_or_insert_with(|| {
-                let factory = lock(&this.shared.slots[idx].inner)
-                    .factory
-                    .take()
-                    .expect("a service's task is made once");
-                Box::new(factory.into_task(this.shared.clone(), idx))
-            });
-            task.as_mut().as_mut().poll(cx)
-        });
-        let message = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(())) => {
-                this.done = true;
-                return Poll::Ready(());
-            }
-            Err(message) => message,
-        };
-        this.done = true;
-        // The task, with the body it may hold, is dropped before the failure is
-        // reported: "ended" means its future is gone.
-        if let Some(panic) = this.task.take().and_then(crate::guard::drop_caught) {
-            tracing::error!(service = %this.shared.slots[idx].name, %panic, "dropping the service's task panicked");
-        }
-        this.shared.internal_failure(idx, message);
-        Poll::Ready(())
-    }
-}
-
-/// The task of one service: its supervisor, the closure that makes each run's body,
-/// and the body of the current run, all in one box inside the service's tokio task
-/// (see [`Spawned`]). The supervisor's fast path (start a run, poll it, stop it when
-/// it returns at once) is one poll of [`Supervisor::poll_fast`]; the slow waits are
-/// boxed here when taken.
-pub(crate) fn task<M, F>(
-    shared: Arc<Shared>,
-    idx: usize,
-    mut make: M,
-) -> impl Future<Output = ()> + Send
-where
-    M: FnMut(ServiceContext) -> F + Send,
-    F: Future + Send,
-    F::Output: IntoServiceResult,
-{
-    let mut sup = Supervisor {
-        shared,
-        idx,
-        run: 0,
-        restarts: None,
-        step: Step::Start,
-    };
-    // Not an `async fn`: its arguments would be stored beside the locals made from
-    // them. Here `sup` and `make` are the block's captures, used in place.
-    async move {
-        let body = std::pin::pin!(None::<F>);
-        let mut body = Inline {
-            make: &mut make,
-            body,
-            span: None,
-        };
-        loop {
-            match std::future::poll_fn(|cx| sup.poll_fast(cx, &mut body)).await {
-                Slow::Done => return,
-                slow => Box::pin(sup.slow(&mut body, slow)).await,
-            }
-        }
-    }
 }
 
 /// The supervisor of one service: waits for its dependencies, runs the body,
@@ -612,11 +180,7 @@ impl Supervisor {
                     Some(false) => self.step = Step::End(ServiceState::Stopped),
                     None => {
                         self.shared.set_state(self.idx, ServiceState::Starting);
-                        if self.shared.slots[self.idx]
-                            .wake()
-                            .poll_take(cx)
-                            .is_pending()
-                        {
+                        if self.shared.slots[self.idx].wake.poll_take(cx).is_pending() {
                             return Poll::Pending;
                         }
                     }
@@ -627,7 +191,7 @@ impl Supervisor {
                     let slot = &shared.slots[idx];
                     // Woken to stop (an idle service's usual wake-up): the body is asked
                     // first and then polled once, instead of being polled before too.
-                    let early = if slot.wake().take_now() {
+                    let early = if slot.wake.take_now() {
                         stop_reason(shared, idx)
                     } else {
                         None
@@ -635,10 +199,10 @@ impl Supervisor {
                     let (result, reason) = if early.is_some() {
                         (None, early)
                     } else {
-                        match poll_body(body, slot, self.run, cx) {
+                        match body.poll(cx) {
                             Poll::Ready(r) => (Some(r), None),
                             Poll::Pending => loop {
-                                if slot.wake().poll_take(cx).is_pending() {
+                                if slot.wake.poll_take(cx).is_pending() {
                                     return Poll::Pending;
                                 }
                                 if let Some(reason) = stop_reason(shared, idx) {
@@ -658,7 +222,7 @@ impl Supervisor {
                     }
                     let slot = &self.shared.slots[self.idx];
                     self.step = if self.shared.shutting_down.load(Ordering::Acquire)
-                        || slot.cmd.load(Ordering::Acquire) == CMD_STOP
+                        || slot.cmd.is_stop()
                     {
                         Step::End(ServiceState::Stopped)
                     } else {
@@ -669,7 +233,7 @@ impl Supervisor {
                     let end = *end;
                     self.step = Step::Done;
                     let (shared, idx) = (&*self.shared, self.idx);
-                    shared.set_phase(idx, self.run, ENDED);
+                    shared.set_phase(idx, self.run, Flags::ENDED);
                     shared.set_state(idx, end);
                     tracing::info!(service = %shared.slots[idx].name, state = %end, "service ended");
                     shared.supervisor_ended(idx);
@@ -730,7 +294,7 @@ impl Supervisor {
             result.is_none() && matches!(reason, Some(Reason::Shutdown | Reason::Stop)) && can_ask;
         if asked {
             shared.request_stop(idx, run);
-            if let Poll::Ready(r) = poll_body(body, slot, run, cx) {
+            if let Poll::Ready(r) = body.poll(cx) {
                 if matches!(r, Ok(Ok(()))) && end_stopped(shared, idx, run) {
                     self.step = Step::Done;
                     return Some(Slow::Done);
@@ -738,7 +302,7 @@ impl Supervisor {
                 result = Some(r);
             }
         }
-        shared.set_phase(idx, run, ACTIVE | STOPPING);
+        shared.set_phase(idx, run, Flags::ACTIVE | Flags::STOPPING);
         if !slot.dependents().is_empty() {
             // Pairs with `claim`: the look for active dependents (`wind_down`) comes
             // after this fence, so a dependent claiming a run now is seen, or sees
@@ -750,23 +314,20 @@ impl Supervisor {
         let (mut lasted, mut has_tied) = (Duration::ZERO, false);
         let mut look = |inner: &mut SlotInner| {
             if reason.is_none() {
-                lasted = inner
-                    .since
-                    .get(shared.started)
-                    .map_or(Duration::ZERO, |s| s.elapsed());
+                lasted = inner.since.map_or(Duration::ZERO, |s| s.elapsed());
             }
             has_tied = inner.tied.is_some();
         };
         if reason.is_some() {
             shared.set_state_with(idx, ServiceState::Stopping, look);
         } else {
-            look(&mut lock(&slot.inner));
+            look(&mut slot.inner.lock());
         }
         let simple = slot.dependents().is_empty() && !has_tied;
         if simple && !asked && result.is_none() && can_ask {
             asked = true;
             shared.request_stop(idx, run);
-            if let Poll::Ready(r) = poll_body(body, slot, run, cx) {
+            if let Poll::Ready(r) = body.poll(cx) {
                 result = Some(r);
             }
         }
@@ -824,15 +385,15 @@ impl Supervisor {
 fn end_stopped(shared: &Shared, idx: usize, run: u64) -> bool {
     let slot = &shared.slots[idx];
     {
-        let mut inner = lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         if inner.tied.is_some() {
             return false;
         }
         inner.open = false;
         inner.state = ServiceState::Stopped;
-        inner.since = Since::NONE;
+        inner.since = None;
     }
-    shared.set_phase(idx, run, ENDED);
+    shared.set_phase(idx, run, Flags::ENDED);
     shared.announce(idx, ServiceState::Stopping);
     shared.announce(idx, ServiceState::Stopped);
     tracing::info!(service = %slot.name, state = %ServiceState::Stopped, "service ended");
@@ -847,19 +408,17 @@ fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
     if shared.shutting_down.load(Ordering::Acquire) {
         return Some(false);
     }
-    if slot.cmd.load(Ordering::Acquire) != CMD_NONE
-        && slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_STOP
-    {
+    if slot.cmd.take() == Some(Command::Stop) {
         return Some(false);
     }
     let mut all_ready = true;
     for &d in slot.deps() {
         let phase = shared.phase(d);
-        if phase & ENDED != 0 {
+        if phase.has_ended() {
             tracing::info!(service = %slot.name, dependency = %shared.slots[d].name, "dependency ended");
             return Some(false);
         }
-        all_ready &= phase & READY != 0;
+        all_ready &= phase.is_ready();
     }
     all_ready.then_some(true)
 }
@@ -876,14 +435,14 @@ fn claim(shared: &Shared, idx: usize, run: u64) -> bool {
     if slot.deps().is_empty() {
         return true;
     }
-    shared.set_phase(idx, run, ACTIVE);
+    shared.set_phase(idx, run, Flags::ACTIVE);
     std::sync::atomic::fence(Ordering::SeqCst);
-    if slot.deps().iter().all(|&d| shared.phase(d) & READY != 0) {
+    if slot.deps().iter().all(|&d| shared.phase(d).is_ready()) {
         return true;
     }
     // As after the previous run (`finish_run`): nothing active. The dependencies are
     // woken, in case one saw the claim and waits for it.
-    shared.set_phase(idx, run - 1, 0);
+    shared.set_phase(idx, run - 1, Flags::NONE);
     false
 }
 
@@ -891,14 +450,12 @@ fn claim(shared: &Shared, idx: usize, run: u64) -> bool {
 /// must end instead. A restart command cuts the delay short.
 async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
     let slot = &shared.slots[idx];
-    let must_end = || {
-        shared.shutting_down.load(Ordering::Acquire) || slot.cmd.load(Ordering::Acquire) == CMD_STOP
-    };
+    let must_end = || shared.shutting_down.load(Ordering::Acquire) || slot.cmd.is_stop();
     sleep_or_command(slot, delay, must_end).await
 }
 
 async fn sleep_or_command(
-    slot: &crate::runner::Slot,
+    slot: &super::state::Slot,
     delay: Duration,
     must_end: impl Fn() -> bool,
 ) -> bool {
@@ -907,12 +464,15 @@ async fn sleep_or_command(
     loop {
         tokio::select! {
             biased;
-            () = slot.wake().notified() => {
+            () = slot.wake.notified() => {
                 if must_end() {
                     return false;
                 }
-                if slot.cmd.swap(CMD_NONE, Ordering::AcqRel) == CMD_RESTART {
-                    return true;
+                match slot.cmd.take() {
+                    Some(Command::Restart) => return true,
+                    // Came after the check: the stop wins, as everywhere.
+                    Some(Command::Stop) => return false,
+                    None => {}
                 }
             }
             () = &mut sleep => return true,
@@ -927,28 +487,26 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
         idx,
         run,
         if slot.has_context {
-            ACTIVE
+            Flags::ACTIVE
         } else {
-            ACTIVE | READY
+            Flags::ACTIVE | Flags::READY
         },
     );
+    // A first run with no dependency to wait for starts with the runner (no clock
+    // read per service).
     let since = if run == 1 && slot.deps().is_empty() {
-        Since::START
+        shared.started
     } else {
-        Since::at(shared.started, Instant::now())
+        Instant::now()
     };
     shared.set_state_with(idx, ServiceState::Running, |inner| {
         inner.run = run;
         inner.open = true;
         inner.tied = None;
         inner.token = None;
-        inner.since = since;
+        inner.since = Some(since);
     });
-    ServiceContext {
-        shared: shared.clone(),
-        idx,
-        run,
-    }
+    ServiceContext::new(shared.clone(), idx, run)
 }
 
 /// Closes run `run` once its body is gone: tied tasks are told to stop and the
@@ -965,7 +523,7 @@ fn finish_run(
     let slot = &shared.slots[idx];
     shared.request_stop(idx, run);
     let task_error = {
-        let mut inner = lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         inner.open = false;
         inner.tied.take().and_then(|t| t.error)
     };
@@ -982,7 +540,7 @@ fn finish_run(
         Ok(Err(e)) => Err(error(ServiceErrorKind::Returned(e))),
         Err(panic) => Err(error(ServiceErrorKind::Panicked(panic))),
     });
-    shared.set_phase(idx, run, 0);
+    shared.set_phase(idx, run, Flags::NONE);
     Outcome {
         result,
         reason,
@@ -1014,12 +572,12 @@ async fn wind_down(
         && slot
             .dependents()
             .iter()
-            .any(|&d| shared.phase(d) & ACTIVE != 0)
+            .any(|&d| shared.phase(d).is_active())
     {
         tokio::select! {
             biased;
             r = &mut fut, if result.is_none() => result = Some(r),
-            () = slot.wake().notified() => {}
+            () = slot.wake.notified() => {}
         }
     }
 
@@ -1043,14 +601,14 @@ async fn wind_down(
                         ends.hung = true;
                         break;
                     }
-                    () = slot.wake().notified() => if forced() { break },
+                    () = slot.wake.notified() => if forced() { break },
                 }
             }
         }
     }
     if result.is_none() && slot.has_context && !ends.hung && forced() {
         ends.aborted = true;
-        lock(&shared.aborted).push(slot.shared_name());
+        shared.aborted.lock().push(slot.shared_name());
     }
     drop(fut);
     drop_unreturned(body, &mut result, &mut asked);
@@ -1060,7 +618,7 @@ async fn wind_down(
     // failures during this wait (a panic in a task's `Drop` included) are recorded.
     shared.request_stop(idx, run);
     let set = {
-        let mut inner = lock(&slot.inner);
+        let mut inner = slot.inner.lock();
         inner.open = false;
         inner.tied.as_mut().map(|t| std::mem::take(&mut t.set))
     };
@@ -1088,7 +646,7 @@ async fn wind_down(
                     }
                     break;
                 }
-                () = slot.wake().notified() => {}
+                () = slot.wake.notified() => {}
             }
         }
     }
@@ -1098,9 +656,20 @@ async fn wind_down(
 /// How long a wind-down waits for aborted tied tasks to be dropped.
 const ABORT_GRACE: Duration = Duration::from_millis(100);
 
+impl Supervisor {
+    fn new(shared: Arc<Shared>, idx: usize) -> Supervisor {
+        Supervisor {
+            shared,
+            idx,
+            run: 0,
+            restarts: None,
+            step: Step::Start,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::backoff_delay;
     use std::time::Duration;
 
     /// A service with this name makes its runner task panic outside every guard
@@ -1158,54 +727,5 @@ pub(crate) mod tests {
                 .contains("the runner's task for it panicked"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn backoff_bounds_grow_then_cap() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        for attempt in 0..40 {
-            let ceiling = (base * 2u32.saturating_pow(attempt.min(20))).min(cap);
-            for _ in 0..200 {
-                let d = backoff_delay(base, cap, attempt);
-                assert!(d >= base && d <= ceiling, "attempt {attempt}: {d:?}");
-            }
-        }
-        assert_eq!(backoff_delay(base, cap, 0), base);
-        assert_eq!(
-            backoff_delay(Duration::ZERO, Duration::ZERO, 9),
-            Duration::ZERO
-        );
-    }
-}
-#[cfg(test)]
-mod size_budget {
-    //! The per-service cost (see BENCHMARKS.md) depends on these sizes: the task as
-    //! spawned (tokio's smallest cell), the slot, and the boxed task a first poll
-    //! makes (supervisor, body closure and the current run's body inline).
-
-    #[test]
-    fn task_and_slot_stay_small() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let _guard = rt.enter();
-        let shared = crate::runner::dummy_shared();
-        // At most three words: tokio's 128 B task cell.
-        let spawned = std::mem::size_of::<super::Spawned>();
-        assert!(spawned <= 24, "{spawned}");
-        let supervisor = std::mem::size_of::<super::Supervisor>();
-        assert!(supervisor <= 40, "{supervisor}");
-        let slot = std::mem::size_of::<crate::runner::Slot>();
-        assert!(slot <= 168, "{slot}");
-
-        // The bench's idle service: its whole boxed task, body inline, in at most
-        // 152 B, so the box is a 160 B chunk (a 72 B supervisor in a 256 B cell plus
-        // a 176 B boxed body before). `shutdown_requested()` is two words.
-        let task = super::task(shared, 0, |ctx: crate::ServiceContext| async move {
-            ctx.shutdown_requested().await;
-        });
-        let task = std::mem::size_of_val(&task);
-        assert!(task <= 152, "{task}");
     }
 }

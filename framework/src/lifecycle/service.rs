@@ -1,137 +1,14 @@
-//! The `Service` value: a named, restartable unit of work and its supervision settings.
+//! The `Service` value: a named, restartable unit of work, its settings and its
+//! dependencies. It runs nothing by itself: a runner starts it.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::ServiceContext;
-use crate::error::{BoxError, ConfigError};
-use crate::runner::Shared;
-use crate::supervisor::{self, IntoTask, TaskFuture};
-
-/// What one run produces: the body's result, or the payload of its panic.
-/// What a run's body gave: its output, or the message of its panic.
-pub(crate) type RunResult = Result<Result<(), BoxError>, String>;
-/// A service's body closure until its task first runs (see [`IntoTask`]).
-pub(crate) type Factory = Box<dyn IntoTask>;
-
-/// When a service that ended is run again (OTP's restart types).
-///
-/// | policy | OTP name | re-run after `Ok` | re-run after `Err` or panic |
-/// |---|---|---|---|
-/// | [`Always`](Restart::Always) | permanent | yes | yes |
-/// | [`OnFailure`](Restart::OnFailure) (default) | transient | no | yes |
-/// | [`Never`](Restart::Never) | temporary | no | no |
-///
-/// # Examples
-///
-/// ```
-/// use servicekit::{Restart, Service};
-/// let s = Service::without_context("tick", || async {}).restart(Restart::Always);
-/// assert_eq!(s.name(), "tick");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Restart {
-    /// Re-run after every end, clean or not (a clean end is re-run after the base
-    /// backoff delay and does not count towards `max_restarts`).
-    Always,
-    /// Re-run after an error or a panic; a clean return ends the service.
-    #[default]
-    OnFailure,
-    /// Never re-run; an error or panic ends the service as failed.
-    Never,
-}
-
-/// What happens when a service fails and may not be restarted any more.
-///
-/// # Examples
-///
-/// ```
-/// use servicekit::{OnGiveUp, Service};
-/// let s = Service::without_context("optional", || async {}).on_give_up(OnGiveUp::Ignore);
-/// # drop(s);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnGiveUp {
-    /// Shut the whole runner down and return an error naming the service (escalation,
-    /// as an OTP supervisor that exceeds its intensity). The default.
-    #[default]
-    Shutdown,
-    /// Leave the service `Failed` and keep the others running; the runner still reports
-    /// the failure when it ends.
-    Ignore,
-}
-
-/// The supervision settings of one service. Built through [`Service`]'s methods.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Config {
-    pub(crate) restart: Restart,
-    pub(crate) every: Option<Duration>,
-    pub(crate) backoff_base: Duration,
-    pub(crate) backoff_cap: Duration,
-    pub(crate) reset_after: Duration,
-    pub(crate) max_restarts: u32,
-    pub(crate) within: Duration,
-    pub(crate) on_give_up: OnGiveUp,
-    pub(crate) shutdown_timeout: Option<Duration>,
-}
-
-/// Default lower bound of the restart delay.
-pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// Default upper bound of the restart delay.
-pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// Default time a run must last without failing for the backoff to start again from its base.
-pub const DEFAULT_RESET_AFTER: Duration = Duration::from_secs(60);
-/// Default number of restarts allowed within [`DEFAULT_WITHIN`].
-pub const DEFAULT_MAX_RESTARTS: u32 = 5;
-/// Default window for [`DEFAULT_MAX_RESTARTS`].
-pub const DEFAULT_WITHIN: Duration = Duration::from_secs(60);
-/// Default time a service with a context has to return once asked to stop.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Config {
-    /// The defaults, as one constant (a service with no settings of its own points here).
-    pub(crate) const DEFAULT: Config = Config {
-        restart: Restart::OnFailure,
-        every: None,
-        backoff_base: DEFAULT_BACKOFF_BASE,
-        backoff_cap: DEFAULT_BACKOFF_CAP,
-        reset_after: DEFAULT_RESET_AFTER,
-        max_restarts: DEFAULT_MAX_RESTARTS,
-        within: DEFAULT_WITHIN,
-        on_give_up: OnGiveUp::Shutdown,
-        shutdown_timeout: None,
-    };
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config::DEFAULT
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let invalid = |problem: String| ConfigError::Invalid {
-            service: name.to_owned(),
-            problem,
-        };
-        if self.backoff_base > self.backoff_cap {
-            return Err(invalid(format!(
-                "`backoff` base {:?} is greater than its cap {:?}",
-                self.backoff_base, self.backoff_cap
-            )));
-        }
-        if self.within.is_zero() {
-            return Err(invalid("`within` must be greater than zero".into()));
-        }
-        if self.every.is_some_and(|d| d.is_zero()) {
-            return Err(invalid("`every` must be greater than zero".into()));
-        }
-        Ok(())
-    }
-}
+use super::body::IntoServiceResult;
+use super::config::{Config, OnGiveUp, Restart};
+use super::context::ServiceContext;
+use super::supervisor::{self, Factory};
 
 /// A named, restartable unit of work, ready to be run by [`run_services`] or a
 /// [`Runner`].
@@ -189,28 +66,6 @@ pub(crate) struct Extra {
     pub(crate) after: Vec<String>,
 }
 
-/// A body closure as given to [`Service::new`] or [`Service::without_context`],
-/// kept with its type so the service's task, on its first poll, can make the boxed
-/// task that stores each run's body inline (see [`supervisor::task`]).
-pub(crate) struct BodyFn<F>(pub(crate) F);
-
-impl<F, Fut> IntoTask for BodyFn<F>
-where
-    F: FnMut(ServiceContext) -> Fut + Send + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: IntoServiceResult,
-{
-    fn into_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture {
-        match shared.config(idx).every {
-            None => Box::pin(supervisor::task(shared, idx, self.0)),
-            Some(period) => {
-                let runs = supervisor::periodic(self.0, period, shared.slots[idx].has_context);
-                Box::pin(supervisor::task(shared, idx, runs))
-            }
-        }
-    }
-}
-
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Service")
@@ -219,38 +74,6 @@ impl fmt::Debug for Service {
             .field("config", self.config())
             .field("after", &self.dependencies())
             .finish_non_exhaustive()
-    }
-}
-
-/// What a service body may return: `()` or `Result<(), E>` with `E` convertible into a
-/// boxed error (`std::io::Error`, `anyhow::Error`, `Box<dyn Error + Send + Sync>`, …).
-///
-/// # Examples
-///
-/// ```
-/// use servicekit::IntoServiceResult;
-/// assert!(().into_service_result().is_ok());
-/// assert!(Err::<(), _>(std::io::Error::other("x")).into_service_result().is_err());
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "a service must return `()` or `Result<(), E>`, not `{Self}`",
-    label = "a service's body returns `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`",
-    note = "a value to hand on belongs in a `Channel` or a `Queue`, not in the service's result"
-)]
-pub trait IntoServiceResult {
-    /// Converts the body's output.
-    fn into_service_result(self) -> Result<(), BoxError>;
-}
-
-impl IntoServiceResult for () {
-    fn into_service_result(self) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl<E: Into<BoxError>> IntoServiceResult for Result<(), E> {
-    fn into_service_result(self) -> Result<(), BoxError> {
-        self.map_err(Into::into)
     }
 }
 
@@ -307,7 +130,7 @@ impl Service {
             name,
             has_context,
             extra: None,
-            factory: Box::new(BodyFn(f)),
+            factory: supervisor::factory(f),
         }
     }
 

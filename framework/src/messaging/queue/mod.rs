@@ -2,7 +2,7 @@
 //!
 //! Bounded or unbounded, many senders and many receivers. [`Queue::close`] (or dropping
 //! every `Queue` handle) lets receivers drain what is queued, then they see
-//! [`QueueClosed`]; senders get their item back.
+//! [`RecvError`]; senders get their item back.
 //!
 //! ## How it works
 //!
@@ -35,7 +35,7 @@
 //!
 //! A woken waiter must be polled again or dropped for the next one to get its turn
 //! (as with `async-channel`): do not keep a pending `recv()` or `send()` future, or a
-//! `QueueReceiver` polled as a `Stream`, alive without polling it again while other
+//! `Receiver` polled as a `Stream`, alive without polling it again while other
 //! tasks wait on the queue (dropping it is always fine).
 //!
 //! ## Example
@@ -61,7 +61,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::lock::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard};
 use futures::Stream;
 
 /// The sending handle of a work queue; clone it for more senders. The queue closes
@@ -250,17 +250,17 @@ impl<T> Shared<T> {
         item: T,
         slot: &mut Option<u64>,
         cx: Option<&Context<'_>>,
-    ) -> Result<(), QueueTrySendError<T>> {
+    ) -> Result<(), TrySendError<T>> {
         let mut st = self.lock();
         if st.closed {
             st.send_waiters.remove(slot);
-            return Err(QueueTrySendError::Closed(item));
+            return Err(TrySendError::Closed(item));
         }
         if st.items.len() >= st.cap {
             if let Some(cx) = cx {
                 st.send_waiters.register(slot, cx.waker());
             }
-            return Err(QueueTrySendError::Full(item));
+            return Err(TrySendError::Full(item));
         }
         let was_notified = st.send_waiters.remove(slot);
         st.items.push_back(item);
@@ -285,17 +285,17 @@ impl<T> Shared<T> {
         &self,
         slot: &mut Option<u64>,
         cx: Option<&Context<'_>>,
-    ) -> Result<T, QueueTryRecvError> {
+    ) -> Result<T, TryRecvError> {
         let mut st = self.lock();
         let Some(item) = st.items.pop_front() else {
             if st.closed {
                 st.recv_waiters.remove(slot);
-                return Err(QueueTryRecvError::Closed);
+                return Err(TryRecvError::Closed);
             }
             if let Some(cx) = cx {
                 st.recv_waiters.register(slot, cx.waker());
             }
-            return Err(QueueTryRecvError::Empty);
+            return Err(TryRecvError::Empty);
         };
         let was_notified = st.recv_waiters.remove(slot);
         // As in `try_send`: a sender for the freed room, else the next receiver's
@@ -361,64 +361,64 @@ impl<T> Shared<T> {
 /// # }
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
-pub struct QueueSendError<T>(pub T);
+pub struct SendError<T>(pub T);
 
-impl<T> QueueSendError<T> {
+impl<T> SendError<T> {
     /// The item that was not sent.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(servicekit::QueueSendError(1).into_inner(), 1);
+    /// assert_eq!(servicekit::queue::SendError(1).into_inner(), 1);
     /// ```
     pub fn into_inner(self) -> T {
         self.0
     }
 }
 
-impl<T> fmt::Debug for QueueSendError<T> {
+impl<T> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("QueueSendError(..)")
+        f.write_str("SendError(..)")
     }
 }
 
-impl<T> fmt::Display for QueueSendError<T> {
+impl<T> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("queue closed")
     }
 }
 
-impl<T> std::error::Error for QueueSendError<T> {}
+impl<T> std::error::Error for SendError<T> {}
 
 /// The error of [`Queue::try_send`], with the item.
 ///
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Queue, QueueTrySendError};
+/// use servicekit::{Queue, queue::TrySendError};
 /// let q = Queue::bounded(1);
 /// q.try_send(1).unwrap();
-/// assert!(matches!(q.try_send(2), Err(QueueTrySendError::Full(2))));
+/// assert!(matches!(q.try_send(2), Err(TrySendError::Full(2))));
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
-pub enum QueueTrySendError<T> {
+pub enum TrySendError<T> {
     /// The queue is full.
     Full(T),
     /// The queue is closed.
     Closed(T),
 }
 
-impl<T> QueueTrySendError<T> {
+impl<T> TrySendError<T> {
     /// The item that was not sent.
     ///
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(servicekit::QueueTrySendError::Full(3).into_inner(), 3);
+    /// assert_eq!(servicekit::queue::TrySendError::Full(3).into_inner(), 3);
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            QueueTrySendError::Full(t) | QueueTrySendError::Closed(t) => t,
+            TrySendError::Full(t) | TrySendError::Closed(t) => t,
         }
     }
 
@@ -427,78 +427,78 @@ impl<T> QueueTrySendError<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(servicekit::QueueTrySendError::Full(()).is_full());
+    /// assert!(servicekit::queue::TrySendError::Full(()).is_full());
     /// ```
     pub fn is_full(&self) -> bool {
-        matches!(self, QueueTrySendError::Full(_))
+        matches!(self, TrySendError::Full(_))
     }
 }
 
-impl<T> fmt::Debug for QueueTrySendError<T> {
+impl<T> fmt::Debug for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            QueueTrySendError::Full(_) => f.write_str("Full(..)"),
-            QueueTrySendError::Closed(_) => f.write_str("Closed(..)"),
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
         }
     }
 }
 
-impl<T> fmt::Display for QueueTrySendError<T> {
+impl<T> fmt::Display for TrySendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            QueueTrySendError::Full(_) => "queue full",
-            QueueTrySendError::Closed(_) => "queue closed",
+            TrySendError::Full(_) => "queue full",
+            TrySendError::Closed(_) => "queue closed",
         })
     }
 }
 
-impl<T> std::error::Error for QueueTrySendError<T> {}
+impl<T> std::error::Error for TrySendError<T> {}
 
 /// The queue is closed and everything in it was received.
 ///
 /// # Examples
 ///
 /// ```
-/// assert_eq!(servicekit::QueueClosed.to_string(), "queue closed");
+/// assert_eq!(servicekit::queue::RecvError.to_string(), "queue closed");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueClosed;
+pub struct RecvError;
 
-impl fmt::Display for QueueClosed {
+impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("queue closed")
     }
 }
 
-impl std::error::Error for QueueClosed {}
+impl std::error::Error for RecvError {}
 
-/// The error of [`QueueReceiver::try_recv`].
+/// The error of [`Receiver::try_recv`].
 ///
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Queue, QueueTryRecvError};
+/// use servicekit::{Queue, queue::TryRecvError};
 /// let q = Queue::<u8>::bounded(1);
-/// assert_eq!(q.receiver().try_recv(), Err(QueueTryRecvError::Empty));
+/// assert_eq!(q.receiver().try_recv(), Err(TryRecvError::Empty));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueTryRecvError {
+pub enum TryRecvError {
     /// Nothing queued right now.
     Empty,
     /// Closed and drained.
     Closed,
 }
 
-impl fmt::Display for QueueTryRecvError {
+impl fmt::Display for TryRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            QueueTryRecvError::Empty => "queue empty",
-            QueueTryRecvError::Closed => "queue closed",
+            TryRecvError::Empty => "queue empty",
+            TryRecvError::Closed => "queue closed",
         })
     }
 }
 
-impl std::error::Error for QueueTryRecvError {}
+impl std::error::Error for TryRecvError {}
 
 impl<T> Queue<T> {
     /// A queue holding at most `capacity` items.
@@ -558,8 +558,8 @@ impl<T> Queue<T> {
     /// let (a, b) = (q.receiver(), q.receiver());
     /// # drop((a, b));
     /// ```
-    pub fn receiver(&self) -> QueueReceiver<T> {
-        QueueReceiver {
+    pub fn receiver(&self) -> Receiver<T> {
+        Receiver {
             shared: self.shared.clone(),
             slot: None,
         }
@@ -569,7 +569,7 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueSendError`] with the item if the queue is closed.
+    /// [`SendError`] with the item if the queue is closed.
     ///
     /// # Cancel safety
     ///
@@ -586,7 +586,7 @@ impl<T> Queue<T> {
     /// assert_eq!(q.len(), 1);
     /// # }
     /// ```
-    pub async fn send(&self, item: T) -> Result<(), QueueSendError<T>> {
+    pub async fn send(&self, item: T) -> Result<(), SendError<T>> {
         SendFut {
             shared: &self.shared,
             item: Some(item),
@@ -599,7 +599,7 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueTrySendError::Full`] or [`QueueTrySendError::Closed`], with the item.
+    /// [`TrySendError::Full`] or [`TrySendError::Closed`], with the item.
     ///
     /// # Examples
     ///
@@ -608,11 +608,11 @@ impl<T> Queue<T> {
     /// assert!(q.try_send(1).is_ok());
     /// assert!(q.try_send(2).unwrap_err().is_full());
     /// ```
-    pub fn try_send(&self, item: T) -> Result<(), QueueTrySendError<T>> {
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         self.shared.try_send(item, &mut None, None)
     }
 
-    /// Closes the queue: receivers drain what is queued, then see [`QueueClosed`];
+    /// Closes the queue: receivers drain what is queued, then see [`RecvError`];
     /// sends fail. Returns `false` if it was already closed.
     ///
     /// # Examples
@@ -693,41 +693,41 @@ impl<T> Queue<T> {
 /// # }
 /// ```
 #[must_use = "streams do nothing unless polled"]
-pub struct QueueReceiver<T> {
+pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
     /// This receiver's place among the waiters while it is polled as a `Stream`.
     slot: Option<u64>,
 }
 
-impl<T> Clone for QueueReceiver<T> {
+impl<T> Clone for Receiver<T> {
     fn clone(&self) -> Self {
-        QueueReceiver {
+        Receiver {
             shared: self.shared.clone(),
             slot: None,
         }
     }
 }
 
-impl<T> Drop for QueueReceiver<T> {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.cancel_recv(&mut self.slot);
     }
 }
 
-impl<T> fmt::Debug for QueueReceiver<T> {
+impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueueReceiver")
+        f.debug_struct("Receiver")
             .field("len", &self.shared.lock().items.len())
             .finish()
     }
 }
 
-impl<T> QueueReceiver<T> {
+impl<T> Receiver<T> {
     /// Receives the next item, waiting for one.
     ///
     /// # Errors
     ///
-    /// [`QueueClosed`] once the queue is closed and drained.
+    /// [`RecvError`] once the queue is closed and drained.
     ///
     /// # Cancel safety
     ///
@@ -744,7 +744,7 @@ impl<T> QueueReceiver<T> {
     /// assert_eq!(rx.recv().await, Ok(9));
     /// # }
     /// ```
-    pub async fn recv(&self) -> Result<T, QueueClosed> {
+    pub async fn recv(&self) -> Result<T, RecvError> {
         RecvFut {
             shared: &self.shared,
             slot: None,
@@ -756,7 +756,7 @@ impl<T> QueueReceiver<T> {
     ///
     /// # Errors
     ///
-    /// [`QueueTryRecvError::Empty`] or [`QueueTryRecvError::Closed`].
+    /// [`TryRecvError::Empty`] or [`TryRecvError::Closed`].
     ///
     /// # Examples
     ///
@@ -766,20 +766,20 @@ impl<T> QueueReceiver<T> {
     /// q.try_send(1).unwrap();
     /// assert_eq!(rx.try_recv(), Ok(1));
     /// ```
-    pub fn try_recv(&self) -> Result<T, QueueTryRecvError> {
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.shared.try_recv(&mut None, None)
     }
 }
 
-impl<T> Stream for QueueReceiver<T> {
+impl<T> Stream for Receiver<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = &mut *self;
         match this.shared.try_recv(&mut this.slot, Some(cx)) {
             Ok(item) => Poll::Ready(Some(item)),
-            Err(QueueTryRecvError::Closed) => Poll::Ready(None),
-            Err(QueueTryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Closed) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
         }
     }
 }
@@ -795,7 +795,7 @@ struct SendFut<'a, T> {
 impl<T> Unpin for SendFut<'_, T> {}
 
 impl<T> Future for SendFut<'_, T> {
-    type Output = Result<(), QueueSendError<T>>;
+    type Output = Result<(), SendError<T>>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -803,8 +803,8 @@ impl<T> Future for SendFut<'_, T> {
         let item = this.item.take().expect("SendFut polled after completion");
         match this.shared.try_send(item, &mut this.slot, Some(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
-            Err(QueueTrySendError::Closed(item)) => Poll::Ready(Err(QueueSendError(item))),
-            Err(QueueTrySendError::Full(item)) => {
+            Err(TrySendError::Closed(item)) => Poll::Ready(Err(SendError(item))),
+            Err(TrySendError::Full(item)) => {
                 this.item = Some(item);
                 Poll::Pending
             }
@@ -818,22 +818,22 @@ impl<T> Drop for SendFut<'_, T> {
     }
 }
 
-/// The future of [`QueueReceiver::recv`].
+/// The future of [`Receiver::recv`].
 struct RecvFut<'a, T> {
     shared: &'a Shared<T>,
     slot: Option<u64>,
 }
 
 impl<T> Future for RecvFut<'_, T> {
-    type Output = Result<T, QueueClosed>;
+    type Output = Result<T, RecvError>;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match this.shared.try_recv(&mut this.slot, Some(cx)) {
             Ok(item) => Poll::Ready(Ok(item)),
-            Err(QueueTryRecvError::Closed) => Poll::Ready(Err(QueueClosed)),
-            Err(QueueTryRecvError::Empty) => Poll::Pending,
+            Err(TryRecvError::Closed) => Poll::Ready(Err(RecvError)),
+            Err(TryRecvError::Empty) => Poll::Pending,
         }
     }
 }

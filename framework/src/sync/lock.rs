@@ -3,10 +3,10 @@
 //!
 //! The sender of a [`Channel`](crate::Channel) takes its lock once per message, and
 //! every [`Queue`](crate::Queue) operation takes its lock once. A parking mutex
-//! (parking_lot, std) releases with a read-modify-write, because it must see whether
-//! a thread was parked on it; here nobody is parked waiting to be woken, so releasing
-//! is a store and each of those operations costs one atomic read-modify-write fewer (see
-//! BENCHMARKS.md, fourth session).
+//! releases with a read-modify-write, because it must see whether a thread was
+//! parked on it, and parks and wakes waiters through the OS; here releasing is a
+//! store. Measured against `std::sync::Mutex` in the same run, it makes the queue
+//! about 2× faster and the channel's 1→4 case about 12% faster (BENCHMARKS.md).
 //!
 //! The critical sections it guards never await and are short, except that a customer
 //! clones its batch (user `Clone` code, up to 256 messages) under it. A waiter spins

@@ -63,7 +63,7 @@
 //! ## Example
 //!
 //! ```
-//! use servicekit::{Channel, RecvError};
+//! use servicekit::{Channel, channel::RecvError};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -85,19 +85,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 // The lock-free parts (cursor publication, the parked-sender flag) are model-checked
-// with loom: `framework/tests/loom_channel.rs`, built with `--cfg servicekit_loom`.
-#[cfg(not(servicekit_loom))]
-use crate::lock::{Mutex, MutexGuard};
-#[cfg(servicekit_loom)]
-use loom::sync::{
-    Arc, Mutex, MutexGuard,
-    atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
-};
-#[cfg(not(servicekit_loom))]
-use std::sync::{
-    Arc,
-    atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
-};
+// with loom through the `sync` shim: `framework/tests/loom_channel.rs`, built with
+// `--cfg servicekit_loom`.
+use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 use futures::Stream;
 
@@ -110,7 +100,7 @@ pub const BATCH: usize = 256;
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Channel, Overflow};
+/// use servicekit::{Channel, channel::Overflow};
 /// let ch = Channel::<u32>::bounded(4);
 /// let metrics = ch.customer().capacity(100).overflow(Overflow::DropOldest).connect();
 /// # drop(metrics);
@@ -133,7 +123,7 @@ pub enum Overflow {
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Channel, NoCustomers, TrySendError};
+/// use servicekit::{Channel, channel::NoCustomers, channel::TrySendError};
 /// let ch = Channel::bounded(4).when_no_customers(NoCustomers::Fail);
 /// assert!(matches!(ch.try_send(1), Err(TrySendError::NoCustomers(1))));
 /// ```
@@ -174,7 +164,7 @@ impl<T> SendError<T> {
     /// # Examples
     ///
     /// ```
-    /// let e = servicekit::SendError::Closed(3);
+    /// let e = servicekit::channel::SendError::Closed(3);
     /// assert_eq!(e.into_inner(), 3);
     /// ```
     pub fn into_inner(self) -> T {
@@ -188,7 +178,7 @@ impl<T> SendError<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(servicekit::SendError::Closed(()).is_closed());
+    /// assert!(servicekit::channel::SendError::Closed(()).is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, SendError::Closed(_))
@@ -220,7 +210,7 @@ impl<T> std::error::Error for SendError<T> {}
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Channel, TrySendError};
+/// use servicekit::{Channel, channel::TrySendError};
 /// let ch = Channel::bounded(1);
 /// let _c = ch.connect();
 /// ch.try_send(1).unwrap();
@@ -244,7 +234,7 @@ impl<T> TrySendError<T> {
     /// # Examples
     ///
     /// ```
-    /// assert_eq!(servicekit::TrySendError::Full(1).into_inner(), 1);
+    /// assert_eq!(servicekit::channel::TrySendError::Full(1).into_inner(), 1);
     /// ```
     pub fn into_inner(self) -> T {
         match self {
@@ -257,7 +247,7 @@ impl<T> TrySendError<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(servicekit::TrySendError::Full(()).is_full());
+    /// assert!(servicekit::channel::TrySendError::Full(()).is_full());
     /// ```
     pub fn is_full(&self) -> bool {
         matches!(self, TrySendError::Full(_))
@@ -268,7 +258,7 @@ impl<T> TrySendError<T> {
     /// # Examples
     ///
     /// ```
-    /// assert!(servicekit::TrySendError::Closed(()).is_closed());
+    /// assert!(servicekit::channel::TrySendError::Closed(()).is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, TrySendError::Closed(_))
@@ -302,7 +292,7 @@ impl<T> std::error::Error for TrySendError<T> {}
 /// # Examples
 ///
 /// ```
-/// use servicekit::RecvError;
+/// use servicekit::channel::RecvError;
 /// assert_eq!(RecvError::Lagged(3).to_string(), "customer lagged behind: 3 messages dropped");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +324,7 @@ impl std::error::Error for RecvError {}
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Channel, TryRecvError};
+/// use servicekit::{Channel, channel::TryRecvError};
 /// let ch = Channel::<u8>::bounded(1);
 /// let mut c = ch.connect();
 /// assert_eq!(c.try_recv(), Err(TryRecvError::Empty));
@@ -571,9 +561,6 @@ struct Shared<T> {
 
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        #[cfg(servicekit_loom)]
-        return self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        #[cfg(not(servicekit_loom))]
         self.inner.lock()
     }
 
@@ -866,7 +853,7 @@ impl<T: Clone> Channel<T> {
     /// # Examples
     ///
     /// ```
-    /// use servicekit::{Channel, NoCustomers};
+    /// use servicekit::{Channel, channel::NoCustomers};
     /// let ch = Channel::<u8>::bounded(1).when_no_customers(NoCustomers::Fail);
     /// # drop(ch);
     /// ```
@@ -918,7 +905,7 @@ impl<T: Clone> Channel<T> {
     /// # Examples
     ///
     /// ```
-    /// use servicekit::{Channel, Overflow};
+    /// use servicekit::{Channel, channel::Overflow};
     /// let ch = Channel::<u8>::bounded(4);
     /// let c = ch.customer().capacity(16).overflow(Overflow::Disconnect).connect();
     /// # drop(c);
@@ -977,7 +964,7 @@ impl<T: Clone> Channel<T> {
     /// # Examples
     ///
     /// ```
-    /// use servicekit::{Channel, TrySendError};
+    /// use servicekit::{Channel, channel::TrySendError};
     /// let ch = Channel::bounded(2);
     /// assert!(matches!(ch.try_send(1), Err(TrySendError::NoCustomers(1))));
     /// let _c = ch.connect();
@@ -1045,7 +1032,7 @@ impl<T: Clone> Channel<T> {
 /// # Examples
 ///
 /// ```
-/// use servicekit::{Channel, Overflow};
+/// use servicekit::{Channel, channel::Overflow};
 /// let ch = Channel::<u8>::bounded(4);
 /// let c = ch.customer().unbounded().connect();
 /// # drop(c);
@@ -1109,7 +1096,7 @@ impl<T: Clone> CustomerBuilder<'_, T> {
     /// # Examples
     ///
     /// ```
-    /// use servicekit::Overflow;
+    /// use servicekit::channel::Overflow;
     /// let ch = servicekit::Channel::<u8>::bounded(1);
     /// let c = ch.customer().overflow(Overflow::DropOldest).connect();
     /// # drop(c);
@@ -1453,7 +1440,7 @@ impl<T: Clone> Customer<T> {
     /// let mut c = ch.connect();
     /// ch.send(1).await.unwrap();
     /// c.close();
-    /// assert_eq!(c.recv().await, Err(servicekit::RecvError::Closed));
+    /// assert_eq!(c.recv().await, Err(servicekit::channel::RecvError::Closed));
     /// assert_eq!(ch.customer_count(), 0);
     /// # }
     /// ```
@@ -1475,7 +1462,7 @@ impl<T: Clone> Customer<T> {
     /// let mut c = ch.connect();
     /// let closer = c.closer();
     /// tokio::spawn(async move { closer.close() });
-    /// assert_eq!(c.recv().await, Err(servicekit::RecvError::Closed));
+    /// assert_eq!(c.recv().await, Err(servicekit::channel::RecvError::Closed));
     /// # }
     /// ```
     pub fn closer(&self) -> CustomerCloser<T> {

@@ -8,8 +8,8 @@ use futures::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::BoxError;
-use crate::service::IntoServiceResult;
+use super::body::IntoServiceResult;
+use crate::error::{TaskError, TaskGroupError};
 
 /// A set of tasks that are waited for together: nothing is left running behind the
 /// caller's back.
@@ -49,76 +49,6 @@ impl fmt::Debug for TaskGroup {
             .field("tasks", &self.set.len())
             .field("tolerant", &self.tolerant)
             .finish()
-    }
-}
-
-/// How one task of a [`TaskGroup`] failed.
-///
-/// # Examples
-///
-/// ```
-/// use servicekit::TaskError;
-/// # fn f(e: &TaskError) {
-/// match e {
-///     TaskError::Failed(err) => println!("returned an error: {err}"),
-///     TaskError::Panicked(msg) => println!("panicked: {msg}"),
-///     _ => {}
-/// }
-/// # }
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TaskError {
-    /// The task returned an error.
-    #[error("task failed: {0}")]
-    Failed(#[source] BoxError),
-    /// The task panicked; the panic message is kept.
-    #[error("task panicked: {0}")]
-    Panicked(String),
-}
-
-/// The errors of a [`TaskGroup`], from [`TaskGroup::wait`].
-///
-/// # Examples
-///
-/// ```
-/// # fn f(e: servicekit::TaskGroupError) {
-/// for err in e.errors() {
-///     eprintln!("{err}");
-/// }
-/// # }
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[error("{} task{} failed; first: {}", .errors.len(), if .errors.len() == 1 { "" } else { "s" }, .errors[0])]
-pub struct TaskGroupError {
-    errors: Vec<TaskError>,
-}
-
-impl TaskGroupError {
-    /// Every error, in completion order (fail-fast groups have exactly one).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn f(e: &servicekit::TaskGroupError) -> usize {
-    /// e.errors().len()
-    /// # }
-    /// ```
-    pub fn errors(&self) -> &[TaskError] {
-        &self.errors
-    }
-
-    /// Takes the errors out.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn f(e: servicekit::TaskGroupError) -> Vec<servicekit::TaskError> {
-    /// e.into_errors()
-    /// # }
-    /// ```
-    pub fn into_errors(self) -> Vec<TaskError> {
-        self.errors
     }
 }
 
@@ -304,9 +234,7 @@ impl TaskGroup {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(TaskGroupError {
-                errors: std::mem::take(&mut self.errors),
-            })
+            Err(TaskGroupError::new(std::mem::take(&mut self.errors)))
         }
     }
 }

@@ -1,0 +1,304 @@
+//! The handle of a running runner: status, events, per-service control and the
+//! final outcome.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{Command, Shared};
+use super::status::{Event, ServiceStatus};
+use crate::error::{Error, Result, ServiceFailures, UnknownService};
+
+/// A running set of services: status, events, control, and the final outcome.
+///
+/// Dropping the handle without calling [`wait`](RunnerHandle::wait) starts a graceful
+/// shutdown in the background.
+///
+/// # Examples
+///
+/// ```
+/// use futures::StreamExt;
+/// use servicekit::{Event, Runner, Service, ServiceState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> servicekit::Result<()> {
+/// let handle = Runner::new()
+///     .signals(false)
+///     .service(Service::new("svc", |ctx| async move { ctx.shutdown_requested().await }))
+///     .start()
+///     .await?;
+/// let mut events = handle.events();
+/// handle.shutdown();
+/// while let Some(ev) = events.next().await {
+///     if let Event::State { state: ServiceState::Stopped, .. } = ev {
+///         break;
+///     }
+/// }
+/// handle.wait().await
+/// # }
+/// ```
+pub struct RunnerHandle {
+    shared: Arc<Shared>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl RunnerHandle {
+    pub(crate) fn new(shared: Arc<Shared>, control: JoinHandle<()>) -> RunnerHandle {
+        RunnerHandle {
+            shared,
+            control: Some(control),
+        }
+    }
+}
+
+impl fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerHandle")
+            .field("services", &self.shared.slots.len())
+            .field(
+                "shutting_down",
+                &self.shared.shutting_down.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl RunnerHandle {
+    /// A snapshot of every service, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// for s in handle.status() {
+    ///     println!("{}: {}", s.name, s.state);
+    /// }
+    /// # }
+    /// ```
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let now = Instant::now();
+        self.shared
+            .slots
+            .iter()
+            .map(|slot| {
+                let inner = slot.inner.lock();
+                ServiceStatus {
+                    name: slot.shared_name(),
+                    state: inner.state,
+                    restarts: inner.restarts,
+                    runs: inner.run,
+                    last_error: inner.last_error.clone(),
+                    uptime: inner.since.map(|s| now.saturating_duration_since(s)),
+                }
+            })
+            .collect()
+    }
+
+    /// A stream of every state change and failure from now on.
+    ///
+    /// Up to 1024 events are buffered per stream; a stream that falls further behind
+    /// yields [`Event::Lagged`] with the number it missed. The stream ends when the
+    /// runner has ended and every event was read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// use futures::StreamExt;
+    /// let mut events = handle.events();
+    /// while let Some(ev) = events.next().await {
+    ///     println!("{ev:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> Events {
+        self.shared.subscribers.fetch_add(1, Ordering::Relaxed);
+        Events {
+            // Not the whole `Shared`: the stream ends when the runner's sender drops.
+            subscribers: self.shared.subscribers.clone(),
+            inner: Box::pin(futures::stream::unfold(
+                self.shared.events.subscribe(),
+                |mut rx| async move {
+                    match rx.recv().await {
+                        Ok(ev) => Some((ev, rx)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Some((Event::Lagged(n), rx)),
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    }
+                },
+            )),
+        }
+    }
+
+    /// Starts a graceful shutdown: services stop in reverse dependency order, each
+    /// within its shutdown timeout. Returns at once; [`wait`](RunnerHandle::wait) for
+    /// the outcome.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: servicekit::RunnerHandle) -> servicekit::Result<()> {
+    /// handle.shutdown();
+    /// handle.wait().await
+    /// # }
+    /// ```
+    pub fn shutdown(&self) {
+        self.shared.begin_shutdown();
+    }
+
+    /// The runner's shutdown token: cancelled when shutdown starts; cancelling it
+    /// starts one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// let token = handle.shutdown_token();
+    /// token.cancelled().await;
+    /// # }
+    /// ```
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.root.clone()
+    }
+
+    /// Restarts one service: its dependents stop first, then it stops (within its
+    /// shutdown timeout), starts again, and its dependents start again once it is
+    /// ready. Does not count towards `max_restarts`.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownService`] if no service has that name. Restarting a service that has
+    /// already ended does nothing, and neither does a restart asked for while a
+    /// [`stop`](Self::stop) of the same service is still pending: the stop wins.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// handle.restart("db").expect("db is a service");
+    /// # }
+    /// ```
+    pub fn restart(&self, name: &str) -> Result<(), UnknownService> {
+        self.shared.command(name, Command::Restart)
+    }
+
+    /// Stops one service for good: its dependents stop first (and end too, since what
+    /// they depend on is gone); the others keep running.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownService`] if no service has that name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// handle.stop("metrics").expect("metrics is a service");
+    /// # }
+    /// ```
+    pub fn stop(&self, name: &str) -> Result<(), UnknownService> {
+        self.shared.command(name, Command::Stop)
+    }
+
+    /// Waits until every service has ended (after a shutdown, an escalation, or because
+    /// they all returned), then reports the outcome. Signal handlers are removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forced`] if a second signal forced the shutdown; [`Error::Services`]
+    /// naming every service that gave up, failed while stopping or hung.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future drops the handle, which starts a graceful
+    /// shutdown in the background.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: servicekit::RunnerHandle) {
+    /// if let Err(e) = handle.wait().await {
+    ///     eprintln!("{e}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn wait(mut self) -> Result<()> {
+        if let Some(control) = self.control.take()
+            && let Err(e) = control.await
+            && e.is_panic()
+        {
+            // The control task died (it relays signals and waits for the services):
+            // the services are still stopped, and the error says what happened.
+            let message = crate::guard::message(e.into_panic());
+            tracing::error!(%message, "the runner's control task panicked");
+            self.shared.begin_shutdown();
+            self.shared.all_ended().await;
+            return Err(Error::Internal(message));
+        }
+        outcome(&self.shared)
+    }
+}
+
+fn outcome(shared: &Shared) -> Result<()> {
+    if shared.forced.load(Ordering::Acquire) {
+        return Err(Error::Forced {
+            aborted: std::mem::take(&mut *shared.aborted.lock()),
+        });
+    }
+    let failures = std::mem::take(&mut *shared.failures.lock());
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Services(ServiceFailures(failures)))
+    }
+}
+
+impl Drop for RunnerHandle {
+    fn drop(&mut self) {
+        if self.control.is_some() {
+            self.shared.begin_shutdown();
+        }
+    }
+}
+
+/// The stream returned by [`RunnerHandle::events`].
+///
+/// # Examples
+///
+/// ```
+/// # async fn f(handle: &servicekit::RunnerHandle) {
+/// use futures::StreamExt;
+/// let first: Option<servicekit::Event> = handle.events().next().await;
+/// # }
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct Events {
+    subscribers: Arc<AtomicUsize>,
+    inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}

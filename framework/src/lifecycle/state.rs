@@ -1,0 +1,528 @@
+//! The state a runner's parts share: one [`Slot`] per service in one array
+//! ([`Shared`]), read and changed by the service's supervisor, its contexts, the
+//! other services' supervisors and the runner's handle.
+//!
+//! Slots talk to each other through two atomics and one [`Signal`]: whoever changes
+//! something a supervisor cares about (a dependency's readiness, a dependent that
+//! stopped, a command, shutdown) stores it and notifies the supervisor's `wake`
+//! signal; the supervisor re-examines everything when woken. The signal keeps a
+//! permit, so no wake-up is lost.
+//!
+//! * [`Phase`] packs a service's current run number with its flags (active, ready,
+//!   stopping, ended), so a `ready()` from a context of an old run is told apart
+//!   atomically and a dependent sees a dependency's run and readiness in one load.
+//! * [`PendingCommand`] holds the strongest command not yet taken: a stop is never
+//!   replaced by a later restart.
+//! * A stop request (`stop_run`) is a number that only goes up: a context of an old
+//!   run always sees its shutdown requested. Who else listens for it (a
+//!   `ShutdownRequested` registered with `stop`, a `CancellationToken`) is recorded
+//!   in `listeners` first, so a request that finds nobody takes no lock.
+
+use std::ops::BitOr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT};
+use super::status::{Event, ServiceState};
+use crate::error::{FailureKind, ServiceError, ServiceErrorKind, ServiceFailure, UnknownService};
+use crate::sync::{Mutex, Signal};
+
+/// A service's run number and flags, as one word.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Phase(u64);
+
+/// The flags of a [`Phase`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Flags(u64);
+
+impl Flags {
+    /// No run is active.
+    pub(crate) const NONE: Flags = Flags(0);
+    /// The run called `ready()` (or has no context).
+    pub(crate) const READY: Flags = Flags(1);
+    /// A run is active (claimed, running or winding down).
+    pub(crate) const ACTIVE: Flags = Flags(2);
+    /// The service has ended for good.
+    pub(crate) const ENDED: Flags = Flags(4);
+    /// The run is being stopped: its `ready()` no longer counts, so a body polled
+    /// for the first time after its stop began cannot let dependents start.
+    pub(crate) const STOPPING: Flags = Flags(8);
+}
+
+impl BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+}
+
+const RUN_SHIFT: u32 = 4;
+
+impl Phase {
+    fn new(run: u64, flags: Flags) -> Phase {
+        Phase((run << RUN_SHIFT) | flags.0)
+    }
+
+    fn run(self) -> u64 {
+        self.0 >> RUN_SHIFT
+    }
+
+    fn has(self, flags: Flags) -> bool {
+        self.0 & flags.0 != 0
+    }
+
+    pub(crate) fn is_ready(self) -> bool {
+        self.has(Flags::READY)
+    }
+
+    pub(crate) fn is_active(self) -> bool {
+        self.has(Flags::ACTIVE)
+    }
+
+    pub(crate) fn has_ended(self) -> bool {
+        self.has(Flags::ENDED)
+    }
+}
+
+/// A command for a service's supervisor, ordered so the stronger one wins.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[repr(u8)]
+pub(crate) enum Command {
+    Restart = 1,
+    Stop = 2,
+}
+
+/// The strongest command not yet taken by the supervisor.
+#[derive(Default)]
+pub(crate) struct PendingCommand(AtomicU8);
+
+impl PendingCommand {
+    /// Records `cmd` unless a stronger one is pending.
+    pub(crate) fn request(&self, cmd: Command) {
+        self.0.fetch_max(cmd as u8, Ordering::AcqRel);
+    }
+
+    /// Takes the pending command, if any.
+    pub(crate) fn take(&self) -> Option<Command> {
+        // A load first: commands are rare.
+        if self.0.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        match self.0.swap(0, Ordering::AcqRel) {
+            1 => Some(Command::Restart),
+            2 => Some(Command::Stop),
+            _ => None,
+        }
+    }
+
+    /// Whether a stop is pending (it stays pending).
+    pub(crate) fn is_stop(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Command::Stop as u8
+    }
+}
+
+/// Who besides the supervisor may be listening for a stop request.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Listener {
+    /// A `ShutdownRequested` registered with the slot's `stop` notify.
+    Notify = 1,
+    /// A run's `CancellationToken`.
+    Token = 2,
+}
+
+/// One service, as the runner keeps it for the whole run.
+pub(crate) struct Slot {
+    pub(crate) name: Box<str>,
+    pub(crate) has_context: bool,
+    /// Its own settings; `None` for the defaults (`Shared::default_config`).
+    config: Option<Box<Config>>,
+    deps: Box<[usize]>,
+    dependents: Box<[usize]>,
+    phase: AtomicU64,
+    pub(crate) cmd: PendingCommand,
+    /// Wakes the supervisor.
+    pub(crate) wake: Signal,
+    /// The last run asked to stop.
+    pub(crate) stop_run: AtomicU64,
+    /// Wakes every `ShutdownRequested` of a context when its run is asked to stop.
+    pub(crate) stop: Notify,
+    listeners: AtomicU8,
+    /// Set once the service's supervisor has ended (`Shared::supervisor_ended`).
+    ended: AtomicBool,
+    /// What the runner reports and the run's tied tasks.
+    pub(crate) inner: Mutex<SlotInner>,
+}
+
+/// The part of a slot behind its lock.
+pub(crate) struct SlotInner {
+    pub(crate) state: ServiceState,
+    pub(crate) restarts: u32,
+    pub(crate) last_error: Option<Arc<ServiceError>>,
+    /// When the current run started, if one is running.
+    pub(crate) since: Option<Instant>,
+    /// The current run (0 before the first): also the status's run count.
+    pub(crate) run: u64,
+    /// Whether `ctx.spawn` may still tie tasks to the current run.
+    pub(crate) open: bool,
+    /// The run's tied tasks, made by the first `ctx.spawn`.
+    pub(crate) tied: Option<Box<Tied>>,
+    /// Made by the first `ctx.cancellation_token()` of the run.
+    pub(crate) token: Option<CancellationToken>,
+}
+
+/// The tasks tied to a run, and the first failure among them.
+#[derive(Default)]
+pub(crate) struct Tied {
+    pub(crate) set: JoinSet<()>,
+    pub(crate) error: Option<ServiceErrorKind>,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        name: String,
+        has_context: bool,
+        config: Option<Box<Config>>,
+        deps: Vec<usize>,
+        dependents: Vec<usize>,
+    ) -> Slot {
+        Slot {
+            name: name.into_boxed_str(),
+            has_context,
+            config,
+            deps: deps.into(),
+            dependents: dependents.into(),
+            phase: AtomicU64::new(0),
+            cmd: PendingCommand::default(),
+            wake: Signal::default(),
+            stop_run: AtomicU64::new(0),
+            stop: Notify::new(),
+            listeners: AtomicU8::new(0),
+            ended: AtomicBool::new(false),
+            inner: Mutex::new(SlotInner {
+                state: ServiceState::Starting,
+                restarts: 0,
+                last_error: None,
+                since: None,
+                run: 0,
+                open: false,
+                tied: None,
+                token: None,
+            }),
+        }
+    }
+
+    /// The name as reported in events, errors and status.
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        Arc::from(&*self.name)
+    }
+
+    pub(crate) fn deps(&self) -> &[usize] {
+        &self.deps
+    }
+
+    pub(crate) fn dependents(&self) -> &[usize] {
+        &self.dependents
+    }
+
+    /// Records (for good) that someone besides the supervisor listens for stop
+    /// requests this way; to be called before the listener checks `stop_run` (see
+    /// `Shared::request_stop`).
+    pub(crate) fn listen(&self, how: Listener) {
+        let bit = how as u8;
+        if self.listeners.load(Ordering::SeqCst) & bit == 0 {
+            self.listeners.fetch_or(bit, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Everything a runner's parts share.
+pub(crate) struct Shared {
+    pub(crate) slots: Box<[Slot]>,
+    /// The settings of services that set none: the defaults, with the runner's
+    /// shutdown timeout.
+    default_config: Config,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) forced: AtomicBool,
+    pub(crate) root: CancellationToken,
+    pub(crate) events: broadcast::Sender<Event>,
+    /// Live `Events` streams: checked on every state change, so no lock is taken
+    /// when nobody listens (`broadcast::Sender::receiver_count` locks).
+    pub(crate) subscribers: Arc<AtomicUsize>,
+    pub(crate) failures: Mutex<Vec<ServiceFailure>>,
+    pub(crate) aborted: Mutex<Vec<Arc<str>>>,
+    /// Supervisors still running; `ended` is notified when it reaches zero.
+    live: AtomicUsize,
+    ended: Notify,
+    /// When the runner started its services: the start of every first run that
+    /// waits for no dependency.
+    pub(crate) started: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        slots: Vec<Slot>,
+        shutdown_timeout: Duration,
+        token: Option<CancellationToken>,
+    ) -> Shared {
+        Shared {
+            live: AtomicUsize::new(slots.len()),
+            slots: slots.into(),
+            default_config: Config {
+                shutdown_timeout: Some(shutdown_timeout),
+                ..Config::DEFAULT
+            },
+            shutting_down: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            root: token.unwrap_or_default(),
+            events: broadcast::channel(1024).0,
+            subscribers: Arc::default(),
+            failures: Mutex::new(Vec::new()),
+            aborted: Mutex::new(Vec::new()),
+            ended: Notify::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The settings of service `idx`.
+    pub(crate) fn config(&self, idx: usize) -> &Config {
+        self.slots[idx]
+            .config
+            .as_deref()
+            .unwrap_or(&self.default_config)
+    }
+
+    /// The shutdown timeout of service `idx`.
+    pub(crate) fn shutdown_timeout(&self, idx: usize) -> Duration {
+        self.config(idx)
+            .shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+
+    /// Called by each supervisor as it ends; a second call for the same service (its
+    /// task panicked after it ended) does nothing.
+    pub(crate) fn supervisor_ended(&self, idx: usize) {
+        if self.slots[idx].ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ended.notify_waiters();
+        }
+    }
+
+    pub(crate) async fn all_ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn phase(&self, idx: usize) -> Phase {
+        Phase(self.slots[idx].phase.load(Ordering::Acquire))
+    }
+
+    /// Stores a new phase for `idx` and wakes whoever may care: dependents (readiness)
+    /// and dependencies (waiting for their dependents to stop).
+    pub(crate) fn set_phase(&self, idx: usize, run: u64, flags: Flags) {
+        let slot = &self.slots[idx];
+        slot.phase
+            .store(Phase::new(run, flags).0, Ordering::Release);
+        for &d in slot.dependents().iter().chain(slot.deps()) {
+            self.slots[d].wake.notify();
+        }
+    }
+
+    pub(crate) fn mark_ready(&self, idx: usize, run: u64) {
+        let slot = &self.slots[idx];
+        let mut cur = slot.phase.load(Ordering::Acquire);
+        loop {
+            let phase = Phase(cur);
+            if phase.run() != run
+                || phase.has(Flags::READY | Flags::ENDED | Flags::STOPPING)
+                || !phase.is_active()
+            {
+                return;
+            }
+            match slot.phase.compare_exchange_weak(
+                cur,
+                cur | Flags::READY.0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        tracing::debug!(service = %slot.name, run, "ready");
+        for &d in slot.dependents() {
+            self.slots[d].wake.notify();
+        }
+    }
+
+    /// Asks run `run` of `idx` to stop: its context's shutdown is requested.
+    pub(crate) fn request_stop(&self, idx: usize, run: u64) {
+        let slot = &self.slots[idx];
+        // Runs only go up: a request already made needs no second read-modify-write
+        // (the end of every run asks again).
+        if slot.stop_run.load(Ordering::Acquire) >= run
+            || slot.stop_run.fetch_max(run, Ordering::SeqCst) >= run
+        {
+            return;
+        }
+        // Pairs with `Slot::listen` (for a registration with `stop`) and
+        // `ServiceContext::cancellation_token` (for the token): each sets its bit
+        // before it checks `stop_run` (all `SeqCst`), so either it sees this stop, or
+        // this sees its bit and notifies (or takes the lock, waiting for the token to
+        // be stored).
+        let listeners = slot.listeners.load(Ordering::SeqCst);
+        if listeners & Listener::Notify as u8 != 0 {
+            slot.stop.notify_waiters();
+        }
+        if listeners & Listener::Token as u8 != 0 {
+            let token = slot.inner.lock().token.clone();
+            if let Some(token) = token {
+                token.cancel();
+            }
+        }
+    }
+
+    pub(crate) fn set_state(&self, idx: usize, state: ServiceState) {
+        self.set_state_with(idx, state, |_| {});
+    }
+
+    /// Sets the state, and changes whatever else `also` changes under the same lock.
+    pub(crate) fn set_state_with(
+        &self,
+        idx: usize,
+        state: ServiceState,
+        also: impl FnOnce(&mut SlotInner),
+    ) {
+        let slot = &self.slots[idx];
+        {
+            let mut inner = slot.inner.lock();
+            also(&mut inner);
+            if inner.state == state {
+                return;
+            }
+            inner.state = state;
+            if state != ServiceState::Running {
+                inner.since = None;
+            }
+        }
+        self.announce(idx, state);
+    }
+
+    /// Reports a state change made under the slot's lock: a `tracing` event, and an
+    /// [`Event::State`] if anyone listens.
+    #[inline(always)]
+    pub(crate) fn announce(&self, idx: usize, state: ServiceState) {
+        let slot = &self.slots[idx];
+        tracing::debug!(service = %slot.name, %state, "state changed");
+        self.emit(|| Event::State {
+            service: slot.shared_name(),
+            state,
+        });
+    }
+
+    /// Sends an event if anyone listens: inlined, so a state change with nobody
+    /// listening costs one load.
+    #[inline(always)]
+    pub(crate) fn emit(&self, ev: impl FnOnce() -> Event) {
+        if self.subscribers.load(Ordering::Relaxed) > 0 {
+            self.send_event(ev());
+        }
+    }
+
+    #[cold]
+    fn send_event(&self, ev: Event) {
+        let _ = self.events.send(ev);
+    }
+
+    /// The task of service `idx` panicked (outside every guard around user code):
+    /// the service ends as `Failed` with an internal failure, its tied tasks are
+    /// aborted, whoever waits on it is woken, and the runner shuts down.
+    pub(crate) fn internal_failure(&self, idx: usize, message: String) {
+        let slot = &self.slots[idx];
+        tracing::error!(service = %slot.name, %message, "the runner's task for this service panicked");
+        let (run, tied) = {
+            let mut inner = slot.inner.lock();
+            inner.open = false;
+            (inner.run, inner.tied.take())
+        };
+        // Dropping the set aborts the tasks (tokio drops them, guarded, on their
+        // own threads).
+        drop(tied);
+        self.request_stop(idx, run);
+        if !slot.ended.load(Ordering::Acquire) {
+            self.record_failure(ServiceFailure {
+                service: slot.shared_name(),
+                kind: FailureKind::Internal { message },
+            });
+            self.set_phase(idx, run, Flags::ENDED);
+            self.set_state(idx, ServiceState::Failed);
+        }
+        self.begin_shutdown();
+        self.supervisor_ended(idx);
+    }
+
+    pub(crate) fn record_failure(&self, failure: ServiceFailure) {
+        self.failures.lock().push(failure);
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        if !self.shutting_down.swap(true, Ordering::AcqRel) {
+            tracing::info!("shutting down");
+            self.root.cancel();
+            for slot in self.slots.iter() {
+                slot.wake.notify();
+            }
+        }
+    }
+
+    pub(crate) fn force(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        if !self.forced.swap(true, Ordering::AcqRel) {
+            tracing::warn!("second signal: aborting what is still running");
+            self.root.cancel();
+            for slot in self.slots.iter() {
+                slot.wake.notify();
+            }
+        }
+    }
+
+    pub(crate) fn restart_all(&self) {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
+        tracing::info!("restarting every service");
+        // Only the roots: their dependents go down and come back after them by the
+        // dependency rule, so each service restarts once, in dependency order.
+        for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
+            slot.cmd.request(Command::Restart);
+            slot.wake.notify();
+        }
+    }
+
+    pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<(), UnknownService> {
+        // A linear search: commands are rare, and a name index would cost every
+        // service memory for the whole run.
+        let idx = self
+            .slots
+            .iter()
+            .position(|s| &*s.name == name)
+            .ok_or_else(|| UnknownService(name.to_owned()))?;
+        let slot = &self.slots[idx];
+        slot.cmd.request(cmd);
+        slot.wake.notify();
+        Ok(())
+    }
+}
