@@ -571,7 +571,7 @@ pub(crate) fn write_chain(
     Ok(())
 }
 
-/// How one task of a [`TaskGroup`] failed.
+/// How one task of a [`TaskGroup`](crate::TaskGroup) failed.
 ///
 /// # Examples
 ///
@@ -596,7 +596,7 @@ pub enum TaskError {
     Panicked(String),
 }
 
-/// The errors of a [`TaskGroup`], from [`TaskGroup::wait`].
+/// The errors of a [`TaskGroup`](crate::TaskGroup), from [`TaskGroup::wait`](crate::TaskGroup::wait).
 ///
 /// # Examples
 ///

@@ -69,7 +69,7 @@ impl fmt::Display for ServiceState {
     }
 }
 
-/// A snapshot of one service, from [`RunnerHandle::status`].
+/// A snapshot of one service, from [`RunnerHandle::status`](crate::RunnerHandle::status).
 ///
 /// # Examples
 ///
@@ -96,7 +96,7 @@ pub struct ServiceStatus {
     pub uptime: Option<Duration>,
 }
 
-/// Something that happened in a runner, from [`RunnerHandle::events`].
+/// Something that happened in a runner, from [`RunnerHandle::events`](crate::RunnerHandle::events).
 ///
 /// # Examples
 ///
