@@ -21,17 +21,15 @@
 //! Memory: the items (`size_of::<T>()` each, in a ring that grows up to the bound),
 //! plus a waker and an id (24 bytes) per waiting task.
 //!
-//! Why not wrap a peer crate: `async-channel` has these semantics but was 2–3× slower
-//! with 4 producers and 4 consumers; `flume` has no explicit `close`; `kanal`'s
-//! `close` discards what is queued. Figures are in `BENCHMARKS.md`.
+//! Why not wrap a peer crate: `async-channel` has these semantics but is slower
+//! with several producers and consumers; `flume` has no explicit `close`; `kanal`'s
+//! `close` discards what is queued. How fast it is, against those peers in the same
+//! run, is in `BENCHMARKS.md` (`cargo bench -p servicekit --bench queue`), not here.
 //!
-//! Speed: with 4 producers and 4 consumers about as many items per second as `kanal`
-//! (0.9–1.1× in the same run), 8× `flume` and `async-channel`. Latency for the rest
-//! of the runtime: a waiter for the lock spins, then yields, and only if the holder
-//! keeps it that long naps 20 µs between looks, where `kanal`'s lock sleeps the
-//! waiting thread about 1 ms, stalling every task queued on that worker (`cargo bench
+//! Latency for the rest of the runtime: a waiter for the lock spins, then yields,
+//! and only if the holder keeps it that long naps 20 µs between looks (`cargo bench
 //! -p servicekit --bench queue -- --stalls` measures an unrelated task's longest wait
-//! beside each queue: about 0.2 ms here, 1.4–2.4 ms with `kanal`).
+//! beside each queue).
 //!
 //! A woken waiter must be polled again or dropped for the next one to get its turn
 //! (as with `async-channel`): do not keep a pending `recv()` or `send()` future, or a
