@@ -8,6 +8,11 @@
 //! (b) heap bytes per idle service (counting allocator);
 //! (c) restarts per second of a service that fails at once with zero backoff.
 //!
+//! First, the cold start a program really pays: 10,000 and 100,000 idle services
+//! started once and stopped in a fresh process on a fresh 2-worker runtime per
+//! repetition, against bare
+//! tokio and tokio-graceful-shutdown (`--cold` for this part alone, `--warm` to skip it).
+//!
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
 //! for a profiler, `-- --profile-baseline` the baseline's, `-- --services N` for another
@@ -33,8 +38,12 @@ use tokio_util::task::TaskTracker;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Services per sample: 10,000, or `--services N`.
-static N: LazyLock<usize> = LazyLock::new(|| arg("--services", 10_000));
+/// Services per sample of the phase being measured.
+static N: AtomicUsize = AtomicUsize::new(0);
+
+fn n() -> usize {
+    N.load(Ordering::Relaxed)
+}
 
 /// Services (or baseline tasks) whose body has started running in this sample.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -42,13 +51,13 @@ static ALL_RUNNING: LazyLock<Notify> = LazyLock::new(Notify::new);
 
 /// Called first thing in each body.
 fn mark_running() {
-    if RUNNING.fetch_add(1, Ordering::AcqRel) + 1 == *N {
+    if RUNNING.fetch_add(1, Ordering::AcqRel) + 1 == n() {
         ALL_RUNNING.notify_one();
     }
 }
 
 async fn all_running() {
-    while RUNNING.load(Ordering::Acquire) < *N {
+    while RUNNING.load(Ordering::Acquire) < n() {
         ALL_RUNNING.notified().await;
     }
 }
@@ -81,7 +90,7 @@ async fn baseline_once() -> Sample {
     let t0 = Instant::now();
     let root = CancellationToken::new();
     let tracker = TaskTracker::new();
-    for _ in 0..*N {
+    for _ in 0..n() {
         let token = root.child_token();
         tracker.spawn(async move {
             mark_running();
@@ -92,7 +101,7 @@ async fn baseline_once() -> Sample {
     all_running().await;
     let running = t0.elapsed();
     settle().await;
-    let bytes = net_bytes(&region) / *N as f64;
+    let bytes = net_bytes(&region) / n() as f64;
     let t1 = Instant::now();
     root.cancel();
     let wake = t1.elapsed();
@@ -113,7 +122,7 @@ async fn servicekit_once() -> Sample {
     RUNNING.store(0, Ordering::Release);
     let region = Region::new(GLOBAL);
     let t0 = Instant::now();
-    let services: Vec<Service> = (0..*N)
+    let services: Vec<Service> = (0..n())
         .map(|i| {
             Service::new(format!("svc-{i}"), |ctx| async move {
                 mark_running();
@@ -134,11 +143,11 @@ async fn servicekit_once() -> Sample {
     if std::env::var_os("LIFECYCLE_DEBUG").is_some() {
         eprintln!(
             "after start: {:.1} B/service",
-            net_bytes(&region) / *N as f64
+            net_bytes(&region) / n() as f64
         );
     }
     settle().await;
-    let bytes = net_bytes(&region) / *N as f64;
+    let bytes = net_bytes(&region) / n() as f64;
     let t1 = Instant::now();
     handle.shutdown();
     let wake = t1.elapsed();
@@ -204,8 +213,151 @@ async fn baseline_restarts(window: Duration) -> f64 {
     rate
 }
 
+/// tokio-graceful-shutdown on the same work: a toplevel that starts `n()` named
+/// subsystems, each waiting for the shutdown request, stopped through its token.
+async fn tgs_once() -> Sample {
+    use tokio_graceful_shutdown::{SubsystemBuilder, SubsystemHandle, Toplevel};
+    RUNNING.store(0, Ordering::Release);
+    let region = Region::new(GLOBAL);
+    let t0 = Instant::now();
+    let token = CancellationToken::new();
+    let top = Toplevel::new_with_shutdown_token(
+        async |s: &mut SubsystemHandle| {
+            for i in 0..n() {
+                s.start(SubsystemBuilder::new(
+                    format!("svc-{i}"),
+                    async |h: &mut SubsystemHandle| {
+                        mark_running();
+                        h.on_shutdown_requested().await;
+                        Ok::<(), std::convert::Infallible>(())
+                    },
+                ));
+            }
+        },
+        token.clone(),
+    );
+    let top = tokio::spawn(top.handle_shutdown_requests(Duration::from_secs(60)));
+    let start = t0.elapsed();
+    all_running().await;
+    let running = t0.elapsed();
+    settle().await;
+    let bytes = net_bytes(&region) / n() as f64;
+    let t1 = Instant::now();
+    token.cancel();
+    let wake = t1.elapsed();
+    top.await.expect("no panic").expect("clean stop");
+    let stop = t1.elapsed();
+    Sample {
+        start,
+        running,
+        build: Duration::ZERO,
+        stop,
+        wake,
+        bytes_per_service: bytes,
+    }
+}
+
+/// The sides of the cold start, by name.
+/// One figure of a cold sample (time until every body runs, stop time).
+type Measure = fn(&(Duration, Duration)) -> Duration;
+
+const SIDES: [&str; 3] = ["bare tokio", "servicekit", "tokio-graceful-shutdown"];
+
+/// One cold start: side `side` of [`SIDES`] on a fresh runtime, in a process of its
+/// own (started by [`cold`]); prints its times in nanoseconds.
+fn cold_child(side: usize) {
+    let rt = common::runtime();
+    let sample = rt.block_on(async {
+        match side {
+            0 => baseline_once().await,
+            1 => servicekit_once().await,
+            _ => tgs_once().await,
+        }
+    });
+    drop(rt);
+    println!("{} {}", sample.running.as_nanos(), sample.stop.as_nanos());
+}
+
+/// What a program does: start `n()` services once on a fresh 2-worker runtime in a
+/// fresh process (fresh heap too), stop them, exit. Each repetition runs the three
+/// sides in turn, each in a new process of this binary (`--cold-child SIDE`); only
+/// the start and the stop are timed, inside the process.
+fn cold(reps: usize) {
+    let exe = std::env::current_exe().expect("the bench binary");
+    let mut samples: [Vec<(Duration, Duration)>; 3] = Default::default();
+    for _ in 0..reps {
+        for (side, out) in samples.iter_mut().enumerate() {
+            let output = std::process::Command::new(&exe)
+                .args([
+                    "--cold-child",
+                    &side.to_string(),
+                    "--services",
+                    &n().to_string(),
+                ])
+                .args(std::env::args().skip_while(|a| a != "--workers").take(2))
+                .output()
+                .expect("run the bench binary");
+            assert!(output.status.success(), "{}: {output:?}", SIDES[side]);
+            let text = String::from_utf8(output.stdout).expect("utf-8");
+            let mut nanos = text
+                .split_whitespace()
+                .map(|t| Duration::from_nanos(t.parse().expect("nanoseconds")));
+            out.push((nanos.next().expect("running"), nanos.next().expect("stop")));
+        }
+    }
+    println!(
+        "lifecycle bench, cold: {} idle services, a fresh process and runtime ({}) per side and repetition, {reps} repetitions",
+        n(),
+        common::runtime_name()
+    );
+    println!("(median [min .. max]; ratio = median of each repetition's servicekit/peer)");
+    let measures: [(&str, Measure); 3] = [
+        ("until every body runs", |x| x.0),
+        ("stop", |x| x.1),
+        ("start + stop", |x| x.0 + x.1),
+    ];
+    for (what, f) in measures {
+        for (name, v) in SIDES.iter().zip(&samples) {
+            let (m, lo, hi) = stats(v.iter().map(|x| f(x).as_secs_f64() * 1e3).collect());
+            println!(
+                "  {:<50} {m:>10.2} ms [{lo:.2} .. {hi:.2}]",
+                format!("{what}, {name}")
+            );
+        }
+        for peer in [0, 2] {
+            let ratios = samples[1]
+                .iter()
+                .zip(&samples[peer])
+                .map(|(s, p)| f(s).as_secs_f64() / f(p).as_secs_f64());
+            let (m, lo, hi) = stats(ratios.collect());
+            println!(
+                "  {:<50} {m:>10.2} x  [{lo:.2} .. {hi:.2}]",
+                format!("{what}, servicekit/{}", SIDES[peer])
+            );
+        }
+    }
+}
+
 fn main() {
     let reps = arg("--reps", 11);
+    if let Some(side) = common::value("--cold-child") {
+        N.store(arg("--services", 10_000), Ordering::Relaxed);
+        cold_child(side.parse().expect("--cold-child SIDE"));
+        return;
+    }
+    let profile = common::flag("--profile-start") || common::flag("--profile-baseline");
+    if common::flag("--cold") || !(common::flag("--warm") || profile) {
+        for services in common::value("--services").map_or(vec![10_000, 100_000], |v| {
+            vec![v.parse().expect("--services N")]
+        }) {
+            N.store(services, Ordering::Relaxed);
+            cold(reps);
+        }
+        if common::flag("--cold") {
+            return;
+        }
+    }
+    N.store(arg("--services", 10_000), Ordering::Relaxed);
     let rt = common::runtime();
     let only_servicekit = common::flag("--profile-start");
     if only_servicekit || common::flag("--profile-baseline") {
@@ -234,7 +386,7 @@ fn main() {
         let ms = |v: &[Sample], f: fn(&Sample) -> f64| stats(v.iter().map(f).collect());
         println!(
             "lifecycle bench: {} idle services, {reps} interleaved repetitions, {}",
-            *N,
+            n(),
             common::runtime_name()
         );
         println!("(median [min .. max])");

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use std::sync::atomic::Ordering;
 use tokio::sync::futures::Notified;
@@ -52,6 +52,9 @@ pub struct ServiceContext {
     shared: Arc<Shared>,
     idx: usize,
     run: u64,
+    /// The waker of the service's own task, which polls the body (see
+    /// [`ShutdownRequested`]).
+    task: Waker,
 }
 
 impl fmt::Debug for ServiceContext {
@@ -66,8 +69,13 @@ impl fmt::Debug for ServiceContext {
 
 impl ServiceContext {
     /// The context of run `run` of service `idx`.
-    pub(crate) fn new(shared: Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
-        ServiceContext { shared, idx, run }
+    pub(crate) fn new(shared: Arc<Shared>, idx: usize, run: u64, task: Waker) -> ServiceContext {
+        ServiceContext {
+            shared,
+            idx,
+            run,
+            task,
+        }
     }
 
     /// The service's name.
@@ -392,8 +400,8 @@ impl<F> Drop for TiedTask<F> {
 #[must_use = "futures do nothing unless polled"]
 pub struct ShutdownRequested<'a> {
     ctx: &'a ServiceContext,
-    /// The registration with the slot's stop `Notify`, made on the first poll that
-    /// does not find the stop requested.
+    /// The registration with the slot's stop `Notify`, made on the first poll from
+    /// outside the service's own task that does not find the stop requested.
     notified: Option<Pin<Box<Notified<'a>>>>,
 }
 
@@ -420,7 +428,14 @@ impl Future for ShutdownRequested<'_> {
             }
             let notified = match &mut this.notified {
                 Some(notified) => notified,
-                // Made before the next check: a `notify_waiters` after it is not missed.
+                // Polled by the service's own task, with its waker: every stop request
+                // is followed by a poll of the body from that task (the supervisor
+                // asks, then polls), so this future is polled again and sees the
+                // stop. No registration: an idle service waits at no cost.
+                None if cx.waker().will_wake(&ctx.task) => return Poll::Pending,
+                // Anywhere else (a tied task, a `FuturesUnordered` with wakers of its
+                // own): a registration with the slot's `Notify`, made before the next
+                // check, so a `notify_waiters` after it is not missed.
                 None => {
                     slot.listen(Listener::Notify);
                     this.notified = Some(Box::pin(slot.stop.notified()));

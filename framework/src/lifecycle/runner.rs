@@ -14,6 +14,7 @@ use super::handle::RunnerHandle;
 use super::service::Service;
 use super::signals;
 use super::state::{Shared, Slot};
+use super::supervisor;
 use crate::error::{Error, Result};
 
 /// Builds and starts a set of services.
@@ -238,7 +239,7 @@ impl Runner {
         let order = graph.map_or_else(|| (0..factories.len()).collect(), |g| g.order);
         for idx in order {
             let factory = factories[idx].take().expect("each service is started once");
-            factory.spawn(shared.clone(), idx);
+            supervisor::spawn(shared.clone(), idx, factory);
         }
 
         let control = tokio::spawn(control(shared.clone(), signals));

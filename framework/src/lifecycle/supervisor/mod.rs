@@ -16,13 +16,13 @@ mod periodic;
 mod restart;
 mod task;
 
-pub(crate) use task::{Factory, factory};
+pub(crate) use task::{Factory, factory, spawn};
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -168,7 +168,8 @@ impl Supervisor {
                     Some(true) => {
                         self.run += 1;
                         self.step = Step::Running;
-                        if let Err(panic) = body.start(begin_run(&self.shared, self.idx, self.run))
+                        if let Err(panic) =
+                            body.start(begin_run(&self.shared, self.idx, self.run, cx.waker()))
                         {
                             // The closure panicked before there was a body: a run that
                             // failed at once.
@@ -480,8 +481,9 @@ async fn sleep_or_command(
     }
 }
 
-/// Starts run `run`: records it, and returns the context its body is made with.
-fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
+/// Starts run `run`: records it, and returns the context its body is made with
+/// (`task` is the waker of the service's own task).
+fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64, task: &Waker) -> ServiceContext {
     let slot = &shared.slots[idx];
     shared.set_phase(
         idx,
@@ -506,7 +508,7 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64) -> ServiceContext {
         inner.token = None;
         inner.since = Some(since);
     });
-    ServiceContext::new(shared.clone(), idx, run)
+    ServiceContext::new(shared.clone(), idx, run, task.clone())
 }
 
 /// Closes run `run` once its body is gone: tied tasks are told to stop and the

@@ -4,7 +4,7 @@
 //! The body is polled inside the supervisor's own task (no second spawn per run),
 //! under `catch_unwind` ([`Body`]), so a restart costs a call of the closure and "the
 //! next run starts only after the previous one has ended" holds by construction.
-//! The whole task is guarded too ([`spawn`]): a panic that escapes the supervisor
+//! The whole task is guarded too ([`Guarded`]): a panic that escapes the supervisor
 //! ends the service with an internal failure instead of leaving the runner waiting.
 
 use std::future::Future;
@@ -18,15 +18,18 @@ use crate::lifecycle::body::IntoServiceResult;
 use crate::lifecycle::context::ServiceContext;
 use crate::lifecycle::state::Shared;
 
-/// A service's body closure with its type erased, until the runner spawns its task.
-pub(crate) type Factory = Box<dyn Spawn>;
+/// A service's body closure with its type erased, until its task first runs.
+pub(crate) type Factory = Box<dyn MakeTask>;
 
-/// Spawns a service's task (see [`spawn`]) with the concrete type of its body, so
-/// each run's body is stored inline in the task.
-pub(crate) trait Spawn: Send + 'static {
-    /// Spawns the task of service `idx` on the current runtime.
-    fn spawn(self: Box<Self>, shared: Arc<Shared>, idx: usize);
+/// Makes a service's task (see [`task`]) with the concrete type of its body, so each
+/// run's body is stored inline in the task.
+pub(crate) trait MakeTask: Send + 'static {
+    /// The task of service `idx`: its supervisor, body closure and current body.
+    fn make_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture;
 }
+
+/// A service's task once it has started.
+type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Erases a body closure's type: the factory of [`Service::new`](crate::Service::new).
 pub(crate) fn factory<M, F>(make: M) -> Factory
@@ -40,60 +43,96 @@ where
 
 struct BodyFn<M>(M);
 
-impl<M, F> Spawn for BodyFn<M>
+impl<M, F> MakeTask for BodyFn<M>
 where
     M: FnMut(ServiceContext) -> F + Send + 'static,
     F: Future + Send + 'static,
     F::Output: IntoServiceResult,
 {
-    fn spawn(self: Box<Self>, shared: Arc<Shared>, idx: usize) {
+    fn make_task(self: Box<Self>, shared: Arc<Shared>, idx: usize) -> TaskFuture {
         match shared.config(idx).every {
-            None => spawn(shared.clone(), idx, task(shared, idx, self.0)),
+            None => Box::pin(task(shared, idx, self.0)),
             Some(period) => {
                 let runs = super::periodic::periodic(self.0, period, shared.slots[idx].has_context);
-                spawn(shared.clone(), idx, task(shared, idx, runs));
+                Box::pin(task(shared, idx, runs))
             }
         }
     }
 }
 
-/// Spawns service `idx`'s task under a guard of the runner's own code: a panic that
-/// escapes it (a bug in the supervisor, or user code outside every narrower guard)
-/// drops the task and ends the service with an internal failure
-/// ([`Shared::internal_failure`]) instead of killing the task silently and leaving
-/// `wait()` waiting for it forever.
-fn spawn<T>(shared: Arc<Shared>, idx: usize, task: T)
-where
-    T: Future<Output = ()> + Send + 'static,
-{
-    drop(tokio::spawn(async move {
-        let mut task = std::pin::pin!(Some(task));
-        let polled = std::future::poll_fn(|cx| {
-            let Some(running) = task.as_mut().as_pin_mut() else {
-                return Poll::Ready(Ok(()));
-            };
-            let polled = guard::catch(|| {
-                #[cfg(test)]
-                if &*shared.slots[idx].name == super::tests::INJECT_INTERNAL_PANIC {
-                    panic!("injected into the supervisor");
-                }
-                running.poll(cx)
-            });
-            match polled {
-                Ok(Poll::Pending) => Poll::Pending,
-                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-                Err(message) => Poll::Ready(Err(message)),
-            }
-        })
-        .await;
-        let Err(message) = polled else { return };
-        // The task, with the body it may hold, is dropped before the failure is
-        // reported: "ended" means its future is gone.
-        if let Err(panic) = guard::catch(|| task.set(None)) {
-            tracing::error!(service = %shared.slots[idx].name, %panic, "dropping the service's task panicked");
-        }
-        shared.internal_failure(idx, message);
+/// Spawns service `idx`'s task on the current runtime (see [`Guarded`]).
+pub(crate) fn spawn(shared: Arc<Shared>, idx: usize, factory: Factory) {
+    let idx = u32::try_from(idx).expect("fewer than 2^32 services");
+    drop(tokio::spawn(Guarded {
+        shared,
+        stage: Box::new(Stage::Unstarted(factory)),
+        idx,
     }));
+}
+
+/// A service's tokio task as spawned.
+///
+/// It is small on purpose: three words, tokio's smallest task cell, so the thread
+/// that starts the runner writes little per service. The real task (supervisor, body
+/// closure and body, a few hundred bytes) is made and boxed by its first poll, on a
+/// worker. Against spawning the real task directly this makes a cold start of
+/// 100,000 services about a third faster until every body runs, and saves about
+/// 200 B per service (BENCHMARKS.md, "lifecycle").
+///
+/// It is also the guard of the runner's own code: a panic that escapes the task (a
+/// bug in the supervisor, or user code outside every narrower guard) drops the task
+/// and ends the service with an internal failure ([`Shared::internal_failure`])
+/// instead of killing the task silently and leaving `wait()` waiting for it forever.
+struct Guarded {
+    shared: Arc<Shared>,
+    stage: Box<Stage>,
+    idx: u32,
+}
+
+enum Stage {
+    Unstarted(Factory),
+    Started(TaskFuture),
+    Ended,
+}
+
+impl Future for Guarded {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Guarded { shared, stage, idx } = self.get_mut();
+        let idx = *idx as usize;
+        let polled = guard::catch(|| {
+            #[cfg(test)]
+            if &*shared.slots[idx].name == super::tests::INJECT_INTERNAL_PANIC {
+                panic!("injected into the supervisor");
+            }
+            if let Stage::Unstarted(_) = **stage
+                && let Stage::Unstarted(factory) = std::mem::replace(&mut **stage, Stage::Ended)
+            {
+                **stage = Stage::Started(factory.make_task(shared.clone(), idx));
+            }
+            match &mut **stage {
+                Stage::Started(task) => task.as_mut().poll(cx),
+                Stage::Unstarted(_) | Stage::Ended => Poll::Ready(()),
+            }
+        });
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                **stage = Stage::Ended;
+                Poll::Ready(())
+            }
+            Err(message) => {
+                // The task, with the body it may hold, is dropped before the failure
+                // is reported: "ended" means its future is gone.
+                if let Err(panic) = guard::catch(|| **stage = Stage::Ended) {
+                    tracing::error!(service = %shared.slots[idx].name, %panic, "dropping the service's task panicked");
+                }
+                shared.internal_failure(idx, message);
+                Poll::Ready(())
+            }
+        }
+    }
 }
 
 /// A run's body as the supervisor sees it: made, polled and dropped in place.
