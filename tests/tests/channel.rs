@@ -98,7 +98,10 @@ async fn send_waits_for_a_customer_and_a_late_one_gets_the_message() {
 
 #[tokio::test]
 async fn no_customers_can_fail_instead_of_waiting() {
-    let ch = Channel::bounded(4).when_no_customers(NoCustomers::Fail);
+    let ch = Channel::builder()
+        .capacity(4)
+        .when_no_customers(NoCustomers::Fail)
+        .build();
     assert_eq!(ch.send(1).await, Err(SendError::NoCustomers(1)));
     let mut c = ch.connect();
     ch.send(2).await.unwrap();

@@ -14,7 +14,7 @@
 //!   futures driven by the pipeline; use `spawn_blocking` inside a stage for CPU-heavy
 //!   work). Output order is the input order unless the stage is `.unordered()`.
 //! * **Backpressure**: consecutive stages are connected by a bounded queue
-//!   (`buffer(n)`, default [`DEFAULT_BUFFER`]); a stage holds at most `workers` items
+//!   (`buffer(n)`, default 32); a stage holds at most `workers` items
 //!   in flight and waits while its output queue is full, end to end: a slow sink
 //!   slows the source.
 //! * **Errors**: a stage function returns `Result`; a failed item goes to the error
@@ -143,7 +143,7 @@ pub fn stage<F>(name: impl Into<String>, f: F) -> Stage<F> {
 }
 
 /// Default bound of the queue between a stage and the next.
-pub const DEFAULT_BUFFER: usize = 32;
+const DEFAULT_BUFFER: usize = 32;
 
 impl<F> Stage<F> {
     /// How many items the stage processes at once. 0 is rejected by
@@ -161,7 +161,7 @@ impl<F> Stage<F> {
     }
 
     /// The bound of the queue between this stage and the next (default
-    /// [`DEFAULT_BUFFER`]): how far this stage may run ahead. 0 is rejected by
+    /// 32): how far this stage may run ahead. 0 is rejected by
     /// [`Pipeline::run`] before anything runs.
     ///
     /// # Examples

@@ -1,0 +1,422 @@
+//! The ring every customer of a channel reads from, and the bookkeeping around it.
+//!
+//! Each message is stored once in `Inner::ring`, under one short lock. A customer's
+//! position lives outside the lock in its [`Cursor`], so a customer receiving from
+//! its local batch publishes each receive with one atomic increment; the sender reads
+//! the cursors only when the room it counted runs out (`scan`, at most every
+//! `SCAN_EVERY` messages) and parks on the customers that are full (`park`), to be
+//! woken by the last of them (`release`).
+
+use std::collections::VecDeque;
+use std::task::{Context, Waker};
+
+// The lock-free parts (cursor publication, the parked-sender flag) are model-checked
+// with loom through the `sync` shim: `framework/tests/loom_channel.rs`, built with
+// `--cfg servicekit_loom`.
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+
+use super::{NoCustomers, Overflow, TrySendError};
+
+/// How many messages a blocking or unbounded customer takes from the shared ring per
+/// lock. They still count against its bound until received.
+pub(super) const BATCH: usize = 256;
+
+/// What a customer shares with the senders outside the lock, in one word: the next
+/// sequence number it has not received (low 63 bits; a batching customer publishes
+/// each receive here without the lock) and, in the top bit, "a sender is parked
+/// until this customer makes room" (set and cleared under the lock).
+///
+/// Keeping both in one word is what makes the lock-free receive safe and cheap: the
+/// customer's increment returns the flag, and the sender's flagging returns the
+/// position, so one of the two always sees the other (no store-load fence needed).
+pub(super) struct Cursor(AtomicU64);
+
+pub(super) const SENDER_WAITS: u64 = 1 << 63;
+
+impl Cursor {
+    pub(super) fn new(pos: u64) -> Self {
+        Cursor(AtomicU64::new(pos))
+    }
+
+    pub(super) fn pos(&self) -> u64 {
+        self.0.load(Ordering::SeqCst) & !SENDER_WAITS
+    }
+
+    /// Moves the position (under the lock, by the customer or for a `DropOldest`
+    /// customer), keeping the flag.
+    pub(super) fn set_pos(&self, pos: u64) {
+        let flag = self.0.load(Ordering::SeqCst) & SENDER_WAITS;
+        self.0.store(pos | flag, Ordering::SeqCst);
+    }
+
+    /// One lock-free receive; returns whether a sender is parked on this customer.
+    pub(super) fn advance(&self) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+
+    /// Sets the flag (under the lock) and returns the position at that instant.
+    pub(super) fn flag(&self) -> u64 {
+        self.0.fetch_or(SENDER_WAITS, Ordering::SeqCst) & !SENDER_WAITS
+    }
+
+    pub(super) fn is_flagged(&self) -> bool {
+        self.0.load(Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+
+    /// Clears the flag (under the lock); returns whether it was set.
+    pub(super) fn unflag(&self) -> bool {
+        // The flag only changes under the lock, which the caller holds: a plain load
+        // first keeps the common case free of a read-modify-write.
+        self.is_flagged() && self.0.fetch_and(!SENDER_WAITS, Ordering::SeqCst) & SENDER_WAITS != 0
+    }
+}
+
+pub(super) struct Cust {
+    pub(super) id: u64,
+    pub(super) cursor: Arc<Cursor>,
+    pub(super) capacity: Option<usize>,
+    pub(super) overflow: Overflow,
+    pub(super) lagged: u64,
+    /// Set when a `Disconnect` customer is cut off: it receives up to here.
+    pub(super) cut_at: Option<u64>,
+    /// Set by `CustomerCloser::close`.
+    pub(super) closed: bool,
+    /// Set while the customer waits for a message (its slot is in `recv_waiting`).
+    pub(super) waker: Option<Waker>,
+}
+
+impl Cust {
+    /// The oldest sequence number this customer may still receive from the ring.
+    pub(super) fn hold(&self, tail: u64) -> u64 {
+        if self.closed {
+            return tail;
+        }
+        let cursor = self.cursor.pos();
+        match self.cut_at {
+            Some(cut) => cursor.min(cut),
+            None => cursor,
+        }
+    }
+
+    /// The bound of a blocking customer, the one that can keep a sender waiting.
+    pub(super) fn block_cap(&self) -> Option<u64> {
+        match self.capacity {
+            Some(cap) if self.overflow == Overflow::Block && !self.closed => Some(cap as u64),
+            _ => None,
+        }
+    }
+}
+
+pub(super) struct Inner<T> {
+    pub(super) ring: VecDeque<T>,
+    /// Sequence number of `ring[0]`.
+    pub(super) head: u64,
+    pub(super) slots: Vec<Option<Cust>>,
+    pub(super) free: Vec<usize>,
+    pub(super) count: usize,
+    pub(super) next_id: u64,
+    pub(super) closed: bool,
+    pub(super) send_wakers: Vec<Waker>,
+    /// Slots of customers waiting for a message (woken by the next commit or close).
+    pub(super) recv_waiting: Vec<usize>,
+    /// Messages that can be sent before looking at the customers' cursors again: the
+    /// least room left in any blocking customer (room only grows between scans, as
+    /// customers receive), capped so the ring is trimmed regularly.
+    pub(super) room: u64,
+    /// Slots of `DropOldest` / `Disconnect` customers, checked on every send.
+    pub(super) lossy: Vec<usize>,
+    /// How many customers have `SENDER_WAITS` set: parked senders are woken when the
+    /// last of them makes room, not at every receive of every customer.
+    pub(super) blocked: usize,
+}
+
+/// Most messages sent between two scans of the customers' cursors.
+pub(super) const SCAN_EVERY: u64 = 64;
+
+impl<T> Inner<T> {
+    pub(super) fn tail(&self) -> u64 {
+        self.head + self.ring.len() as u64
+    }
+
+    pub(super) fn wake_senders(&mut self) {
+        for w in self.send_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    #[cold]
+    pub(super) fn wake_receivers(&mut self) {
+        let Inner {
+            slots,
+            recv_waiting,
+            ..
+        } = self;
+        for i in recv_waiting.drain(..) {
+            if let Some(w) = slots[i].as_mut().and_then(|c| c.waker.take()) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Reads every cursor: trims the ring and recomputes `room`.
+    pub(super) fn scan(&mut self) {
+        let tail = self.tail();
+        let mut room = SCAN_EVERY;
+        let mut min = tail;
+        for c in self.slots.iter().flatten() {
+            if let Some(cap) = c.block_cap() {
+                room = room.min(cap.saturating_sub(tail - c.cursor.pos()));
+            }
+            min = min.min(c.hold(tail));
+        }
+        self.room = room;
+        while self.head < min && self.ring.pop_front().is_some() {
+            self.head += 1;
+        }
+    }
+
+    /// Parks the senders on the full customers: flags each one that is full at the
+    /// instant its flag is set (a customer receiving at the same time either moved
+    /// its position first, or sees the flag and releases its part). Flags left from
+    /// an earlier park on customers that are no longer full are cleared. Returns
+    /// whether some customer is still full.
+    pub(super) fn park(&mut self) -> bool {
+        let tail = self.tail();
+        let mut blocked = 0;
+        for c in self.slots.iter().flatten() {
+            match c.block_cap() {
+                // Full before and still full at the instant the flag went up.
+                Some(cap) if tail - c.cursor.pos() >= cap && tail - c.cursor.flag() >= cap => {
+                    blocked += 1;
+                }
+                _ => {
+                    c.cursor.unflag();
+                }
+            }
+        }
+        self.blocked = blocked;
+        blocked > 0
+    }
+
+    /// A flagged customer made room (or left): wakes the senders once no flagged
+    /// customer is left.
+    pub(super) fn release(&mut self, cursor: &Cursor) {
+        if cursor.unflag() {
+            self.blocked -= 1;
+            if self.blocked == 0 {
+                self.wake_senders();
+            }
+        }
+    }
+
+    /// Drops ring entries every customer has read.
+    pub(super) fn trim(&mut self) {
+        let tail = self.tail();
+        let min = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|c| c.hold(tail))
+            .min()
+            .unwrap_or(tail);
+        while self.head < min && self.ring.pop_front().is_some() {
+            self.head += 1;
+        }
+    }
+}
+
+pub(super) struct Shared<T> {
+    pub(super) inner: Mutex<Inner<T>>,
+    pub(super) handles: AtomicUsize,
+    pub(super) default_capacity: Option<usize>,
+    pub(super) no_customers: NoCustomers,
+}
+
+impl<T> Shared<T> {
+    pub(super) fn new(default_capacity: Option<usize>, no_customers: NoCustomers) -> Self {
+        Shared {
+            inner: Mutex::new(Inner {
+                ring: VecDeque::new(),
+                head: 0,
+                slots: Vec::new(),
+                free: Vec::new(),
+                count: 0,
+                next_id: 0,
+                closed: false,
+                send_wakers: Vec::new(),
+                recv_waiting: Vec::new(),
+                room: 0,
+                lossy: Vec::new(),
+                blocked: 0,
+            }),
+            handles: AtomicUsize::new(1),
+            default_capacity,
+            no_customers,
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        self.inner.lock()
+    }
+
+    pub(super) fn close(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.closed {
+            return false;
+        }
+        inner.closed = true;
+        inner.wake_senders();
+        inner.wake_receivers();
+        true
+    }
+
+    /// Registers a new customer; returns its slot, its id (a slot is reused, an id
+    /// never is) and its cursor.
+    pub(super) fn connect(
+        &self,
+        capacity: Option<usize>,
+        overflow: Overflow,
+    ) -> (usize, u64, Arc<Cursor>) {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let cursor = Arc::new(Cursor::new(inner.tail()));
+        let cust = Cust {
+            id,
+            cursor: cursor.clone(),
+            capacity,
+            overflow,
+            lagged: 0,
+            cut_at: None,
+            closed: false,
+            waker: None,
+        };
+        let slot = match inner.free.pop() {
+            Some(i) => {
+                inner.slots[i] = Some(cust);
+                i
+            }
+            None => {
+                inner.slots.push(Some(cust));
+                inner.slots.len() - 1
+            }
+        };
+        inner.count += 1;
+        if overflow != Overflow::Block && capacity.is_some() {
+            inner.lossy.push(slot);
+        }
+        // A new blocking customer has a full budget, but may have less room than the
+        // one the sender counts on: look again before the next send.
+        inner.room = 0;
+        inner.wake_senders();
+        drop(inner);
+        (slot, id, cursor)
+    }
+
+    pub(super) fn disconnect(&self, slot: usize, id: u64) {
+        let mut inner = self.lock();
+        if inner.slots[slot].as_ref().is_some_and(|c| c.id == id) {
+            if let Some(c) = inner.slots[slot].take() {
+                inner.release(&c.cursor);
+            }
+            inner.free.push(slot);
+            inner.lossy.retain(|&i| i != slot);
+            inner.count -= 1;
+            inner.trim();
+            inner.wake_senders();
+        }
+    }
+
+    /// Commits `msg` to every customer, or says why it cannot now.
+    #[inline]
+    pub(super) fn try_commit(
+        &self,
+        msg: T,
+        cx: Option<&Context<'_>>,
+    ) -> Result<(), TrySendError<T>> {
+        let mut inner = self.lock();
+        if inner.closed || inner.count == 0 || inner.room == 0 {
+            return Self::try_commit_slow(inner, msg, cx);
+        }
+        inner.push(msg);
+        Ok(())
+    }
+
+    /// `try_commit` when the channel is closed, has no customers, or the sender has
+    /// to look at the cursors again (and maybe park).
+    #[inline(never)]
+    pub(super) fn try_commit_slow(
+        mut inner: MutexGuard<'_, Inner<T>>,
+        msg: T,
+        cx: Option<&Context<'_>>,
+    ) -> Result<(), TrySendError<T>> {
+        if inner.closed {
+            return Err(TrySendError::Closed(msg));
+        }
+        if inner.count == 0 {
+            if let Some(cx) = cx {
+                inner.send_wakers.push(cx.waker().clone());
+            }
+            return Err(TrySendError::NoCustomers(msg));
+        }
+        if inner.room == 0 {
+            inner.scan();
+            if inner.room == 0 {
+                let Some(cx) = cx else {
+                    return Err(TrySendError::Full(msg));
+                };
+                // Park on the full customers, then look again (see `park`).
+                inner.send_wakers.push(cx.waker().clone());
+                if inner.park() {
+                    return Err(TrySendError::Full(msg));
+                }
+                // Every customer made room meanwhile: not parked after all.
+                inner.send_wakers.pop();
+                inner.scan();
+            }
+        }
+        inner.push(msg);
+        Ok(())
+    }
+}
+
+impl<T> Inner<T> {
+    /// Appends a message there is room for; applies the lossy customers' policies
+    /// and wakes the waiting customers.
+    #[inline]
+    pub(super) fn push(&mut self, msg: T) {
+        self.ring.push_back(msg);
+        self.room -= 1;
+        if !self.lossy.is_empty() {
+            self.overflow_lossy();
+        }
+        if !self.recv_waiting.is_empty() {
+            self.wake_receivers();
+        }
+    }
+
+    /// The message just pushed overflows the `DropOldest` / `Disconnect` customers
+    /// that are full.
+    #[cold]
+    pub(super) fn overflow_lossy(&mut self) {
+        let tail = self.tail() - 1;
+        let Inner { slots, lossy, .. } = self;
+        for &i in lossy.iter() {
+            let Some(c) = slots[i].as_mut().filter(|c| !c.closed) else {
+                continue;
+            };
+            let cap = c.capacity.unwrap_or(usize::MAX) as u64;
+            let cursor = c.cursor.pos();
+            if tail + 1 - cursor > cap {
+                match c.overflow {
+                    Overflow::DropOldest => {
+                        c.cursor.set_pos(cursor + 1);
+                        c.lagged += 1;
+                    }
+                    _ if c.cut_at.is_none() => c.cut_at = Some(tail),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
