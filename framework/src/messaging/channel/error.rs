@@ -3,7 +3,7 @@
 use std::fmt;
 
 #[cfg(doc)]
-use super::{Channel, Customer, NoCustomers};
+use super::{Channel, Customer, NoCustomers, Overflow};
 
 /// The error of [`Channel::send`]: the message comes back.
 ///
