@@ -1,102 +1,13 @@
-//! Checks the annotated function and generates the code.
+//! Generates the code of `#[service]` and `#[servicekit::main]` from the parsed
+//! arguments ([`crate::args`]) and the checked signature ([`crate::check`]).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+use syn::{FnArg, ItemFn, ReturnType};
 
-use crate::attr::{Dur, Errors, parse_main_args, parse_service_args};
-
-fn is_context(ty: &Type) -> bool {
-    match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "ServiceContext"),
-        Type::Reference(r) => is_context(&r.elem),
-        _ => false,
-    }
-}
-
-/// Whether a parameter is marked `#[context]`: the context behind a type alias,
-/// which the macro cannot see through.
-fn is_context_marker(attr: &syn::Attribute) -> bool {
-    attr.path().is_ident("context")
-}
-
-/// The first lifetime other than `'static` inside a type (`&str`, `Cow<'a, str>`).
-fn borrowed_lifetime(ty: &Type) -> Option<TokenStream> {
-    if let Type::Reference(r) = ty {
-        return match &r.lifetime {
-            Some(l) if l.ident == "static" => borrowed_lifetime(&r.elem),
-            _ => Some(quote!(#r)),
-        };
-    }
-    fn walk(tokens: TokenStream) -> Option<TokenStream> {
-        let mut iter = tokens.into_iter().peekable();
-        while let Some(t) = iter.next() {
-            match t {
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
-                    if let Some(proc_macro2::TokenTree::Ident(id)) = iter.peek()
-                        && id != "static"
-                    {
-                        let id = id.clone();
-                        return Some(quote!(#p #id));
-                    }
-                }
-                proc_macro2::TokenTree::Group(g) => {
-                    if let Some(found) = walk(g.stream()) {
-                        return Some(found);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-    walk(quote!(#ty))
-}
-
-/// A return type that can never be a service's (or `main`'s) output, told apart by
-/// its syntax: `Result<T, _>` with `T` not `()`, a primitive, a reference, a tuple
-/// that is not `()`. Anything else is left to the type checker (an alias may be fine).
-fn bad_output(ty: &Type) -> Option<(TokenStream, String)> {
-    match ty {
-        Type::Tuple(t) if t.elems.is_empty() => None,
-        Type::Tuple(t) => Some((quote!(#t), "a tuple".into())),
-        Type::Reference(r) => Some((quote!(#r), "a reference".into())),
-        Type::Path(p) => {
-            let last = p.path.segments.last()?;
-            let name = last.ident.to_string();
-            const PRIMITIVES: &[&str] = &[
-                "bool", "char", "str", "String", "u8", "u16", "u32", "u64", "u128", "usize", "i8",
-                "i16", "i32", "i64", "i128", "isize", "f32", "f64",
-            ];
-            if p.qself.is_none()
-                && p.path.segments.len() == 1
-                && PRIMITIVES.contains(&name.as_str())
-            {
-                return Some((quote!(#ty), format!("`{name}`")));
-            }
-            if name != "Result" {
-                return None;
-            }
-            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-                return None;
-            };
-            match args.args.first()? {
-                syn::GenericArgument::Type(Type::Tuple(t)) if t.elems.is_empty() => None,
-                syn::GenericArgument::Type(ok) => Some((
-                    quote!(#ok),
-                    "a `Result` whose success value is not `()`".into(),
-                )),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
+use crate::args::{Dur, Errors, Flavor, GiveUp, MainArgs, Restart, ServiceArgs};
+use crate::check::{self, Param};
 
 /// Gives every token the span of the user's tokens, so an error on a generated call
 /// points at them.
@@ -117,7 +28,7 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
 }
 
 fn duration(krate: &TokenStream, d: Dur) -> TokenStream {
-    let nanos = d.nanos as u64;
+    let nanos = d.nanos;
     quote_spanned!(d.span=> #krate::__private::__Duration::from_nanos(#nanos))
 }
 
@@ -132,90 +43,31 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = Errors::default();
-    let a = parse_service_args(args, &mut errors);
+    let a = ServiceArgs::parse(args, &mut errors);
     let krate = match &a.krate {
         Some(p) => quote!(#p),
         None => quote!(::servicekit),
     };
-
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        errors.add(sig.fn_token, "`#[service]` requires an `async fn`");
-    }
-    if let Some(c) = &sig.constness {
-        errors.add(c, "`#[service]` cannot be used on a `const fn`");
-    }
-    if let Some(v) = &sig.variadic {
-        errors.add(v, "`#[service]` functions cannot be variadic");
-    }
-    if let Some(u) = &sig.unsafety {
-        errors.add(
-            u,
-            "`#[service]` cannot be used on an `unsafe fn`: the runner calls it for every run, with no one to uphold its safety conditions",
-        );
-    }
-    if let Some(abi) = &sig.abi {
-        errors.add(abi, "`#[service]` functions cannot have an `extern` ABI");
-    }
-    for lt in sig.generics.lifetimes() {
-        errors.add(
-            lt,
-            "`#[service]` functions cannot have lifetime parameters: their arguments are kept for every run, so they must be owned (`'static`)",
-        );
-    }
-    if let ReturnType::Type(_, ty) = &sig.output
-        && let Some((tokens, what)) = bad_output(ty)
-    {
-        errors.add(
-            tokens,
-            format!("a service returns `()` or `Result<(), E>`, not {what}"),
-        );
-    }
+    let params = check::service(sig, &mut errors);
 
-    // Parameters: the context is injected, every other one is cloned for each run.
+    // The context is injected, every other parameter is cloned for each run.
     let mut outer_params = Vec::new();
     let mut standin_params = Vec::new();
+    let mut standin_uses = Vec::new();
     let mut call_args = Vec::new();
     let mut clones = Vec::new();
-    let mut has_context = false;
-    for (i, arg) in sig.inputs.iter().enumerate() {
-        match arg {
-            FnArg::Receiver(r) => errors.add(
-                r,
-                "`#[service]` cannot be used on methods: a service is a free `async fn` (remove the `self` parameter)",
-            ),
-            FnArg::Typed(pt) => {
-                let ty = &pt.ty;
+    for param in &params {
+        match param {
+            Param::Context(ty) => {
+                // The stand-in keeps the context's type in use (no "unused import").
+                standin_uses.push(
+                    quote!(let _: ::core::option::Option<#ty> = ::core::option::Option::None;),
+                );
+                call_args.push(quote!(__servicekit_ctx.clone()));
+            }
+            Param::Arg { ident, ty, attrs } => {
                 standin_params.push(quote!(_: #ty));
-                let marked = pt.attrs.iter().any(is_context_marker);
-                if marked || is_context(&pt.ty) {
-                    if has_context {
-                        errors.add(
-                            pt,
-                            "only one `ServiceContext` parameter is allowed; the runner injects a single context per run",
-                        );
-                    }
-                    if matches!(&*pt.ty, Type::Reference(_)) {
-                        errors.add(&pt.ty, "take the context by value: `ctx: ServiceContext` (it is cheap to clone)");
-                    }
-                    has_context = true;
-                    call_args.push(quote!(__servicekit_ctx.clone()));
-                    continue;
-                }
-                if let Type::ImplTrait(t) = &*pt.ty {
-                    errors.add(t, "`impl Trait` arguments are not supported by `#[service]`; use a generic parameter");
-                } else if let Some(borrow) = borrowed_lifetime(&pt.ty) {
-                    errors.add(
-                        borrow,
-                        "`#[service]` arguments are kept and cloned for every run, so they must be owned: take a `String` instead of a `&str`, an owned value or an `Arc` instead of a reference",
-                    );
-                }
-                let ident = match &*pt.pat {
-                    Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
-                    _ => format_ident!("__servicekit_arg{}", i),
-                };
-                let ty = &pt.ty;
-                let attrs = &pt.attrs;
                 outer_params.push(quote!(#(#attrs)* #ident: #ty));
                 clones.push(quote_spanned! {ty.span()=>
                     let #ident = #krate::__private::clone_arg::<#ty>(&#ident);
@@ -224,6 +76,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     }
+    let has_context = params.iter().any(|p| matches!(p, Param::Context(_)));
 
     let vis = &func.vis;
     let name_ident = &sig.ident;
@@ -242,17 +95,18 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             #e
             #(#attrs)*
             #vis fn #name_ident #generics (#(#standin_params),*) -> #krate::Service #where_clause {
+                #(#standin_uses)*
                 ::core::unreachable!("`#[service]` reported an error")
             }
         };
     }
 
     let mut builder = Vec::new();
-    if let Some((r, span)) = &a.restart {
-        let variant = match r.as_str() {
-            "always" => quote_spanned!(*span=> Always),
-            "never" => quote_spanned!(*span=> Never),
-            _ => quote_spanned!(*span=> OnFailure),
+    if let Some(r) = a.restart {
+        let variant = match r.value {
+            Restart::Always => quote_spanned!(r.span=> Always),
+            Restart::OnFailure => quote_spanned!(r.span=> OnFailure),
+            Restart::Never => quote_spanned!(r.span=> Never),
         };
         builder.push(quote!(.restart(#krate::Restart::#variant)));
     }
@@ -270,7 +124,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     if a.max_restarts.is_some() || a.within.is_some() {
         let max = match a.max_restarts {
-            Some((n, _)) => quote!(#n),
+            Some(n) => quote!(#n),
             None => quote!(#krate::__private::DEFAULT_MAX_RESTARTS),
         };
         let within = match a.within {
@@ -279,11 +133,10 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         };
         builder.push(quote!(.max_restarts(#max, #within)));
     }
-    if let Some((v, span)) = &a.on_give_up {
-        let variant = if v == "ignore" {
-            quote_spanned!(*span=> Ignore)
-        } else {
-            quote_spanned!(*span=> Shutdown)
+    if let Some(g) = a.on_give_up {
+        let variant = match g.value {
+            GiveUp::Shutdown => quote_spanned!(g.span=> Shutdown),
+            GiveUp::Ignore => quote_spanned!(g.span=> Ignore),
         };
         builder.push(quote!(.on_give_up(#krate::OnGiveUp::#variant)));
     }
@@ -302,7 +155,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     inner_sig.ident = format_ident!("__servicekit_body");
     for arg in &mut inner_sig.inputs {
         if let FnArg::Typed(pt) = arg {
-            pt.attrs.retain(|a| !is_context_marker(a));
+            pt.attrs.retain(|a| !check::is_context_marker(a));
         }
     }
     let block = &func.block;
@@ -360,34 +213,13 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = Errors::default();
-    let a = parse_main_args(args, &mut errors);
+    let a = MainArgs::parse(args, &mut errors);
     let krate = match &a.krate {
         Some(p) => quote!(#p),
         None => quote!(::servicekit),
     };
     let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        errors.add(sig.fn_token, "`#[servicekit::main]` requires an `async fn`");
-    }
-    if !sig.inputs.is_empty() {
-        errors.add(&sig.inputs, "`main` cannot take arguments");
-    }
-    if !sig.generics.params.is_empty() {
-        errors.add(&sig.generics, "`main` cannot be generic");
-    }
-    if let Some(u) = &sig.unsafety {
-        errors.add(u, "`main` cannot be an `unsafe fn`");
-    }
-    if let ReturnType::Type(_, ty) = &sig.output
-        && let Some((tokens, what)) = bad_output(ty)
-    {
-        errors.add(
-            tokens,
-            format!(
-                "`#[servicekit::main]` returns `()` or `Result<(), E>` (the exit code comes from it), not {what}"
-            ),
-        );
-    }
+    check::main(sig, &mut errors);
     let attrs = &func.attrs;
     let vis = &func.vis;
     let ident = &sig.ident;
@@ -410,13 +242,13 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         ReturnType::Type(_, t) => t.span(),
     };
     let block = &func.block;
-    let multi = a.multi_thread;
+    let multi = a.flavor == Flavor::MultiThread;
     let tracing = a.tracing;
     let threads = match a.worker_threads {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
-    let shutdown = a.runtime_shutdown as u64;
+    let shutdown = a.runtime_shutdown.nanos;
     let body = quote_spanned! {out_span=>
         async move {
             let __servicekit_out: #output = async move #block.await;

@@ -9,7 +9,8 @@
 )]
 #![forbid(unsafe_code)]
 
-mod attr;
+mod args;
+mod check;
 mod expand;
 
 use proc_macro::TokenStream;

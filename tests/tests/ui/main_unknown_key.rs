@@ -1,0 +1,2 @@
+#[servicekit::main(flavour = "current_thread")]
+async fn main() {}

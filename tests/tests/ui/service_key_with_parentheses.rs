@@ -1,0 +1,6 @@
+use servicekit::service;
+
+#[service(after("db"))]
+async fn api() {}
+
+fn main() {}
