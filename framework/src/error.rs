@@ -106,8 +106,18 @@ impl Error {
 /// # Examples
 ///
 /// ```
-/// # use servicekit::error::ServiceFailures;
-/// fn count(f: &ServiceFailures) -> usize { f.len() }
+/// use servicekit::{Error, Restart, Service, run_services};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broken = Service::without_context("broken", || async { Err::<(), _>("no disk") })
+///     .restart(Restart::Never);
+/// let Err(Error::Services(failures)) = run_services([broken]).await else {
+///     panic!("the service gave up");
+/// };
+/// assert_eq!(failures.len(), 1);
+/// assert!(failures.to_string().contains("broken"));
+/// # }
 /// ```
 #[derive(Debug)]
 pub struct ServiceFailures(pub(crate) Vec<ServiceFailure>);
@@ -118,8 +128,18 @@ impl ServiceFailures {
     /// # Examples
     ///
     /// ```
-    /// # use servicekit::error::ServiceFailures;
-    /// fn names(f: &ServiceFailures) -> Vec<&str> { f.iter().map(|f| f.service()).collect() }
+    /// use servicekit::{Error, Restart, Service, run_services};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broken = Service::without_context("broken", || async { Err::<(), _>("no disk") })
+    ///     .restart(Restart::Never);
+    /// let Err(Error::Services(failures)) = run_services([broken]).await else {
+    ///     panic!("the service gave up");
+    /// };
+    /// let names: Vec<&str> = failures.iter().map(|f| f.service()).collect();
+    /// assert_eq!(names, ["broken"]);
+    /// # }
     /// ```
     pub fn iter(&self) -> std::slice::Iter<'_, ServiceFailure> {
         self.0.iter()
@@ -130,8 +150,17 @@ impl ServiceFailures {
     /// # Examples
     ///
     /// ```
-    /// # use servicekit::error::ServiceFailures;
-    /// fn none(f: &ServiceFailures) -> bool { f.is_empty() || f.len() == 0 }
+    /// use servicekit::{Error, Restart, Service, run_services};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broken = Service::without_context("broken", || async { Err::<(), _>("no disk") })
+    ///     .restart(Restart::Never);
+    /// let Err(Error::Services(failures)) = run_services([broken]).await else {
+    ///     panic!("the service gave up");
+    /// };
+    /// assert_eq!(failures.len(), 1);
+    /// # }
     /// ```
     pub fn len(&self) -> usize {
         self.0.len()
@@ -142,8 +171,17 @@ impl ServiceFailures {
     /// # Examples
     ///
     /// ```
-    /// # use servicekit::error::ServiceFailures;
-    /// fn none(f: &ServiceFailures) -> bool { f.is_empty() }
+    /// use servicekit::{Error, Restart, Service, run_services};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broken = Service::without_context("broken", || async { Err::<(), _>("no disk") })
+    ///     .restart(Restart::Never);
+    /// let Err(Error::Services(failures)) = run_services([broken]).await else {
+    ///     panic!("the service gave up");
+    /// };
+    /// assert!(!failures.is_empty());
+    /// # }
     /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -56,6 +56,17 @@
 //! `#[servicekit::main]` exits with 0 after a clean shutdown, 1 when a service failed
 //! or hung or `main` returned another error (the error chain is printed to stderr), and
 //! 130 after a forced shutdown.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tracing-subscriber` | on | `#[servicekit::main]` installs a `tracing-subscriber` fmt layer on stderr, filtered by `RUST_LOG` (default `info`) |
+//!
+//! A library that depends on servicekit can take it with `default-features = false`
+//! and leave the choice of subscriber to the binary. Without the feature `main`
+//! installs no subscriber, and writing `#[servicekit::main(tracing = true)]` is a
+//! compile error that names the feature.
 
 #![warn(
     missing_docs,

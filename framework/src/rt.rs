@@ -100,9 +100,51 @@ fn print_err(text: &str) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
+/// Installs a tracing-subscriber fmt layer on stderr filtered by `RUST_LOG` (default
+/// `info`), unless a subscriber is already installed.
+#[cfg(feature = "tracing-subscriber")]
+fn install_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LossyStderr)
+        .with_ansi(use_colour())
+        .log_internal_errors(false)
+        .try_init();
+}
+
+/// Without the `tracing-subscriber` feature `main` installs no subscriber (an
+/// explicit `tracing = true` is a compile error instead, `__require_tracing_subscriber`).
+#[cfg(not(feature = "tracing-subscriber"))]
+fn install_tracing() {}
+
+/// What `#[servicekit::main(tracing = true)]` expands to, beside `main`: nothing with
+/// the `tracing-subscriber` feature, a compile error naming the feature without it.
+#[cfg(feature = "tracing-subscriber")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __require_tracing_subscriber {
+    () => {};
+}
+
+/// See the other definition.
+#[cfg(not(feature = "tracing-subscriber"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __require_tracing_subscriber {
+    () => {
+        ::core::compile_error!(
+            "`#[servicekit::main(tracing = true)]` needs servicekit's `tracing-subscriber` feature (on by default): enable it, or remove `tracing = true`"
+        );
+    };
+}
+
+#[cfg(feature = "tracing-subscriber")]
 /// Stderr for the tracing subscriber: write errors (a closed pipe) are dropped.
 struct LossyStderr;
 
+#[cfg(feature = "tracing-subscriber")]
 impl std::io::Write for LossyStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let _ = std::io::stderr().write_all(buf);
@@ -115,6 +157,7 @@ impl std::io::Write for LossyStderr {
     }
 }
 
+#[cfg(feature = "tracing-subscriber")]
 /// Colours only on a terminal, and never with `NO_COLOR` set (to anything but the
 /// empty string, as <https://no-color.org> says).
 fn use_colour() -> bool {
@@ -129,7 +172,8 @@ pub struct MainConfig {
     pub multi_thread: bool,
     /// Worker threads of a multi-thread runtime.
     pub worker_threads: Option<usize>,
-    /// Install a tracing-subscriber fmt layer filtered by `RUST_LOG` (default `info`).
+    /// Install a tracing-subscriber fmt layer filtered by `RUST_LOG` (default `info`);
+    /// without the `tracing-subscriber` feature nothing is installed.
     pub tracing: bool,
     /// How long the runtime may take to shut down after `main` returns.
     pub runtime_shutdown: Duration,
@@ -142,14 +186,7 @@ where
     Fut::Output: MainOutput,
 {
     if config.tracing {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(|| LossyStderr)
-            .with_ansi(use_colour())
-            .log_internal_errors(false)
-            .try_init();
+        install_tracing();
     }
     let mut builder = if config.multi_thread {
         tokio::runtime::Builder::new_multi_thread()

@@ -494,7 +494,9 @@ impl ServiceArgs {
 pub(crate) struct MainArgs {
     pub(crate) flavor: Flavor,
     pub(crate) worker_threads: Option<usize>,
-    pub(crate) tracing: bool,
+    /// `tracing = ...` as written; `None` means the default (a subscriber if the
+    /// `tracing-subscriber` feature is on).
+    pub(crate) tracing: Option<At<bool>>,
     pub(crate) runtime_shutdown: Dur,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -505,7 +507,7 @@ impl MainArgs {
         let mut out = MainArgs {
             flavor: Flavor::MultiThread,
             worker_threads: None,
-            tracing: true,
+            tracing: None,
             runtime_shutdown: Dur {
                 nanos: 1_000_000_000,
                 span: Span::call_site(),
@@ -549,7 +551,12 @@ impl MainArgs {
                 MainKey::Tracing => match v {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(b), ..
-                    }) => out.tracing = b.value,
+                    }) => {
+                        out.tracing = Some(At {
+                            value: b.value,
+                            span: b.span(),
+                        });
+                    }
                     other => {
                         return Err(syn::Error::new_spanned(
                             other,

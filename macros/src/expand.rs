@@ -243,7 +243,12 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let block = &func.block;
     let multi = a.flavor == Flavor::MultiThread;
-    let tracing = a.tracing;
+    let tracing = a.tracing.is_none_or(|t| t.value);
+    // An explicit `tracing = true` needs the feature: a compile error without it.
+    let require_tracing = match a.tracing {
+        Some(t) if t.value => quote_spanned!(t.span=> #krate::__require_tracing_subscriber!();),
+        _ => quote!(),
+    };
     let threads = match a.worker_threads {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
@@ -258,6 +263,7 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis fn #ident() -> ::std::process::ExitCode {
+            #require_tracing
             #krate::__private::run_main(
                 #krate::__private::MainConfig {
                     multi_thread: #multi,

@@ -12,6 +12,33 @@
 //! * `service`: the [`Service`] value; `graph`: names, dependencies, start order.
 //! * `signals`, `handle` ([`RunnerHandle`]), `runner` ([`Runner`], [`run_services`]).
 //! * `task_group`: [`TaskGroup`], on its own.
+//!
+//! # How a runner works
+//!
+//! * **One task per service.** Each service's tokio task holds its supervisor, which
+//!   waits for the dependencies, runs the body, stops it and decides whether and when
+//!   to run it again ([`Restart`], backoff, the restart window). The body is polled
+//!   inside that task under `catch_unwind`, so a panic is a failure of the run, and
+//!   the task itself is guarded: if the runner's own code panics, the service ends
+//!   `Failed` with an internal failure instead of leaving `wait()` waiting.
+//! * **Shared slots, no control loop in between.** The services' state lives in one
+//!   array of slots shared by the supervisors, the contexts and the [`RunnerHandle`].
+//!   Whoever changes what a supervisor cares about (a dependency's readiness, a
+//!   command, shutdown) stores it in the slot and signals that supervisor, which
+//!   re-examines everything when woken; the signal keeps a permit, so no wake-up is
+//!   lost. A slot's phase packs the current run number with its flags, so a
+//!   `ready()` from an old run's context is told apart atomically; a stop request is
+//!   a number that only goes up, so an old run's context always sees it.
+//! * **Stopping** a run: its dependents stop first (the body keeps running for them),
+//!   then the body is asked to stop ([`ServiceContext::shutdown_requested`]) and
+//!   given its shutdown timeout (a body without a context is dropped at once), then
+//!   the tasks tied to it ([`ServiceContext::spawn`]) get what is left of the timeout
+//!   and are aborted after it.
+//! * **Signals** (Unix): signal-hook delivers SIGINT, SIGTERM, SIGQUIT and SIGHUP to
+//!   the runner while it runs; outside a runner the signals do what they did before.
+//!   Under `#[servicekit::main]` a thread outside the runtime counts SIGINT and
+//!   SIGTERM and ends the process with 130 shortly after a second one, whatever is
+//!   still running.
 
 mod body;
 pub(crate) mod config;
