@@ -12,6 +12,9 @@
 //!   with its own buffer bound, the sender waiting for the slowest (see [`channel`]).
 //! * [`Queue`] is a work queue (each item to one receiver); [`Pipeline`] runs
 //!   multi-stage processing with concurrent workers (see [`pipeline`]).
+//! * [`EventBus`](bus::EventBus) delivers typed events to every subscription of their
+//!   exact type; [`bus::scope`] gives a part of the program its own bus and state,
+//!   reachable through [`bus::ctx`] (see [`bus`]).
 //!
 //! # Example
 //!
@@ -99,7 +102,7 @@ pub use lifecycle::{
     Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
     ServiceStatus, TaskGroup, run_services,
 };
-pub use messaging::{channel, pipeline, queue};
+pub use messaging::{bus, channel, pipeline, queue};
 
 pub use channel::{Channel, Customer};
 pub use pipeline::{Pipeline, stage};

@@ -752,6 +752,7 @@ async fn status_and_events_follow_every_state_change() {
     while let Some(ev) = events.next().await {
         match ev {
             Event::State { state, .. } => seen.push(state.to_string()),
+            Event::Ready { .. } => seen.push("ready".to_string()),
             Event::Failed { error, .. } => seen.push(format!("failed run {}", error.run())),
             other => panic!("unexpected {other:?}"),
         }
@@ -760,9 +761,11 @@ async fn status_and_events_follow_every_state_change() {
         seen,
         [
             "running",
+            "ready",
             "failed run 1",
             "restarting",
             "running",
+            "ready",
             "failed run 2",
             "failed"
         ]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::IntoServiceResult;
 use super::state::{Listener, Shared};
 use crate::error::ServiceErrorKind;
+use crate::messaging::bus::EventBus;
 
 /// A running service's handle on its runner: shutdown, readiness and tied tasks.
 ///
@@ -208,6 +209,35 @@ impl ServiceContext {
         }
     }
 
+    /// The runner's event bus (see [`bus`](crate::bus)): events other services publish,
+    /// and every runner [`Event`](crate::Event) (state changes, readiness, failures)
+    /// as a typed event, so a service can react to another's failure.
+    ///
+    /// The body and the tasks tied to it run inside the runner's scope, so
+    /// [`bus::ctx::send`](crate::bus::ctx::send) and friends reach the same bus.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use servicekit::{service, Event, ServiceContext};
+    ///
+    /// #[service]
+    /// async fn watcher(ctx: ServiceContext) {
+    ///     let mut events = ctx.bus().subscribe::<Event>();
+    ///     ctx.ready();
+    ///     while let Some(Some(Ok(ev))) = ctx.until_shutdown(events.next()).await {
+    ///         if let Event::Failed { service, error } = &*ev {
+    ///             eprintln!("{service} failed: {error}");
+    ///         }
+    ///     }
+    /// }
+    /// # drop(watcher());
+    /// ```
+    pub fn bus(&self) -> &EventBus {
+        self.shared.bus()
+    }
+
     /// The cancellation token of this run (a clone): cancelled when shutdown is
     /// requested. Hand it to servers with their own graceful shutdown, e.g.
     /// `axum::serve(..).with_graceful_shutdown(token.cancelled_owned())`.
@@ -293,7 +323,7 @@ impl ServiceContext {
             .get_or_insert_with(Default::default)
             .set
             .spawn(TiedTask {
-                fut: Some(Box::pin(fut)),
+                fut: Some(Box::pin(self.shared.frame.enter(fut))),
                 shared: self.shared.clone(),
                 idx: self.idx,
                 run: self.run,

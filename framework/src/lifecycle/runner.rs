@@ -16,6 +16,7 @@ use super::signals;
 use super::state::{Shared, Slot};
 use super::supervisor;
 use crate::error::{Error, Result};
+use crate::messaging::bus::{EventBus, Frame};
 
 /// Builds and starts a set of services.
 ///
@@ -48,6 +49,7 @@ pub struct Runner {
     shutdown_timeout: Duration,
     signals: bool,
     token: Option<CancellationToken>,
+    bus: Option<EventBus>,
 }
 
 impl fmt::Debug for Runner {
@@ -81,6 +83,7 @@ impl Runner {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             signals: true,
             token: None,
+            bus: None,
         }
     }
 
@@ -124,6 +127,39 @@ impl Runner {
     /// ```
     pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
         self.token = Some(token);
+        self
+    }
+
+    /// Uses `bus` as the runner's event bus (by default the runner makes its own,
+    /// closed when it ends; a bus given here stays open).
+    ///
+    /// Services reach it through [`ServiceContext::bus`](crate::ServiceContext::bus)
+    /// or [`bus::ctx`](crate::bus::ctx) (their bodies and tied tasks run inside the
+    /// runner's scope), and the runner publishes every [`Event`](crate::Event) on it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> servicekit::Result<()> {
+    /// use servicekit::{bus::{ctx, EventBus}, Runner, Service};
+    ///
+    /// let bus = EventBus::new();
+    /// let mut hellos = bus.subscribe::<String>();
+    /// Runner::new()
+    ///     .signals(false)
+    ///     .bus(bus.clone())
+    ///     .service(Service::without_context("greeter", || async {
+    ///         ctx::send("hello".to_string()).unwrap();
+    ///     }))
+    ///     .run()
+    ///     .await?;
+    /// assert_eq!(*hellos.try_recv().unwrap(), "hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bus(mut self, bus: EventBus) -> Self {
+        self.bus = Some(bus);
         self
     }
 
@@ -193,6 +229,7 @@ impl Runner {
             shutdown_timeout,
             signals,
             token,
+            bus,
         } = self;
         let graph = graph::validate(&services)?;
         let (mut deps, mut dependents) = match &graph {
@@ -234,7 +271,11 @@ impl Runner {
         #[cfg(not(unix))]
         let signals = signals.then(signals::Signals::new);
 
-        let shared = Arc::new(Shared::new(slots, shutdown_timeout, token));
+        // Inside an enclosing scope, services see its state (not its bus: the
+        // runner's is its own unless one is given).
+        let parent = Frame::current();
+        let frame = Frame::new(Arc::from("runner"), bus, Vec::new(), parent);
+        let shared = Arc::new(Shared::new(slots, shutdown_timeout, token, frame));
         // Dependencies first.
         let order = graph.map_or_else(|| (0..factories.len()).collect(), |g| g.order);
         for idx in order {
@@ -298,6 +339,14 @@ async fn control(shared: Arc<Shared>, mut signals: Option<signals::Signals>) {
     // Dropping the signal stream unregisters it; once no runner is active the
     // default actions come back.
     drop(signals);
+    // The runner's scope ends: its bus closes (unless it was given), and the tasks
+    // services spawned with `bus::ctx::spawn` get the shutdown timeout to finish.
+    let deadline = if shared.forced.load(Ordering::Acquire) {
+        Duration::ZERO
+    } else {
+        shared.default_shutdown_timeout()
+    };
+    shared.frame.end(deadline).await;
 }
 
 /// Runs services until they have all ended, one gave up, or a shutdown signal

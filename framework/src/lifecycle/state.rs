@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT};
 use super::status::{Event, ServiceState};
 use crate::error::{FailureKind, ServiceError, ServiceErrorKind, ServiceFailure, UnknownService};
+use crate::messaging::bus::{EventBus, Frame, Topic};
 use crate::sync::{Mutex, Signal};
 
 /// A service's run number and flags, as one word.
@@ -263,6 +264,11 @@ pub(crate) struct Shared {
     /// When the runner started its services: the start of every first run that
     /// waits for no dependency.
     pub(crate) started: Instant,
+    /// The runner's scope: services' bodies and tied tasks run inside it, so
+    /// `bus::ctx` reaches the runner's bus from them.
+    pub(crate) frame: Arc<Frame>,
+    /// Where every [`Event`] is published on the runner's bus.
+    bus_events: Arc<Topic<Event>>,
 }
 
 impl Shared {
@@ -270,8 +276,11 @@ impl Shared {
         slots: Vec<Slot>,
         shutdown_timeout: Duration,
         token: Option<CancellationToken>,
+        frame: Arc<Frame>,
     ) -> Shared {
         Shared {
+            bus_events: frame.bus().topic::<Event>(),
+            frame,
             live: AtomicUsize::new(slots.len()),
             slots: slots.into(),
             default_config: Config {
@@ -366,6 +375,9 @@ impl Shared {
         for &d in slot.dependents() {
             self.slots[d].wake.notify();
         }
+        self.emit(|| Event::Ready {
+            service: slot.shared_name(),
+        });
     }
 
     /// Asks run `run` of `idx` to stop: its context's shutdown is requested.
@@ -433,18 +445,34 @@ impl Shared {
         });
     }
 
-    /// Sends an event if anyone listens: inlined, so a state change with nobody
-    /// listening costs one load.
+    /// Sends an event if anyone listens (an `Events` stream or a subscription on the
+    /// runner's bus): inlined, so a state change with nobody listening costs two
+    /// loads.
     #[inline(always)]
     pub(crate) fn emit(&self, ev: impl FnOnce() -> Event) {
-        if self.subscribers.load(Ordering::Relaxed) > 0 {
+        if self.subscribers.load(Ordering::Relaxed) > 0 || self.bus_events.has_subscribers() {
             self.send_event(ev());
         }
     }
 
     #[cold]
     fn send_event(&self, ev: Event) {
-        let _ = self.events.send(ev);
+        if self.subscribers.load(Ordering::Relaxed) > 0 {
+            let _ = self.events.send(ev.clone());
+        }
+        self.bus_events.publish(ev);
+    }
+
+    /// The shutdown timeout of services that set none.
+    pub(crate) fn default_shutdown_timeout(&self) -> Duration {
+        self.default_config
+            .shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+
+    /// The runner's bus.
+    pub(crate) fn bus(&self) -> &EventBus {
+        self.frame.bus()
     }
 
     /// The task of service `idx` panicked (outside every guard around user code):

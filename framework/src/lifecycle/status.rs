@@ -96,7 +96,9 @@ pub struct ServiceStatus {
     pub uptime: Option<Duration>,
 }
 
-/// Something that happened in a runner, from [`RunnerHandle::events`](crate::RunnerHandle::events).
+/// Something that happened in a runner, from [`RunnerHandle::events`](crate::RunnerHandle::events),
+/// and published on the runner's bus as a typed event (subscribe to `Event` on
+/// [`ServiceContext::bus`](crate::ServiceContext::bus)).
 ///
 /// # Examples
 ///
@@ -120,6 +122,13 @@ pub enum Event {
         service: Arc<str>,
         /// Its new state.
         state: ServiceState,
+    },
+    /// A run of a service became ready: it called
+    /// [`ServiceContext::ready`](crate::ServiceContext::ready), or it has no context
+    /// and started.
+    Ready {
+        /// The service.
+        service: Arc<str>,
     },
     /// A run of a service failed (returned `Err`, panicked, or a tied task failed).
     Failed {

@@ -32,7 +32,7 @@ use task::Body;
 
 use super::context::ServiceContext;
 use super::state::{Command, Flags, Shared, SlotInner};
-use super::status::ServiceState;
+use super::status::{Event, ServiceState};
 use crate::error::{BoxError, ServiceError, ServiceErrorKind};
 
 /// What a run's body gave: its output, or the message of its panic.
@@ -508,6 +508,11 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64, task: &Waker) -> Servic
         inner.token = None;
         inner.since = Some(since);
     });
+    if !slot.has_context {
+        shared.emit(|| Event::Ready {
+            service: slot.shared_name(),
+        });
+    }
     ServiceContext::new(shared.clone(), idx, run, task.clone())
 }
 

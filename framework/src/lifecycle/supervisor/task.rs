@@ -17,6 +17,8 @@ use crate::guard;
 use crate::lifecycle::body::IntoServiceResult;
 use crate::lifecycle::context::ServiceContext;
 use crate::lifecycle::state::Shared;
+use crate::messaging::bus::Frame;
+use tokio::task::futures::TaskLocalFuture;
 
 /// A service's body closure with its type erased, until its task first runs.
 pub(crate) type Factory = Box<dyn MakeTask>;
@@ -155,7 +157,9 @@ pub(crate) trait Body: Send {
 /// it).
 struct Inline<'a, M, F> {
     make: &'a mut M,
-    body: Pin<&'a mut Option<F>>,
+    /// The body runs inside the runner's scope (`bus::ctx` works in it).
+    body: Pin<&'a mut Option<TaskLocalFuture<Arc<Frame>, F>>>,
+    frame: Arc<Frame>,
     span: Option<Box<tracing::Span>>,
 }
 
@@ -169,7 +173,7 @@ where
         let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
         let make = &mut self.make;
         let body = span.in_scope(|| guard::catch(|| make(ctx)))?;
-        self.body.set(Some(body));
+        self.body.set(Some(self.frame.enter(body)));
         self.span = (!span.is_disabled()).then(|| Box::new(span));
         Ok(())
     }
@@ -228,12 +232,14 @@ where
     F: Future + Send,
     F::Output: IntoServiceResult,
 {
+    let frame = shared.frame.clone();
     let mut sup = Supervisor::new(shared, idx);
     async move {
-        let body = std::pin::pin!(None::<F>);
+        let body = std::pin::pin!(None);
         let mut body = Inline {
             make: &mut make,
             body,
+            frame,
             span: None,
         };
         loop {

@@ -349,6 +349,19 @@ impl<T: Clone> Channel<T> {
         SendFut {
             shared: &self.shared,
             msg: Some(msg),
+            all: false,
+        }
+        .await
+    }
+
+    /// Sends `msg`, waiting while any bounded customer is full, lossy ones included
+    /// (their overflow policy is not applied); as `send` otherwise. For channels whose
+    /// customers are all lossy: the event bus's `send_async`.
+    pub(crate) async fn send_waiting_for_all(&self, msg: T) -> Result<(), SendError<T>> {
+        SendFut {
+            shared: &self.shared,
+            msg: Some(msg),
+            all: true,
         }
         .await
     }
@@ -633,6 +646,8 @@ impl<T: Clone> CustomerBuilder<'_, T> {
 struct SendFut<'a, T> {
     shared: &'a Arc<Shared<T>>,
     msg: Option<T>,
+    /// Waits for lossy customers too (`Shared::try_commit_all`).
+    all: bool,
 }
 
 impl<T> Unpin for SendFut<'_, T> {}
@@ -643,7 +658,12 @@ impl<T> Future for SendFut<'_, T> {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let msg = self.msg.take().expect("SendFut polled after completion");
-        match self.shared.try_commit(msg, Some(cx)) {
+        let committed = if self.all {
+            self.shared.try_commit_all(msg, Some(cx))
+        } else {
+            self.shared.try_commit(msg, Some(cx))
+        };
+        match committed {
             Ok(()) => Poll::Ready(Ok(())),
             Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError::Closed(m))),
             Err(TrySendError::NoCustomers(m)) if self.shared.no_customers == NoCustomers::Fail => {

@@ -100,8 +100,19 @@ impl Cust {
 
     /// The bound of a blocking customer, the one that can keep a sender waiting.
     pub(super) fn block_cap(&self) -> Option<u64> {
+        self.wait_cap(false)
+    }
+
+    /// The bound a sender waits on: a blocking customer's, and with `all` (a send
+    /// that waits for every customer instead of applying their overflow policies,
+    /// [`Shared::try_commit_all`]) a lossy customer's too, until it is cut off.
+    pub(super) fn wait_cap(&self, all: bool) -> Option<u64> {
+        let waits = match self.overflow {
+            Overflow::Block => true,
+            Overflow::DropOldest | Overflow::Disconnect => all && self.cut_at.is_none(),
+        };
         match self.capacity {
-            Some(cap) if self.overflow == Overflow::Block && !self.closed => Some(cap as u64),
+            Some(cap) if waits && !self.closed => Some(cap as u64),
             _ => None,
         }
     }
@@ -179,12 +190,13 @@ impl<T> Inner<T> {
     /// instant its flag is set (a customer receiving at the same time either moved
     /// its position first, or sees the flag and releases its part). Flags left from
     /// an earlier park on customers that are no longer full are cleared. Returns
-    /// whether some customer is still full.
-    pub(super) fn park(&mut self) -> bool {
+    /// whether some customer is still full. With `all`, lossy customers count too
+    /// (see [`Cust::wait_cap`]); they receive under the lock and release the same way.
+    pub(super) fn park(&mut self, all: bool) -> bool {
         let tail = self.tail();
         let mut blocked = 0;
         for c in self.slots.iter().flatten() {
-            match c.block_cap() {
+            match c.wait_cap(all) {
                 // Full before and still full at the instant the flag went up.
                 Some(cap) if tail - c.cursor.pos() >= cap && tail - c.cursor.flag() >= cap => {
                     blocked += 1;
@@ -342,6 +354,35 @@ impl<T> Shared<T> {
         Ok(())
     }
 
+    /// Commits `msg` like [`try_commit`](Self::try_commit), but waits (parks, with a
+    /// context) while any bounded customer is full, lossy ones included, instead of
+    /// dropping their oldest message or cutting them off.
+    ///
+    /// Only for channels whose customers are all lossy (the event bus): a blocking
+    /// sender's `park(false)` would clear the flags this one set.
+    pub(super) fn try_commit_all(
+        &self,
+        msg: T,
+        cx: Option<&Context<'_>>,
+    ) -> Result<(), TrySendError<T>> {
+        let mut inner = self.lock();
+        if !inner.closed && inner.count > 0 && inner.lossy_full() {
+            let Some(cx) = cx else {
+                return Err(TrySendError::Full(msg));
+            };
+            inner.send_wakers.push(cx.waker().clone());
+            if inner.park(true) {
+                return Err(TrySendError::Full(msg));
+            }
+            inner.send_wakers.pop();
+        }
+        if inner.closed || inner.count == 0 || inner.room == 0 {
+            return Self::try_commit_slow(inner, msg, cx);
+        }
+        inner.push(msg);
+        Ok(())
+    }
+
     /// `try_commit` when the channel is closed, has no customers, or the sender has
     /// to look at the cursors again (and maybe park).
     #[inline(never)]
@@ -367,7 +408,7 @@ impl<T> Shared<T> {
                 };
                 // Park on the full customers, then look again (see `park`).
                 inner.send_wakers.push(cx.waker().clone());
-                if inner.park() {
+                if inner.park(false) {
                     return Err(TrySendError::Full(msg));
                 }
                 // Every customer made room meanwhile: not parked after all.
@@ -395,11 +436,23 @@ impl<T> Inner<T> {
         }
     }
 
+    /// Whether a lossy customer that has not been cut off is full.
+    pub(super) fn lossy_full(&self) -> bool {
+        let tail = self.tail();
+        self.lossy.iter().any(|&i| {
+            self.slots[i]
+                .as_ref()
+                .and_then(|c| c.wait_cap(true).map(|cap| tail - c.cursor.pos() >= cap))
+                .unwrap_or(false)
+        })
+    }
+
     /// The message just pushed overflows the `DropOldest` / `Disconnect` customers
     /// that are full.
     #[cold]
     pub(super) fn overflow_lossy(&mut self) {
         let tail = self.tail() - 1;
+        let mut cut = false;
         let Inner { slots, lossy, .. } = self;
         for &i in lossy.iter() {
             let Some(c) = slots[i].as_mut().filter(|c| !c.closed) else {
@@ -413,10 +466,32 @@ impl<T> Inner<T> {
                         c.cursor.set_pos(cursor + 1);
                         c.lagged += 1;
                     }
-                    _ if c.cut_at.is_none() => c.cut_at = Some(tail),
+                    _ if c.cut_at.is_none() => {
+                        c.cut_at = Some(tail);
+                        // A cut-off customer no longer holds back a sender parked on it
+                        // (`try_commit_all`).
+                        cut |= c.cursor.is_flagged();
+                    }
                     _ => {}
                 }
             }
+        }
+        if cut {
+            self.release_cut();
+        }
+    }
+
+    #[cold]
+    fn release_cut(&mut self) {
+        let cursors: Vec<_> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|c| c.cut_at.is_some() && c.cursor.is_flagged())
+            .map(|c| c.cursor.clone())
+            .collect();
+        for cursor in cursors {
+            self.release(&cursor);
         }
     }
 }
