@@ -537,3 +537,44 @@ fn a_second_signal_always_ends_the_process_with_130_within_a_second() {
         }
     });
 }
+
+#[test]
+fn the_event_bus_example_reacts_to_every_event_and_ends_by_itself() {
+    let p = Proc::example("11_event_bus");
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let has = |l: &str| out.iter().any(|x| x == l);
+    assert!(has("ALERT for alan: login from 203.0.113.9"), "{out:#?}");
+    assert!(
+        has("order 2 rejected: no items (processing continues)"),
+        "{out:#?}"
+    );
+    assert!(has("order 3 for alan: 1 item(s), 239.00"), "{out:#?}");
+    assert!(has("login stats: {\"ada\": 2, \"alan\": 1}"), "{out:#?}");
+    assert!(has("revenue: 368.90"), "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("watcher: flaky_importer failed")),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn the_request_response_example_answers_each_request_and_ends_by_itself() {
+    let p = Proc::example("12_request_response");
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    for id in 1..=10 {
+        let want = format!("request {id}: [\"users-{id}#1\", \"users-{id}#2\", \"users-{id}#3\"]");
+        assert!(out.contains(&want), "{want} missing: {out:#?}");
+    }
+    let timeout = |id: u32, ms: u32| {
+        format!(
+            "request {id}: request `12_request_response::DataRequest` got no response within {ms}ms"
+        )
+    };
+    assert!(out.contains(&timeout(11, 200)), "{out:#?}");
+    assert!(out.contains(&timeout(12, 300)), "{out:#?}");
+    assert!(err.contains("the query engine crashed"), "{err}");
+    assert_eq!(out.last().map(String::as_str), Some("done"));
+}
