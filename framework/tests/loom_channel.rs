@@ -3,7 +3,9 @@
 //! of a word that also holds its "a sender waits on me" flag; a sender that finds no
 //! room flags every full customer (the same word, one atomic `fetch_or` each) and is
 //! woken when the last of them has received. Loom explores the interleavings: no lost wake-up (loom reports a deadlock
-//! if every thread is blocked), no lost or reordered message.
+//! if every thread is blocked), no lost or reordered message. A `DropOldest` customer
+//! batches the same way and works out its losses from the tail the sender publishes;
+//! the event bus's `send_async` parks on such customers too.
 //!
 //! Run: `RUSTFLAGS="--cfg servicekit_loom" cargo test -p servicekit --release --test loom_channel`
 //! (`.ci/run` does, with its own target directory).
@@ -182,5 +184,66 @@ fn a_sender_parked_on_two_customers_is_woken_by_the_last_one() {
                 assert_eq!(b.recv().await, Ok(i));
             }
         });
+    });
+}
+
+/// A `DropOldest` customer receives from its batch without the lock and works out
+/// what it lost from the published tail: whatever the interleaving, it reports every
+/// loss (received + lost = sent), in order, and never loses the newest message.
+#[test]
+fn a_drop_oldest_customer_accounts_for_every_message() {
+    use servicekit::channel::{Overflow, TryRecvError};
+    model(|| {
+        let ch = Channel::<u32>::unbounded();
+        let mut c = ch
+            .customer()
+            .capacity(2)
+            .overflow(Overflow::DropOldest)
+            .connect();
+        let sender = thread::spawn(move || {
+            for i in 0..4 {
+                ch.try_send(i).unwrap();
+            }
+        });
+        let (mut got, mut lost, mut last) = (Vec::new(), 0, None);
+        loop {
+            match c.try_recv() {
+                Ok(v) => {
+                    assert!(last.is_none_or(|l| v > l), "out of order");
+                    last = Some(v);
+                    got.push(v);
+                }
+                Err(TryRecvError::Recv(RecvError::Lagged(n))) => lost += n,
+                Err(TryRecvError::Recv(RecvError::Closed)) => break,
+                Err(TryRecvError::Empty) => thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(got.len() as u64 + lost, 4);
+        assert_eq!(got.last(), Some(&3));
+    });
+}
+
+/// The event bus's `send_async` waits for a full `DropOldest` subscription, which
+/// receives from its batch without the lock: no lost wake-up, nothing lagged.
+#[test]
+fn send_async_is_woken_by_a_batched_drop_oldest_subscription() {
+    model(|| {
+        let bus = servicekit::bus::EventBus::with_capacity(1);
+        let mut sub = bus.subscribe::<u32>();
+        let sender = thread::spawn(move || {
+            block_on(async {
+                for i in 0..3u32 {
+                    bus.send_async(i).await;
+                }
+            });
+        });
+        block_on(async {
+            for i in 0..3u32 {
+                assert_eq!(sub.recv().await.map(|e| *e), Ok(i));
+            }
+        });
+        sender.join().unwrap();
     });
 }

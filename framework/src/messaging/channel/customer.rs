@@ -9,9 +9,9 @@ use futures::Stream;
 
 #[cfg(doc)]
 use super::Channel;
-use super::ring::{BATCH, Cursor, Shared};
+use super::ring::{BATCH, Cursor, Shared, lag_floor};
 use super::{Overflow, RecvError, TryRecvError};
-use crate::sync::Arc;
+use crate::sync::{Arc, Ordering};
 
 /// One receiver of a [`Channel`], with its own buffer.
 ///
@@ -41,6 +41,9 @@ pub struct Customer<T> {
     slot: usize,
     id: u64,
     batching: bool,
+    /// The bound of a `DropOldest` customer, which works out its own losses (see
+    /// [`lag_floor`]).
+    drop_cap: Option<usize>,
     /// Messages cloned from the ring but not received yet (sequence numbers
     /// `cursor .. cursor + local.len()`); they still count against the bound.
     local: VecDeque<T>,
@@ -73,7 +76,8 @@ impl<T> Customer<T> {
             shared: shared.clone(),
             slot,
             id,
-            batching: overflow == Overflow::Block,
+            batching: overflow != Overflow::Disconnect,
+            drop_cap: capacity.filter(|_| overflow == Overflow::DropOldest),
             local: VecDeque::new(),
             cursor,
             done: false,
@@ -162,6 +166,12 @@ impl<T: Clone> Customer<T> {
     /// the local batch is one atomic increment.
     #[inline]
     fn take(&mut self, cx: Option<&Context<'_>>) -> Poll<Result<T, RecvError>> {
+        if let Some(cap) = self.drop_cap
+            && !self.done
+            && let Some(lost) = self.lost(cap)
+        {
+            return Poll::Ready(Err(RecvError::Lagged(lost)));
+        }
         if let Some(t) = self.local.pop_front() {
             // A sender parked on this customer is released at the first receive that
             // gives it room: waiting for a run of receives would be cheaper, but would
@@ -173,6 +183,24 @@ impl<T: Clone> Customer<T> {
             return Poll::Ready(Ok(t));
         }
         self.take_shared(cx)
+    }
+
+    /// For a `DropOldest` customer: how many messages it lost since it last looked,
+    /// if any. They are skipped (dropped from its batch, or passed over in the ring).
+    #[inline]
+    fn lost(&mut self, cap: usize) -> Option<u64> {
+        let floor = lag_floor(self.shared.tail.load(Ordering::Acquire), cap);
+        let pos = self.cursor.pos();
+        if pos >= floor {
+            return None;
+        }
+        let lost = floor - pos;
+        let in_batch = (lost as usize).min(self.local.len());
+        self.local.drain(..in_batch);
+        if self.cursor.advance_by(lost) {
+            self.release_sender();
+        }
+        Some(lost)
     }
 
     #[cold]
@@ -201,11 +229,16 @@ impl<T: Clone> Customer<T> {
             self.shared.disconnect(self.slot, self.id);
             return Poll::Ready(Err(RecvError::Closed));
         }
-        if c.lagged > 0 {
-            return Poll::Ready(Err(RecvError::Lagged(std::mem::take(&mut c.lagged))));
-        }
-        let pos = self.cursor.pos();
         let end = c.cut_at.unwrap_or(tail);
+        let pos = self.cursor.pos();
+        if let Some(cap) = self.drop_cap
+            && pos < lag_floor(tail, cap)
+        {
+            let lost = lag_floor(tail, cap) - pos;
+            self.cursor.advance_by(lost);
+            inner.release(&self.cursor);
+            return Poll::Ready(Err(RecvError::Lagged(lost)));
+        }
         if pos >= end {
             if c.cut_at.is_some() {
                 drop(inner);
@@ -258,7 +291,8 @@ impl<T: Clone> Customer<T> {
         match inner.slots[self.slot].as_ref().filter(|c| c.id == self.id) {
             Some(c) if !c.closed => {
                 let end = c.cut_at.unwrap_or(inner.tail());
-                end.saturating_sub(self.cursor.pos()) as usize
+                let waiting = end.saturating_sub(self.cursor.pos()) as usize;
+                self.drop_cap.map_or(waiting, |cap| waiting.min(cap))
             }
             _ => self.local.len(),
         }
@@ -294,7 +328,6 @@ impl<T: Clone> Customer<T> {
         if let Some(c) = inner.slots[self.slot].as_mut().filter(|c| c.id == self.id) {
             let end = c.cut_at.unwrap_or(tail);
             self.cursor.set_pos(end);
-            c.lagged = 0;
         }
         inner.release(&self.cursor);
         inner.trim();

@@ -28,6 +28,11 @@
 //! [`Overflow::Disconnect`]: it is cut off, receives what it had buffered, then
 //! [`RecvError::CutOff`]. Nothing is lost without the customer being told.
 //!
+//! A `DropOldest` customer's losses are exact: it always holds the last `capacity`
+//! messages sent, and its next `recv` reports exactly how many older ones it lost.
+//! The sender does not touch it to apply them; the customer works them out when it
+//! receives, from its position and the channel's tail.
+//!
 //! ## Closing
 //!
 //! [`Channel::close`], or dropping every `Channel` handle, ends the stream: customers
@@ -48,15 +53,17 @@
 //! there are; it is cloned when a customer receives it (use `Arc<T>` for large
 //! messages). A message stays in the ring until the slowest customer has read it.
 //! Per customer: a little state, plus a local batch of up to 256 clones taken in
-//! one lock (blocking and unbounded customers only), which still count against its
-//! bound until they are received.
+//! one lock (all but `Disconnect` customers), which still count against its bound
+//! until they are received. What a `DropOldest` customer lost is freed with the next
+//! trim of the ring, at most 64 sends later.
 //!
 //! ## Locking
 //!
 //! The ring is guarded by a short lock that is released with a plain store (senders
 //! take it once per message, a customer once per batch; waiters spin, then yield,
 //! then nap, and are never parked waiting to be woken), and each customer publishes
-//! its receives with one atomic increment outside it. Customers clone their batch under that lock, so a
+//! its receives with one atomic increment outside it (a `DropOldest` customer also
+//! reads the published tail). Customers clone their batch under that lock, so a
 //! `Clone` that is slow (large owned data) holds up the senders meanwhile: send
 //! `Arc<T>` for such messages.
 //!

@@ -51,7 +51,13 @@ impl Cursor {
 
     /// One lock-free receive; returns whether a sender is parked on this customer.
     pub(super) fn advance(&self) -> bool {
-        self.0.fetch_add(1, Ordering::SeqCst) & SENDER_WAITS != 0
+        self.advance_by(1)
+    }
+
+    /// Moves past `n` messages without the lock (received, or lost by a
+    /// `DropOldest` customer); returns whether a sender is parked on this customer.
+    pub(super) fn advance_by(&self, n: u64) -> bool {
+        self.0.fetch_add(n, Ordering::SeqCst) & SENDER_WAITS != 0
     }
 
     /// Sets the flag (under the lock) and returns the position at that instant.
@@ -76,7 +82,6 @@ pub(super) struct Cust {
     pub(super) cursor: Arc<Cursor>,
     pub(super) capacity: Option<usize>,
     pub(super) overflow: Overflow,
-    pub(super) lagged: u64,
     /// Set when a `Disconnect` customer is cut off: it receives up to here.
     pub(super) cut_at: Option<u64>,
     /// Set by `CustomerCloser::close`.
@@ -92,9 +97,11 @@ impl Cust {
             return tail;
         }
         let cursor = self.cursor.pos();
-        match self.cut_at {
-            Some(cut) => cursor.min(cut),
-            None => cursor,
+        match (self.cut_at, self.overflow, self.capacity) {
+            (Some(cut), _, _) => cursor.min(cut),
+            // What a `DropOldest` customer lost is dropped lazily (see `lag_floor`).
+            (None, Overflow::DropOldest, Some(cap)) => cursor.max(lag_floor(tail, cap)),
+            (None, _, _) => cursor,
         }
     }
 
@@ -134,8 +141,11 @@ pub(super) struct Inner<T> {
     /// least room left in any blocking customer (room only grows between scans, as
     /// customers receive), capped so the ring is trimmed regularly.
     pub(super) room: u64,
-    /// Slots of `DropOldest` / `Disconnect` customers, checked on every send.
+    /// Slots of bounded `Disconnect` customers, checked on every send.
     pub(super) lossy: Vec<usize>,
+    /// Slots of bounded `DropOldest` customers (their losses are applied lazily, see
+    /// [`lag_floor`]; a `send_async` of the bus waits for them).
+    pub(super) dropping: Vec<usize>,
     /// How many customers have `SENDER_WAITS` set: parked senders are woken when the
     /// last of them makes room, not at every receive of every customer.
     pub(super) blocked: usize,
@@ -237,8 +247,23 @@ impl<T> Inner<T> {
     }
 }
 
+/// The oldest sequence number a `DropOldest` customer of bound `cap` still holds when
+/// the ring ends at `tail`: the messages before it overflowed it.
+///
+/// A `DropOldest` customer's losses are not applied by the sender. They follow from
+/// its position and the tail alone (the customer holds at most the last `cap`
+/// messages), so the customer works them out when it receives: it batches like a
+/// blocking customer, with no lock per message, and still loses exactly what a
+/// customer trimmed at every send would (`Shared::tail` is the tail it reads).
+pub(super) fn lag_floor(tail: u64, cap: usize) -> u64 {
+    tail.saturating_sub(cap as u64)
+}
+
 pub(super) struct Shared<T> {
     pub(super) inner: Mutex<Inner<T>>,
+    /// The ring's tail, published at every send (under the lock) for `DropOldest`
+    /// customers receiving from their batch (see [`lag_floor`]).
+    pub(super) tail: AtomicU64,
     pub(super) handles: AtomicUsize,
     pub(super) default_capacity: Option<usize>,
     pub(super) no_customers: NoCustomers,
@@ -259,8 +284,10 @@ impl<T> Shared<T> {
                 recv_waiting: Vec::new(),
                 room: 0,
                 lossy: Vec::new(),
+                dropping: Vec::new(),
                 blocked: 0,
             }),
+            tail: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
             default_capacity,
             no_customers,
@@ -298,7 +325,6 @@ impl<T> Shared<T> {
             cursor: cursor.clone(),
             capacity,
             overflow,
-            lagged: 0,
             cut_at: None,
             closed: false,
             waker: None,
@@ -314,8 +340,10 @@ impl<T> Shared<T> {
             }
         };
         inner.count += 1;
-        if overflow != Overflow::Block && capacity.is_some() {
-            inner.lossy.push(slot);
+        match (overflow, capacity) {
+            (Overflow::Disconnect, Some(_)) => inner.lossy.push(slot),
+            (Overflow::DropOldest, Some(_)) => inner.dropping.push(slot),
+            _ => {}
         }
         // A new blocking customer has a full budget, but may have less room than the
         // one the sender counts on: look again before the next send.
@@ -333,6 +361,7 @@ impl<T> Shared<T> {
             }
             inner.free.push(slot);
             inner.lossy.retain(|&i| i != slot);
+            inner.dropping.retain(|&i| i != slot);
             inner.count -= 1;
             inner.trim();
             inner.wake_senders();
@@ -348,9 +377,10 @@ impl<T> Shared<T> {
     ) -> Result<(), TrySendError<T>> {
         let mut inner = self.lock();
         if inner.closed || inner.count == 0 || inner.room == 0 {
-            return Self::try_commit_slow(inner, msg, cx);
+            return self.try_commit_slow(inner, msg, cx);
         }
         inner.push(msg);
+        self.tail.store(inner.tail(), Ordering::Release);
         Ok(())
     }
 
@@ -377,9 +407,10 @@ impl<T> Shared<T> {
             inner.send_wakers.pop();
         }
         if inner.closed || inner.count == 0 || inner.room == 0 {
-            return Self::try_commit_slow(inner, msg, cx);
+            return self.try_commit_slow(inner, msg, cx);
         }
         inner.push(msg);
+        self.tail.store(inner.tail(), Ordering::Release);
         Ok(())
     }
 
@@ -387,6 +418,7 @@ impl<T> Shared<T> {
     /// to look at the cursors again (and maybe park).
     #[inline(never)]
     pub(super) fn try_commit_slow(
+        &self,
         mut inner: MutexGuard<'_, Inner<T>>,
         msg: T,
         cx: Option<&Context<'_>>,
@@ -417,6 +449,7 @@ impl<T> Shared<T> {
             }
         }
         inner.push(msg);
+        self.tail.store(inner.tail(), Ordering::Release);
         Ok(())
     }
 }
@@ -439,7 +472,7 @@ impl<T> Inner<T> {
     /// Whether a lossy customer that has not been cut off is full.
     pub(super) fn lossy_full(&self) -> bool {
         let tail = self.tail();
-        self.lossy.iter().any(|&i| {
+        self.lossy.iter().chain(&self.dropping).any(|&i| {
             self.slots[i]
                 .as_ref()
                 .and_then(|c| c.wait_cap(true).map(|cap| tail - c.cursor.pos() >= cap))
@@ -447,8 +480,7 @@ impl<T> Inner<T> {
         })
     }
 
-    /// The message just pushed overflows the `DropOldest` / `Disconnect` customers
-    /// that are full.
+    /// The message just pushed overflows the `Disconnect` customers that are full.
     #[cold]
     pub(super) fn overflow_lossy(&mut self) {
         let tail = self.tail() - 1;
@@ -460,20 +492,11 @@ impl<T> Inner<T> {
             };
             let cap = c.capacity.unwrap_or(usize::MAX) as u64;
             let cursor = c.cursor.pos();
-            if tail + 1 - cursor > cap {
-                match c.overflow {
-                    Overflow::DropOldest => {
-                        c.cursor.set_pos(cursor + 1);
-                        c.lagged += 1;
-                    }
-                    _ if c.cut_at.is_none() => {
-                        c.cut_at = Some(tail);
-                        // A cut-off customer no longer holds back a sender parked on it
-                        // (`try_commit_all`).
-                        cut |= c.cursor.is_flagged();
-                    }
-                    _ => {}
-                }
+            if tail + 1 - cursor > cap && c.cut_at.is_none() {
+                c.cut_at = Some(tail);
+                // A cut-off customer no longer holds back a sender parked on it
+                // (`try_commit_all`).
+                cut |= c.cursor.is_flagged();
             }
         }
         if cut {
