@@ -34,6 +34,13 @@
 //!   given its shutdown timeout (a body without a context is dropped at once), then
 //!   the tasks tied to it ([`ServiceContext::spawn`]) get what is left of the timeout
 //!   and are aborted after it.
+//! * **The runner's scope.** A runner has an [`EventBus`](crate::bus::EventBus) (its
+//!   own, or the one given to [`Runner::bus`]) and a [`bus::scope`](crate::bus::scope)
+//!   frame: each body and each tied task is polled inside it, so
+//!   [`bus::ctx`](crate::bus::ctx) works in services, and every [`Event`] is published
+//!   on that bus as a typed event. When the last service has ended, the runner's own
+//!   bus closes and the tasks services spawned with `bus::ctx::spawn` get the
+//!   shutdown timeout to finish before they are aborted.
 //! * **Signals** (Unix): signal-hook delivers SIGINT, SIGTERM, SIGQUIT and SIGHUP to
 //!   the runner while it runs; outside a runner the signals do what they did before.
 //!   Under `#[servicekit::main]` a thread outside the runtime counts SIGINT and
