@@ -47,7 +47,13 @@ async fn security_monitor(ctx: ServiceContext) {
     let mut logins = ctx.bus().subscribe::<UserLoggedIn>();
     ctx.ready();
     while let Some(Some(event)) = ctx.until_shutdown(logins.next()).await {
-        let Ok(login) = event else { continue };
+        let login = match event {
+            Ok(login) => login,
+            Err(lag) => {
+                println!("security monitor: {lag}");
+                continue;
+            }
+        };
         if is_suspicious(&login.ip_address) {
             ctx::send(SecurityAlert {
                 user_id: login.user_id.clone(),
@@ -64,8 +70,9 @@ async fn login_stats(ctx: ServiceContext) {
     ctx.ready();
     let mut per_user = BTreeMap::<String, u32>::new();
     while let Some(Some(event)) = ctx.until_shutdown(logins.next()).await {
-        if let Ok(login) = event {
-            *per_user.entry(login.user_id.clone()).or_default() += 1;
+        match event {
+            Ok(login) => *per_user.entry(login.user_id.clone()).or_default() += 1,
+            Err(lag) => println!("login stats: {lag}"),
         }
     }
     println!("login stats: {per_user:?}");
@@ -75,8 +82,11 @@ async fn login_stats(ctx: ServiceContext) {
 async fn alert_pager(ctx: ServiceContext) {
     let mut alerts = ctx.bus().subscribe::<SecurityAlert>();
     ctx.ready();
-    while let Some(Some(Ok(alert))) = ctx.until_shutdown(alerts.next()).await {
-        println!("ALERT for {}: {}", alert.user_id, alert.reason);
+    while let Some(Some(alert)) = ctx.until_shutdown(alerts.next()).await {
+        match alert {
+            Ok(alert) => println!("ALERT for {}: {}", alert.user_id, alert.reason),
+            Err(lag) => println!("pager: {lag}"),
+        }
     }
 }
 
@@ -87,7 +97,14 @@ async fn order_processor(ctx: ServiceContext) {
     let mut orders = ctx.bus().subscribe::<OrderCreated>();
     ctx.ready();
     let mut revenue = 0.0;
-    while let Some(Some(Ok(order))) = ctx.until_shutdown(orders.next()).await {
+    while let Some(Some(order)) = ctx.until_shutdown(orders.next()).await {
+        let order = match order {
+            Ok(order) => order,
+            Err(lag) => {
+                println!("orders: {lag}");
+                continue;
+            }
+        };
         match process(&order) {
             Ok(amount) => {
                 revenue += amount;
@@ -119,9 +136,13 @@ fn process(order: &OrderCreated) -> Result<f64, String> {
 async fn failure_watcher(ctx: ServiceContext) {
     let mut events = ctx.bus().subscribe::<Event>();
     ctx.ready();
-    while let Some(Some(Ok(event))) = ctx.until_shutdown(events.next()).await {
-        if let Event::Failed { service, error } = &*event {
-            println!("watcher: {service} failed ({error}); it will be restarted");
+    while let Some(Some(event)) = ctx.until_shutdown(events.next()).await {
+        match event.as_deref() {
+            Ok(Event::Failed { service, error }) => {
+                println!("watcher: {service} failed ({error}); it will be restarted")
+            }
+            Ok(_) => {}
+            Err(lag) => println!("watcher: {lag}"),
         }
     }
 }

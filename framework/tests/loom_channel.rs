@@ -247,3 +247,75 @@ fn send_async_is_woken_by_a_batched_drop_oldest_subscription() {
         sender.join().unwrap();
     });
 }
+
+/// Two senders parked on the same full customer, which receives from its batch
+/// without the lock: whichever order they park and it receives in, both are woken
+/// (a sender whose park finds the customer no longer full clears its flag, and must
+/// then wake the other sender, whom that flag would have released).
+#[test]
+fn two_parked_senders_are_both_woken() {
+    model(|| {
+        let ch = Channel::<u32>::bounded(2);
+        let mut c = ch.connect();
+        ch.try_send(0).unwrap();
+        ch.try_send(1).unwrap();
+        let senders: Vec<_> = [[2u32, 4], [3, 5]]
+            .into_iter()
+            .map(|vs| {
+                let ch = ch.clone();
+                thread::spawn(move || {
+                    block_on(async {
+                        for v in vs {
+                            ch.send(v).await.unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        drop(ch);
+        block_on(async {
+            let mut got = Vec::new();
+            for _ in 0..6 {
+                got.push(c.recv().await.unwrap());
+            }
+            got.sort();
+            assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+        });
+        for s in senders {
+            s.join().unwrap();
+        }
+    });
+}
+
+/// The same with the event bus's `send_async` on a batched drop-oldest subscription:
+/// both are woken, and waiting for room loses nothing.
+#[test]
+fn two_send_async_on_one_full_subscription() {
+    use servicekit::bus::RecvError as BusRecvError;
+    model(|| {
+        let bus = servicekit::bus::EventBus::with_capacity(1);
+        let mut sub = bus.subscribe::<u32>();
+        bus.send(0u32);
+        let senders: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|v| {
+                let bus = bus.clone();
+                thread::spawn(move || block_on(bus.send_async(v)))
+            })
+            .collect();
+        block_on(async {
+            let (mut got, mut lost) = (0u64, 0u64);
+            while got + lost < 3 {
+                match sub.recv().await {
+                    Ok(_) => got += 1,
+                    Err(BusRecvError::Lagged(n)) => lost += n,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(lost, 0);
+        });
+        for s in senders {
+            s.join().unwrap();
+        }
+    });
+}

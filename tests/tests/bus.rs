@@ -808,3 +808,67 @@ async fn the_runner_bus_closes_when_the_runner_ends_and_its_tasks_are_joined() {
     }
     assert_eq!(states, [ServiceState::Stopping, ServiceState::Stopped]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn services_see_the_state_of_the_scope_their_runner_started_in() {
+    #[derive(Debug)]
+    struct Region(&'static str);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let svc = {
+        let seen = seen.clone();
+        Service::without_context("reader", move || {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap() = Some(ctx::state::<Region>().map(|r| r.0));
+            }
+        })
+    };
+    bus::scope("app", async {
+        Runner::new()
+            .signals(false)
+            .service(svc)
+            .run()
+            .await
+            .unwrap();
+    })
+    .with_state(Region("eu-west-1"))
+    .await;
+    assert_eq!(*seen.lock().unwrap(), Some(Ok("eu-west-1")));
+}
+
+#[tokio::test]
+async fn a_runner_given_its_scope_bus_shares_it() {
+    let got = bus::scope("app", async {
+        let mut from_services = ctx::subscribe::<&'static str>().unwrap();
+        Runner::new()
+            .signals(false)
+            .bus(ctx::bus().unwrap())
+            .service(Service::without_context("hello", || async {
+                ctx::send("hello from a service").unwrap();
+            }))
+            .run()
+            .await
+            .unwrap();
+        from_services.try_recv().map(|s| *s)
+    })
+    .await;
+    assert_eq!(got, Ok("hello from a service"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_closure_that_makes_a_body_runs_in_the_runner_scope_too() {
+    let bus = EventBus::new();
+    let mut made = bus.subscribe::<u64>();
+    Runner::new()
+        .signals(false)
+        .bus(bus.clone())
+        .service(Service::new("made", |ctx: ServiceContext| {
+            // Synchronous part of the closure, before the body's future exists.
+            ctx::send(ctx.run()).unwrap();
+            async {}
+        }))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(*made.try_recv().unwrap(), 1);
+}

@@ -226,9 +226,11 @@ impl ServiceContext {
     /// async fn watcher(ctx: ServiceContext) {
     ///     let mut events = ctx.bus().subscribe::<Event>();
     ///     ctx.ready();
-    ///     while let Some(Some(Ok(ev))) = ctx.until_shutdown(events.next()).await {
-    ///         if let Event::Failed { service, error } = &*ev {
-    ///             eprintln!("{service} failed: {error}");
+    ///     while let Some(Some(ev)) = ctx.until_shutdown(events.next()).await {
+    ///         match ev.as_deref() {
+    ///             Ok(Event::Failed { service, error }) => eprintln!("{service} failed: {error}"),
+    ///             Ok(_) => {}
+    ///             Err(lag) => eprintln!("watcher: {lag}"), // fell behind: told, goes on
     ///         }
     ///     }
     /// }

@@ -336,17 +336,30 @@ async fn control(shared: Arc<Shared>, mut signals: Option<signals::Signals>) {
             },
         }
     }
-    // Dropping the signal stream unregisters it; once no runner is active the
-    // default actions come back.
-    drop(signals);
     // The runner's scope ends: its bus closes (unless it was given), and the tasks
-    // services spawned with `bus::ctx::spawn` get the shutdown timeout to finish.
+    // services spawned with `bus::ctx::spawn` get the shutdown timeout to finish; a
+    // signal meanwhile (the runner is already stopping: a second one) aborts them.
     let deadline = if shared.forced.load(Ordering::Acquire) {
         Duration::ZERO
     } else {
         shared.default_shutdown_timeout()
     };
-    shared.frame.end(deadline).await;
+    let end = shared.frame.end(deadline);
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => break,
+            sig = signals::next(&mut signals) => {
+                if let signals::Kind::Graceful { forcing: true } = sig {
+                    shared.force();
+                    shared.frame.abort_tasks();
+                }
+            }
+        }
+    }
+    // Dropping the signal stream unregisters it; once no runner is active the
+    // default actions come back.
+    drop(signals);
 }
 
 /// Runs services until they have all ended, one gave up, or a shutdown signal

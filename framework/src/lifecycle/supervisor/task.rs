@@ -171,8 +171,9 @@ where
 {
     fn start(&mut self, ctx: ServiceContext) -> Result<(), String> {
         let span = tracing::info_span!("service", name = %ctx.name(), run = ctx.run());
-        let make = &mut self.make;
-        let body = span.in_scope(|| guard::catch(|| make(ctx)))?;
+        let (make, frame) = (&mut self.make, &self.frame);
+        // The closure too runs inside the runner's scope (`bus::ctx` works in it).
+        let body = span.in_scope(|| guard::catch(|| frame.enter_sync(|| make(ctx))))?;
         self.body.set(Some(self.frame.enter(body)));
         self.span = (!span.is_disabled()).then(|| Box::new(span));
         Ok(())

@@ -66,8 +66,9 @@
 //! [`ctx::spawn`] ends that task only; [`EventBus::respond`] keeps answering after its
 //! handler panicked.
 //!
-//! An event's `Drop` must not send on the same bus: it may run while the bus holds
-//! the lock of the event's type.
+//! An event's `Drop` may run while the lock of its type's buffer is held (when the
+//! buffer is trimmed): it must not send events of its own type, subscribe to them or
+//! drop a subscription to them.
 //!
 //! ## Example
 //!
@@ -86,8 +87,11 @@
 //!     let mut logins = ctx::subscribe::<UserLoggedIn>().unwrap();
 //!     let monitor = ctx::spawn(async move {
 //!         let mut seen = Vec::new();
-//!         while let Some(Ok(event)) = logins.next().await {
-//!             seen.push(event.user.clone());
+//!         while let Some(event) = logins.next().await {
+//!             match event {
+//!                 Ok(event) => seen.push(event.user.clone()),
+//!                 Err(lag) => eprintln!("monitor: {lag}"), // told, and goes on
+//!             }
 //!         }
 //!         seen // the stream ends when the scope's bus closes
 //!     })
@@ -234,12 +238,16 @@ impl<E: Send + Sync + 'static> Topic<E> {
 }
 
 trait AnyTopic: Send + Sync {
+    fn has_any_subscriber(&self) -> bool;
     fn as_any(&self) -> &dyn Any;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn close(&self);
 }
 
 impl<E: Send + Sync + 'static> AnyTopic for Topic<E> {
+    fn has_any_subscriber(&self) -> bool {
+        self.has_subscribers()
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -363,15 +371,18 @@ impl EventBus {
     /// assert_eq!(*b.try_recv().unwrap(), "deployed");
     /// ```
     pub fn send<E: Send + Sync + 'static>(&self, event: E) {
-        let topics = self.inner.topics.lock();
-        if let Some(topic) = topics.get::<E>()
-            && topic.has_subscribers()
-        {
-            let sent = topic.channel.try_send(Arc::new(event));
-            drop(topics);
-            // Rejected because the last subscription just left or the bus closed: the
-            // event is dropped outside the lock (its `Drop` is user code).
-            drop(sent);
+        let topic = {
+            let topics = self.inner.topics.lock();
+            match topics.map.get(&TypeId::of::<E>()) {
+                Some(topic) if !topics.closed && topic.has_any_subscriber() => topic.clone(),
+                // Dropped after the lock is released (its `Drop` is user code).
+                _ => return,
+            }
+        };
+        if let Some(topic) = topic.as_any().downcast_ref::<Topic<E>>() {
+            // Rejected only if the last subscription just left or the bus closed:
+            // then the event is dropped, as documented.
+            let _ = topic.channel.try_send(Arc::new(event));
         }
     }
 
@@ -403,7 +414,7 @@ impl EventBus {
         let channel = {
             let topics = self.inner.topics.lock();
             match topics.get::<E>() {
-                Some(topic) if topic.has_subscribers() => topic.channel.clone(),
+                Some(topic) if !topics.closed && topic.has_subscribers() => topic.channel.clone(),
                 _ => return,
             }
         };

@@ -141,6 +141,11 @@ impl Frame {
         CURRENT.scope(self.clone(), fut)
     }
 
+    /// Calls `f` inside this scope.
+    pub(crate) fn enter_sync<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
+    }
+
     /// Spawns `fut` on the current runtime as a task of this scope, inside it.
     pub(super) fn spawn<F>(self: &Arc<Self>, fut: F) -> JoinHandle<F::Output>
     where
@@ -192,6 +197,12 @@ impl Frame {
         aborted
     }
 
+    /// Aborts the scope's tasks now (a forced shutdown); an `end` in progress then
+    /// returns as soon as their futures are dropped.
+    pub(crate) fn abort_tasks(&self) {
+        self.tasks.abort_all();
+    }
+
     /// What a scope dropped before it ended (cancelled, or its future panicked) does:
     /// closes its own bus and aborts its tasks, without waiting.
     fn abandon(&self) {
@@ -205,6 +216,12 @@ impl Frame {
 
 /// Runs `fut` in a new scope named `name`, with a bus of its own; see
 /// [`Scope`] for the settings and the [module docs](crate::bus) for the semantics.
+///
+/// # Panics
+///
+/// The returned future panics at the scope's end if tasks spawned in it are still
+/// running and the tokio runtime has no time driver (the join deadline is a tokio
+/// timer); [`ctx::spawn`](super::ctx::spawn) itself needs a tokio runtime.
 ///
 /// # Examples
 ///

@@ -178,8 +178,8 @@ impl<E: Send + Sync + 'static> Subscription<E> {
         self.len() == 0
     }
 
-    /// Whether this subscription will receive nothing more: its bus is closed (or
-    /// it was cut off) and it holds nothing.
+    /// Whether this subscription will receive nothing more: its bus is closed and
+    /// it holds nothing, or it was cut off and has reported it.
     ///
     /// # Examples
     ///

@@ -105,11 +105,6 @@ impl Cust {
         }
     }
 
-    /// The bound of a blocking customer, the one that can keep a sender waiting.
-    pub(super) fn block_cap(&self) -> Option<u64> {
-        self.wait_cap(false)
-    }
-
     /// The bound a sender waits on: a blocking customer's, and with `all` (a send
     /// that waits for every customer instead of applying their overflow policies,
     /// [`Shared::try_commit_all`]) a lossy customer's too, until it is cut off.
@@ -185,7 +180,7 @@ impl<T> Inner<T> {
         let mut room = SCAN_EVERY;
         let mut min = tail;
         for c in self.slots.iter().flatten() {
-            if let Some(cap) = c.block_cap() {
+            if let Some(cap) = c.wait_cap(false) {
                 room = room.min(cap.saturating_sub(tail - c.cursor.pos()));
             }
             min = min.min(c.hold(tail));
@@ -205,6 +200,7 @@ impl<T> Inner<T> {
     pub(super) fn park(&mut self, all: bool) -> bool {
         let tail = self.tail();
         let mut blocked = 0;
+        let mut cleared = false;
         for c in self.slots.iter().flatten() {
             match c.wait_cap(all) {
                 // Full before and still full at the instant the flag went up.
@@ -212,11 +208,17 @@ impl<T> Inner<T> {
                     blocked += 1;
                 }
                 _ => {
-                    c.cursor.unflag();
+                    cleared |= c.cursor.unflag();
                 }
             }
         }
         self.blocked = blocked;
+        if cleared && blocked == 0 {
+            // A sender parked earlier waited for the flag just cleared; its customer
+            // will not release it now, and no flag is left to: wake it here (the
+            // caller's own waker too, harmlessly, if it does not park).
+            self.wake_senders();
+        }
         blocked > 0
     }
 
@@ -506,15 +508,14 @@ impl<T> Inner<T> {
 
     #[cold]
     fn release_cut(&mut self) {
-        let cursors: Vec<_> = self
-            .slots
-            .iter()
-            .flatten()
-            .filter(|c| c.cut_at.is_some() && c.cursor.is_flagged())
-            .map(|c| c.cursor.clone())
-            .collect();
-        for cursor in cursors {
-            self.release(&cursor);
+        for k in 0..self.lossy.len() {
+            let Some(c) = &self.slots[self.lossy[k]] else {
+                continue;
+            };
+            if c.cut_at.is_some() {
+                let cursor = c.cursor.clone();
+                self.release(&cursor);
+            }
         }
     }
 }
