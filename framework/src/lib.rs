@@ -15,6 +15,8 @@
 //! * [`EventBus`](bus::EventBus) delivers typed events to every subscription of their
 //!   exact type; [`bus::scope`] gives a part of the program its own bus and state,
 //!   reachable through [`bus::ctx`] (see [`bus`]).
+//! * [`Hub`](hub::Hub) holds named channels and queues: broadcast by prefix with a
+//!   report, replay for late customers, byte streams (see [`hub`]).
 //!
 //! # Example
 //!
@@ -64,6 +66,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `serde` | off | `hub::HubConfig` can be deserialized (a hub configured from a file) |
 //! | `tracing-subscriber` | on | `#[servicekit::main]` installs a `tracing-subscriber` fmt layer on stderr, filtered by `RUST_LOG` (default `info`) |
 //!
 //! A library that depends on servicekit can take it with `default-features = false`
@@ -102,7 +105,7 @@ pub use lifecycle::{
     Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
     ServiceStatus, TaskGroup, run_services,
 };
-pub use messaging::{bus, channel, pipeline, queue};
+pub use messaging::{bus, channel, hub, pipeline, queue};
 
 pub use channel::{Channel, Customer};
 pub use pipeline::{Pipeline, stage};

@@ -204,9 +204,9 @@ impl<T> Drop for Channel<T> {
 }
 
 impl<T: Clone> Channel<T> {
-    fn with(capacity: Option<usize>, no_customers: NoCustomers) -> Self {
+    fn with(capacity: Option<usize>, no_customers: NoCustomers, replay: usize) -> Self {
         Channel {
-            shared: Arc::new(Shared::new(capacity, no_customers)),
+            shared: Arc::new(Shared::new(capacity, no_customers, replay)),
         }
     }
 
@@ -227,7 +227,7 @@ impl<T: Clone> Channel<T> {
             capacity > 0,
             "Channel::bounded: capacity must be greater than 0"
         );
-        Self::with(Some(capacity), NoCustomers::Wait)
+        Self::with(Some(capacity), NoCustomers::Wait, 0)
     }
 
     /// A channel whose customers are unbounded by default: the sender never waits for
@@ -244,7 +244,7 @@ impl<T: Clone> Channel<T> {
     /// assert_eq!(c.len(), 1000);
     /// ```
     pub fn unbounded() -> Self {
-        Self::with(None, NoCustomers::Wait)
+        Self::with(None, NoCustomers::Wait, 0)
     }
 
     /// A builder for a channel with other settings than [`bounded`](Channel::bounded)
@@ -265,6 +265,7 @@ impl<T: Clone> Channel<T> {
         ChannelBuilder {
             capacity: Some(ChannelBuilder::<T>::DEFAULT_CAPACITY),
             no_customers: NoCustomers::Wait,
+            replay: 0,
             _messages: PhantomData,
         }
     }
@@ -465,6 +466,7 @@ impl<T: Clone> Channel<T> {
 pub struct ChannelBuilder<T> {
     capacity: Option<usize>,
     no_customers: NoCustomers,
+    replay: usize,
     _messages: PhantomData<fn() -> T>,
 }
 
@@ -473,6 +475,7 @@ impl<T> fmt::Debug for ChannelBuilder<T> {
         f.debug_struct("ChannelBuilder")
             .field("capacity", &self.capacity)
             .field("no_customers", &self.no_customers)
+            .field("replay", &self.replay)
             .finish()
     }
 }
@@ -543,6 +546,39 @@ impl<T: Clone> ChannelBuilder<T> {
         self
     }
 
+    /// Keeps the last `n` messages for customers that connect later: a new customer
+    /// receives them first, in order, then every message sent after it connected,
+    /// with no gap and no duplicate (connecting and sending take the same lock). A
+    /// send with no customer connected stores the message instead of waiting or
+    /// failing. Memory is bounded by `n` (plus what slower customers still hold);
+    /// `usize::MAX` keeps everything, without bound, so use it only for short
+    /// histories (test fixtures).
+    ///
+    /// A late blocking customer whose bound is smaller than the history it starts
+    /// with holds senders back until it has caught up; a late `DropOldest` customer
+    /// starts with what fits and reports the rest as lost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let ch = servicekit::Channel::builder().capacity(16).replay(2).build();
+    /// for i in 1..=3 {
+    ///     ch.send(i).await.unwrap(); // no customer yet: kept, not waiting
+    /// }
+    /// let mut late = ch.connect();
+    /// ch.send(4).await.unwrap();
+    /// for want in [2, 3, 4] {
+    ///     assert_eq!(late.recv().await, Ok(want));
+    /// }
+    /// # }
+    /// ```
+    pub fn replay(mut self, n: usize) -> Self {
+        self.replay = n;
+        self
+    }
+
     /// Builds the channel.
     ///
     /// # Examples
@@ -552,7 +588,7 @@ impl<T: Clone> ChannelBuilder<T> {
     /// assert!(!ch.is_closed());
     /// ```
     pub fn build(self) -> Channel<T> {
-        Channel::with(self.capacity, self.no_customers)
+        Channel::with(self.capacity, self.no_customers, self.replay)
     }
 }
 

@@ -141,6 +141,9 @@ pub(super) struct Inner<T> {
     /// Slots of bounded `DropOldest` customers (their losses are applied lazily, see
     /// [`lag_floor`]; a `send_async` of the bus waits for them).
     pub(super) dropping: Vec<usize>,
+    /// How many of the last messages are kept for customers that connect later (0:
+    /// none; see `ChannelBuilder::replay`).
+    pub(super) replay: u64,
     /// How many customers have `SENDER_WAITS` set: parked senders are woken when the
     /// last of them makes room, not at every receive of every customer.
     pub(super) blocked: usize,
@@ -178,7 +181,7 @@ impl<T> Inner<T> {
     pub(super) fn scan(&mut self) {
         let tail = self.tail();
         let mut room = SCAN_EVERY;
-        let mut min = tail;
+        let mut min = tail.saturating_sub(self.replay);
         for c in self.slots.iter().flatten() {
             if let Some(cap) = c.wait_cap(false) {
                 room = room.min(cap.saturating_sub(tail - c.cursor.pos()));
@@ -242,7 +245,8 @@ impl<T> Inner<T> {
             .flatten()
             .map(|c| c.hold(tail))
             .min()
-            .unwrap_or(tail);
+            .unwrap_or(tail)
+            .min(tail.saturating_sub(self.replay));
         while self.head < min && self.ring.pop_front().is_some() {
             self.head += 1;
         }
@@ -272,7 +276,11 @@ pub(super) struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    pub(super) fn new(default_capacity: Option<usize>, no_customers: NoCustomers) -> Self {
+    pub(super) fn new(
+        default_capacity: Option<usize>,
+        no_customers: NoCustomers,
+        replay: usize,
+    ) -> Self {
         Shared {
             inner: Mutex::new(Inner {
                 ring: VecDeque::new(),
@@ -288,6 +296,7 @@ impl<T> Shared<T> {
                 lossy: Vec::new(),
                 dropping: Vec::new(),
                 blocked: 0,
+                replay: replay as u64,
             }),
             tail: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
@@ -321,7 +330,9 @@ impl<T> Shared<T> {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
-        let cursor = Arc::new(Cursor::new(inner.tail()));
+        // A late customer starts with the kept messages (none without replay).
+        let start = inner.tail().saturating_sub(inner.replay).max(inner.head);
+        let cursor = Arc::new(Cursor::new(start));
         let cust = Cust {
             id,
             cursor: cursor.clone(),
@@ -428,7 +439,9 @@ impl<T> Shared<T> {
         if inner.closed {
             return Err(TrySendError::Closed(msg));
         }
-        if inner.count == 0 {
+        // A channel that keeps messages for late customers stores them even when no
+        // customer is connected.
+        if inner.count == 0 && inner.replay == 0 {
             if let Some(cx) = cx {
                 inner.send_wakers.push(cx.waker().clone());
             }

@@ -1,0 +1,674 @@
+//! Named channels: a [`Hub`] of broadcast [`Channel`]s and work [`Queue`]s by name,
+//! with prefix broadcast, replay for late customers, configuration and byte streams.
+//!
+//! ## Channels and queues
+//!
+//! [`Hub::channel`] gets or creates the broadcast channel of a name: every customer
+//! of it gets every message. [`Hub::queue`] gets or creates a work queue: each item
+//! goes to one of its receivers. A name is one or the other, never both, so readers
+//! compete only when the program asked for a queue. Names are checked: not empty, at
+//! most [`MAX_NAME_LEN`] bytes, no control characters.
+//!
+//! ## Broadcast by prefix
+//!
+//! [`Hub::broadcast`] sends a message to every channel whose name starts with a
+//! prefix, without waiting, and reports each name: delivered, skipped because a
+//! customer was full, skipped because nobody was connected, or closed. Nothing is
+//! skipped silently. [`Hub::broadcast_async`] waits for room instead.
+//!
+//! ## Replay for late customers
+//!
+//! A persistent channel (setting `persistent`, see [`HubConfig`]) keeps its last
+//! `replay` messages: a customer that connects late receives them first, in order,
+//! exactly once, then every later message, with no gap and no duplicate, also while
+//! sends and connects race (they take the same lock). Memory is bounded by `replay`.
+//! A send with nobody connected is kept for later customers instead of waiting.
+//!
+//! ## Closing and removing
+//!
+//! [`Hub::remove`] forgets a name and closes its channel or queue: its customers
+//! receive what they hold, then closed; a writer still holding it gets closed errors,
+//! never a panic. [`Hub::close`] does that for every name, and the hub refuses new
+//! names afterwards.
+//!
+//! ## Byte streams
+//!
+//! A `Hub<Bytes>` also gives [`HubWriter`]s (`tokio::io::AsyncWrite`: each write is one
+//! message) and [`HubReader`]s (`tokio::io::AsyncRead`, and
+//! [`read_message`](HubReader::read_message) to keep message boundaries), which work
+//! with `tokio::io::copy` and `tokio_util::codec` framing. Shutting down (or dropping)
+//! a writer closes the channel: readers reach end of file after the last byte.
+//!
+//! ## Example
+//!
+//! ```
+//! use servicekit::hub::Hub;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::<String>::new();
+//! let mut a = hub.connect("subscriber/0")?;
+//! let mut b = hub.connect("subscriber/1")?;
+//! let report = hub.broadcast("subscriber/", "hello".to_string());
+//! assert_eq!(report.delivered, ["subscriber/0", "subscriber/1"]);
+//! assert_eq!(a.recv().await?, "hello");
+//! assert_eq!(b.recv().await?, "hello");
+//! assert_eq!(hub.list("subscriber/"), ["subscriber/0", "subscriber/1"]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod io;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::messaging::channel::{Channel, Customer, TrySendError};
+use crate::messaging::queue::Queue;
+
+pub use config::{ConfigError, HubConfig, NameConfig, PrefixConfig};
+pub use io::{HubReader, HubWriter};
+
+/// The longest name a hub accepts, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Channels and queues by name; see the [module docs](crate::hub).
+///
+/// `Hub` is a cheap handle: clones share the same names.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = servicekit::hub::Hub::<u64>::new();
+/// let jobs = hub.queue("jobs")?;             // competing receivers, on purpose
+/// let worker = jobs.receiver();
+/// jobs.send(7).await?;
+/// assert_eq!(worker.recv().await?, 7);
+/// assert!(hub.channel("jobs").is_err());     // a queue's name is not a channel's
+/// # Ok(())
+/// # }
+/// ```
+pub struct Hub<T> {
+    inner: Arc<HubInner<T>>,
+}
+
+struct HubInner<T> {
+    config: HubConfig,
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    names: BTreeMap<String, Named<T>>,
+    closed: bool,
+}
+
+enum Named<T> {
+    Channel(Channel<T>),
+    Queue(Queue<T>),
+}
+
+impl<T: Clone> Named<T> {
+    fn close(&self) {
+        match self {
+            Named::Channel(c) => {
+                c.close();
+            }
+            Named::Queue(q) => {
+                q.close();
+            }
+        }
+    }
+}
+
+/// What a name is in a hub.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::hub::{Hub, HubError, Kind};
+/// let hub = Hub::<u8>::new();
+/// hub.queue("jobs").unwrap();
+/// assert!(matches!(hub.channel("jobs"), Err(HubError::WrongKind { is: Kind::Queue, .. })));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A broadcast channel.
+    Channel,
+    /// A work queue.
+    Queue,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Channel => "channel",
+            Kind::Queue => "queue",
+        })
+    }
+}
+
+/// Why a hub refused a name.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::hub::Hub;
+/// let hub = Hub::<u8>::new();
+/// assert_eq!(hub.channel("").unwrap_err().to_string(), "invalid hub name ``: it is empty");
+/// assert_eq!(
+///     hub.channel("a\nb").unwrap_err().to_string(),
+///     "invalid hub name `a\\nb`: it contains a control character",
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The name is empty, too long or contains a control character.
+    InvalidName {
+        /// The name (escaped in the message).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The name is already used by the other kind.
+    WrongKind {
+        /// The name.
+        name: String,
+        /// What it is.
+        is: Kind,
+    },
+    /// The hub is closed.
+    Closed,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubError::InvalidName { name, reason } => {
+                write!(f, "invalid hub name `{}`: {reason}", name.escape_debug())
+            }
+            HubError::WrongKind { name, is } => write!(f, "hub name `{name}` is a {is}"),
+            HubError::Closed => f.write_str("hub closed"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}
+
+fn check_name(name: &str) -> Result<(), HubError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "it is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    let shown = if name.len() > MAX_NAME_LEN {
+        let mut end = 32;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &name[..end])
+    } else {
+        name.to_string()
+    };
+    Err(HubError::InvalidName {
+        name: shown,
+        reason,
+    })
+}
+
+/// What [`Hub::broadcast`] did with each channel under the prefix, by name, each
+/// list sorted.
+///
+/// # Examples
+///
+/// ```
+/// let hub = servicekit::hub::Hub::<u8>::new();
+/// let _c = hub.connect("a/1").unwrap();
+/// hub.channel("a/2").unwrap(); // nobody connected
+/// let report = hub.broadcast("a/", 1);
+/// assert_eq!(report.delivered, ["a/1"]);
+/// assert_eq!(report.no_customers, ["a/2"]);
+/// assert!(!report.is_complete());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastReport {
+    /// Sent (or, for a persistent channel with nobody connected, kept for later).
+    pub delivered: Vec<String>,
+    /// Skipped: a customer's buffer was full (`broadcast_async` waits instead).
+    pub full: Vec<String>,
+    /// Skipped: nobody was connected.
+    pub no_customers: Vec<String>,
+    /// Skipped: the channel was closed (by a holder of it).
+    pub closed: Vec<String>,
+}
+
+impl BroadcastReport {
+    /// Whether every channel under the prefix got the message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let _c = hub.connect("a").unwrap();
+    /// assert!(hub.broadcast("", 1).is_complete());
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        self.full.is_empty() && self.no_customers.is_empty() && self.closed.is_empty()
+    }
+}
+
+impl<T> Clone for Hub<T> {
+    fn clone(&self) -> Self {
+        Hub {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Hub<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Hub")
+            .field("names", &state.names.len())
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+impl<T: Clone + Send + 'static> Default for Hub<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Hub<T> {
+    fn state(&self) -> MutexGuard<'_, State<T>> {
+        // The lock guards plain maps; a panic while it is held leaves them whole.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Clone + Send + 'static> Hub<T> {
+    /// A hub with the default settings (buffers of 100, nothing persistent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<String>::new();
+    /// assert_eq!(hub.channel_count(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::with_config(HubConfig::default()).expect("the default settings are valid")
+    }
+
+    /// A hub with these settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid setting ([`HubConfig::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::hub::{Hub, HubConfig, PrefixConfig};
+    /// let config = HubConfig::default().with_prefix(PrefixConfig::new("events/").persistent(true));
+    /// let hub = Hub::<u32>::with_config(config).unwrap();
+    /// # drop(hub);
+    /// ```
+    pub fn with_config(config: HubConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Hub {
+            inner: Arc::new(HubInner {
+                config,
+                state: Mutex::new(State {
+                    names: BTreeMap::new(),
+                    closed: false,
+                }),
+            }),
+        })
+    }
+
+    /// A hub with settings from a string map ([`HubConfig::from_map`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad key and its value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// let map = HashMap::from([
+    ///     ("buffer_size".to_string(), "100".to_string()),
+    ///     ("persistent".to_string(), "true".to_string()),
+    /// ]);
+    /// let hub = servicekit::hub::Hub::<Vec<u8>>::from_config(&map).unwrap();
+    /// assert!(hub.config().persistent);
+    /// ```
+    pub fn from_config(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::with_config(HubConfig::from_map(map)?)
+    }
+
+    /// The hub's settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(servicekit::hub::Hub::<u8>::new().config().buffer_size, 100);
+    /// ```
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The broadcast channel of `name`, created with its settings if it does not
+    /// exist. A channel made here waits, on send, while nobody is connected (unless
+    /// it is persistent: then it keeps the message for later customers).
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::InvalidName`], [`HubError::WrongKind`] if `name` is a queue,
+    /// [`HubError::Closed`] if the hub is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let a = hub.channel("stage1").unwrap();
+    /// let b = hub.channel("stage1").unwrap();
+    /// let mut c = a.connect();
+    /// b.try_send(1).unwrap();
+    /// assert_eq!(c.try_recv(), Ok(1));
+    /// ```
+    pub fn channel(&self, name: &str) -> Result<Channel<T>, HubError> {
+        check_name(name)?;
+        let mut state = self.state();
+        if state.closed {
+            return Err(HubError::Closed);
+        }
+        match state.names.get(name) {
+            Some(Named::Channel(c)) => return Ok(c.clone()),
+            Some(Named::Queue(_)) => {
+                return Err(HubError::WrongKind {
+                    name: name.to_string(),
+                    is: Kind::Queue,
+                });
+            }
+            None => {}
+        }
+        let s = self.inner.config.for_name(name);
+        let channel = Channel::builder()
+            .capacity(s.buffer_size)
+            .replay(if s.persistent { s.replay } else { 0 })
+            .build();
+        state
+            .names
+            .insert(name.to_string(), Named::Channel(channel.clone()));
+        Ok(channel)
+    }
+
+    /// Connects a customer to the channel of `name` (made if needed), with the
+    /// buffer and overflow policy its settings give.
+    ///
+    /// # Errors
+    ///
+    /// As [`channel`](Self::channel).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let mut c = hub.connect("events").unwrap();
+    /// hub.channel("events").unwrap().try_send(3).unwrap();
+    /// assert_eq!(c.try_recv(), Ok(3));
+    /// ```
+    pub fn connect(&self, name: &str) -> Result<Customer<T>, HubError> {
+        let channel = self.channel(name)?;
+        let s = self.inner.config.for_name(name);
+        Ok(channel
+            .customer()
+            .capacity(s.buffer_size)
+            .overflow(s.overflow)
+            .connect())
+    }
+
+    /// The work queue of `name`, created (bounded by its buffer size) if it does not
+    /// exist: each item goes to one receiver.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::InvalidName`], [`HubError::WrongKind`] if `name` is a channel,
+    /// [`HubError::Closed`] if the hub is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let q = hub.queue("resize").unwrap();
+    /// q.try_send(1).unwrap();
+    /// assert_eq!(hub.queue("resize").unwrap().receiver().try_recv(), Ok(1));
+    /// ```
+    pub fn queue(&self, name: &str) -> Result<Queue<T>, HubError> {
+        check_name(name)?;
+        let mut state = self.state();
+        if state.closed {
+            return Err(HubError::Closed);
+        }
+        match state.names.get(name) {
+            Some(Named::Queue(q)) => return Ok(q.clone()),
+            Some(Named::Channel(_)) => {
+                return Err(HubError::WrongKind {
+                    name: name.to_string(),
+                    is: Kind::Channel,
+                });
+            }
+            None => {}
+        }
+        let queue = Queue::bounded(self.inner.config.for_name(name).buffer_size);
+        state
+            .names
+            .insert(name.to_string(), Named::Queue(queue.clone()));
+        Ok(queue)
+    }
+
+    /// The channels whose names start with `prefix`, in name order.
+    fn channels_under(&self, prefix: &str) -> Vec<(String, Channel<T>)> {
+        let state = self.state();
+        state
+            .names
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .filter_map(|(name, named)| match named {
+                Named::Channel(c) => Some((name.clone(), c.clone())),
+                Named::Queue(_) => None,
+            })
+            .collect()
+    }
+
+    /// Sends `msg` to every channel whose name starts with `prefix` (`""`: all),
+    /// without waiting, and reports what happened to each. Queues are not included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<&str>::new();
+    /// let mut subs: Vec<_> = (0..3).map(|i| hub.connect(&format!("subscriber/{i}")).unwrap()).collect();
+    /// let report = hub.broadcast("subscriber/", "event data");
+    /// assert_eq!(report.delivered.len(), 3);
+    /// for s in &mut subs {
+    ///     assert_eq!(s.try_recv(), Ok("event data"));
+    /// }
+    /// ```
+    pub fn broadcast(&self, prefix: &str, msg: T) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for (name, channel) in self.channels_under(prefix) {
+            match channel.try_send(msg.clone()) {
+                Ok(()) => report.delivered.push(name),
+                Err(TrySendError::Full(_)) => report.full.push(name),
+                Err(TrySendError::NoCustomers(_)) => report.no_customers.push(name),
+                Err(TrySendError::Closed(_)) => report.closed.push(name),
+            }
+        }
+        report
+    }
+
+    /// Sends `msg` to every channel whose name starts with `prefix`, waiting while a
+    /// customer of it is full (backpressure), and reports what happened to each. A
+    /// channel with nobody connected is skipped, not waited for.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops it between channels: the ones already sent to keep
+    /// the message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let mut c = hub.connect("a").unwrap();
+    /// for i in 0..100 {
+    ///     hub.broadcast("", i); // fills the buffer of 100
+    /// }
+    /// let send = hub.broadcast_async("", 100); // waits for room instead of skipping
+    /// let drain = async {
+    ///     for _ in 0..101 {
+    ///         c.recv().await.unwrap();
+    ///     }
+    /// };
+    /// let (report, ()) = tokio::join!(send, drain);
+    /// assert_eq!(report.delivered, ["a"]);
+    /// # }
+    /// ```
+    pub async fn broadcast_async(&self, prefix: &str, msg: T) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for (name, channel) in self.channels_under(prefix) {
+            match channel.try_send(msg.clone()) {
+                Ok(()) => report.delivered.push(name),
+                Err(TrySendError::Full(m)) => match channel.send(m).await {
+                    Ok(()) => report.delivered.push(name),
+                    Err(e) if e.is_closed() => report.closed.push(name),
+                    Err(_) => report.no_customers.push(name),
+                },
+                Err(TrySendError::NoCustomers(_)) => report.no_customers.push(name),
+                Err(TrySendError::Closed(_)) => report.closed.push(name),
+            }
+        }
+        report
+    }
+
+    /// The names (channels and queues) that start with `prefix`, sorted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// for name in ["b/2", "a", "b/1"] {
+    ///     hub.channel(name).unwrap();
+    /// }
+    /// assert_eq!(hub.list("b/"), ["b/1", "b/2"]);
+    /// assert_eq!(hub.list(""), ["a", "b/1", "b/2"]);
+    /// ```
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        let state = self.state();
+        state
+            .names
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// How many names (channels and queues) the hub has.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// hub.channel("a").unwrap();
+    /// hub.queue("b").unwrap();
+    /// assert_eq!(hub.channel_count(), 2);
+    /// ```
+    pub fn channel_count(&self) -> usize {
+        self.state().names.len()
+    }
+
+    /// Forgets `name` and closes its channel or queue: its customers receive what
+    /// they hold, then closed; holders of it get closed errors. Returns whether the
+    /// name existed. A later `channel(name)` makes a new one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let writer = hub.channel("x").unwrap();
+    /// let mut c = writer.connect();
+    /// writer.try_send(1).unwrap();
+    /// assert!(hub.remove("x"));
+    /// assert_eq!(c.recv().await, Ok(1));
+    /// assert!(c.recv().await.is_err());       // closed after draining
+    /// assert!(writer.try_send(2).is_err());   // an error, not a panic
+    /// # }
+    /// ```
+    pub fn remove(&self, name: &str) -> bool {
+        let removed = self.state().names.remove(name);
+        match removed {
+            Some(named) => {
+                named.close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every channel and queue (their customers drain, then see closed) and
+    /// refuses new names from now on. Returns `false` if it was already closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// let ch = hub.channel("a").unwrap();
+    /// assert!(hub.close());
+    /// assert!(ch.is_closed());
+    /// assert!(hub.channel("b").is_err());
+    /// ```
+    pub fn close(&self) -> bool {
+        let names = {
+            let mut state = self.state();
+            if state.closed {
+                return false;
+            }
+            state.closed = true;
+            std::mem::take(&mut state.names)
+        };
+        for named in names.values() {
+            named.close();
+        }
+        true
+    }
+
+    /// Whether the hub is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = servicekit::hub::Hub::<u8>::new();
+    /// hub.close();
+    /// assert!(hub.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+}
