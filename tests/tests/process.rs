@@ -578,3 +578,26 @@ fn the_request_response_example_answers_each_request_and_ends_by_itself() {
     assert!(err.contains("the query engine crashed"), "{err}");
     assert_eq!(out.last().map(String::as_str), Some("done"));
 }
+
+#[test]
+fn the_hub_example_pipes_fans_out_replays_and_ends_by_itself() {
+    let p = Proc::example("13_hub");
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let expected = [
+        "stage3: ALPHA",
+        "stage3: BETA",
+        "stage3: GAMMA",
+        "stage3: end of stream",
+        "broadcast delivered to [\"subscriber/0\", \"subscriber/1\", \"subscriber/2\"]",
+        "broadcast skipped (no customers): [\"subscriber/idle\"]",
+        "subscriber/0 got event data",
+        "subscriber/1 got event data",
+        "subscriber/2 got event data",
+        "late reader: login grace",
+        "late reader: login edsger",
+        "late reader: login barbara",
+        "late reader: login donald",
+    ];
+    assert_eq!(&out[..expected.len()], expected, "{out:#?}");
+}
