@@ -75,12 +75,18 @@ fn names_are_checked() {
     };
     assert_eq!(reason(""), "it is empty");
     assert_eq!(reason("a\u{7}b"), "it contains a control character");
-    assert_eq!(reason(&"x".repeat(257)), "it is longer than 256 bytes");
+    assert_eq!(
+        reason(&"x".repeat(257)),
+        "it is longer than the limit of 256 bytes (hub::MAX_NAME_LEN)"
+    );
     assert!(hub.channel(&"x".repeat(256)).is_ok());
     assert!(hub.queue("").is_err());
-    // A long name is shortened in the message.
-    let msg = hub.channel(&"é".repeat(300)).unwrap_err().to_string();
-    assert!(msg.len() < 100, "{msg}");
+    // A long name is shortened in the message, at a character boundary (3-byte
+    // characters: byte 32 is inside the eleventh).
+    match hub.channel(&"€".repeat(300)).unwrap_err() {
+        HubError::InvalidName { name, .. } => assert_eq!(name, format!("{}...", "€".repeat(10))),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -210,7 +216,10 @@ fn a_late_customer_gets_the_kept_messages_then_live_ones_exactly_once() {
     assert_eq!(drain(&mut later), [8, 9, 10, 11]);
     // Not persistent: a late customer starts empty, and a send waits for customers.
     let plain = hub.channel("plain").unwrap();
-    assert!(plain.try_send(1).is_err());
+    assert!(matches!(
+        plain.try_send(1),
+        Err(servicekit::channel::TrySendError::NoCustomers(1))
+    ));
 }
 
 #[test]
@@ -462,8 +471,11 @@ proptest! {
                 let _ = c.try_recv();
             }
             Err(e) => {
-                prop_assert!(map.contains_key(e.key()), "{} is not a key of the map", e.key());
-                prop_assert!(e.to_string().contains(e.key()), "{e}");
+                let value = map.get(e.key());
+                prop_assert!(value.is_some(), "{} is not a key of the map", e.key());
+                let shown = e.to_string();
+                prop_assert!(shown.contains(e.key()), "{shown}");
+                prop_assert!(shown.contains(value.unwrap().as_str()), "{shown}");
             }
         }
     }
@@ -522,7 +534,8 @@ proptest! {
                     next += 1;
                 }
                 Op::Connect => {
-                    real.push(hub.channel("p/x").unwrap().customer().unbounded().connect());
+                    // The hub's own customer: a bound of the buffer plus the history.
+                    real.push(hub.connect("p/x").unwrap());
                     model.push(ModelCustomer { queue: history.clone(), generation });
                 }
                 Op::TryRecv(i) if !real.is_empty() => {
@@ -605,9 +618,13 @@ fn replay_has_no_gap_or_duplicate_while_sends_and_connects_race() {
         sender.await.unwrap();
         for r in readers {
             let (before, after, got) = r.await.unwrap();
+            // The tail at the connect was between `before` and `after + 1` (a send
+            // may have been committed before it was counted): the customer starts
+            // exactly `DEPTH` before it.
             let first = got[0];
             assert!(
-                first >= before.saturating_sub(DEPTH as u64) && first <= after,
+                first >= before.saturating_sub(DEPTH as u64)
+                    && first <= (after + 1).saturating_sub(DEPTH as u64),
                 "started at {first}, connected between {before} and {after} sent"
             );
             for w in got.windows(2) {
@@ -616,4 +633,65 @@ fn replay_has_no_gap_or_duplicate_while_sends_and_connects_race() {
             assert_eq!(*got.last().unwrap(), N - 1);
         }
     });
+}
+
+#[tokio::test]
+async fn broadcast_async_skips_a_channel_whose_full_customers_leave() {
+    let hub = Hub::<u64>::with_config(HubConfig {
+        buffer_size: 1,
+        ..HubConfig::default()
+    })
+    .unwrap();
+    let full = hub.connect("s/0").unwrap();
+    hub.broadcast("s/", 0);
+    let waiting = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.broadcast_async("s/", 1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "it did not wait for room");
+    drop(full);
+    let report = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("it waited for a customer instead of skipping")
+        .unwrap();
+    assert_eq!(report.no_customers, ["s/0"]);
+}
+
+#[tokio::test]
+async fn the_last_writer_of_a_name_ends_the_stream_and_the_name_starts_a_new_one() {
+    let hub = Hub::<Bytes>::new();
+    let mut r = hub.reader("log").unwrap();
+    let mut a = hub.writer("log").unwrap();
+    let mut b = hub.writer("log").unwrap();
+    a.write_all(b"a").await.unwrap();
+    a.shutdown().await.unwrap(); // b still writes: not the end
+    b.write_all(b"b").await.unwrap();
+    assert_eq!(
+        a.write_all(b"x").await.unwrap_err().kind(),
+        std::io::ErrorKind::BrokenPipe
+    );
+    drop(b); // the last writer: end of file after "b"
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, b"ab");
+    // The name starts a new stream for the next writer and readers.
+    let mut r2 = hub.reader("log").unwrap();
+    let mut c = hub.writer("log").unwrap();
+    c.write_all(b"again").await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut again = Vec::new();
+    r2.read_to_end(&mut again).await.unwrap();
+    assert_eq!(again, b"again");
+}
+
+#[tokio::test]
+async fn a_writer_dropped_with_a_held_write_still_delivers_it_when_there_is_room() {
+    let hub = Hub::<Bytes>::new();
+    let mut w = hub.writer("late").unwrap();
+    w.write_all(b"held").await.unwrap(); // nobody connected: held by the writer
+    let mut r = hub.reader("late").unwrap();
+    drop(w); // delivers it now that a reader is there, then ends the stream
+    assert_eq!(r.read_message().await.unwrap().unwrap(), &b"held"[..]);
+    assert_eq!(r.read_message().await.unwrap(), None);
 }

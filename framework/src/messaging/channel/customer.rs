@@ -15,7 +15,8 @@ use crate::sync::{Arc, Ordering};
 
 /// One receiver of a [`Channel`], with its own buffer.
 ///
-/// It receives every message sent after it connected, in order. It is a
+/// It receives every message sent after it connected, in order (on a channel that
+/// keeps messages for late customers, the kept ones first). It is a
 /// [`Stream`] of `Result<T, RecvError>` that ends when the channel is closed.
 /// Dropping it disconnects it.
 ///

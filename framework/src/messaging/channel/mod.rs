@@ -271,7 +271,8 @@ impl<T: Clone> Channel<T> {
     }
 
     /// Connects a customer with the channel's default buffer and [`Overflow::Block`].
-    /// It receives messages sent from now on.
+    /// It receives messages sent from now on (on a channel that keeps messages for
+    /// late customers, [`ChannelBuilder::replay`], the kept ones first).
     ///
     /// # Examples
     ///
@@ -358,6 +359,7 @@ impl<T: Clone> Channel<T> {
             shared: &self.shared,
             msg: Some(msg),
             all: false,
+            no_customers: self.shared.no_customers,
         }
         .await
     }
@@ -370,6 +372,7 @@ impl<T: Clone> Channel<T> {
             shared: &self.shared,
             msg: Some(msg),
             all: true,
+            no_customers: self.shared.no_customers,
         }
         .await
     }
@@ -556,7 +559,9 @@ impl<T: Clone> ChannelBuilder<T> {
     ///
     /// A late blocking customer whose bound is smaller than the history it starts
     /// with holds senders back until it has caught up; a late `DropOldest` customer
-    /// starts with what fits and reports the rest as lost.
+    /// starts with what fits and reports the rest as lost; a late `Disconnect`
+    /// customer is cut off at the next send. Give late customers a bound of at least
+    /// `n` plus their usual buffer (the hub does).
     ///
     /// # Examples
     ///
@@ -691,6 +696,8 @@ struct SendFut<'a, T> {
     msg: Option<T>,
     /// Waits for lossy customers too (`Shared::try_commit_all`).
     all: bool,
+    /// What to do while no customer is connected.
+    no_customers: NoCustomers,
 }
 
 impl<T> Unpin for SendFut<'_, T> {}
@@ -700,22 +707,56 @@ impl<T> Future for SendFut<'_, T> {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let msg = self.msg.take().expect("SendFut polled after completion");
-        let committed = if self.all {
-            self.shared.try_commit_all(msg, Some(cx))
-        } else {
-            self.shared.try_commit(msg, Some(cx))
-        };
-        match committed {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError::Closed(m))),
-            Err(TrySendError::NoCustomers(m)) if self.shared.no_customers == NoCustomers::Fail => {
-                Poll::Ready(Err(SendError::NoCustomers(m)))
-            }
-            Err(TrySendError::NoCustomers(m) | TrySendError::Full(m)) => {
-                self.msg = Some(m);
-                Poll::Pending
-            }
+        let SendFut {
+            shared,
+            msg,
+            all,
+            no_customers,
+        } = &mut *self;
+        poll_commit(shared, msg, cx, *all, *no_customers)
+    }
+}
+
+/// One attempt to send the message in `slot`: taken when it is committed or
+/// refused, put back (and the task registered) when the send has to wait.
+#[inline]
+fn poll_commit<T>(
+    shared: &Shared<T>,
+    slot: &mut Option<T>,
+    cx: &mut Context<'_>,
+    all: bool,
+    no_customers: NoCustomers,
+) -> Poll<Result<(), SendError<T>>> {
+    let msg = slot.take().expect("a send polled after completion");
+    let committed = if all {
+        shared.try_commit_all(msg, Some(cx))
+    } else {
+        shared.try_commit(msg, Some(cx))
+    };
+    match committed {
+        Ok(()) => Poll::Ready(Ok(())),
+        Err(TrySendError::Closed(m)) => Poll::Ready(Err(SendError::Closed(m))),
+        Err(TrySendError::NoCustomers(m)) if no_customers == NoCustomers::Fail => {
+            Poll::Ready(Err(SendError::NoCustomers(m)))
         }
+        Err(TrySendError::NoCustomers(m) | TrySendError::Full(m)) => {
+            *slot = Some(m);
+            Poll::Pending
+        }
+    }
+}
+
+impl<T: Clone> Channel<T> {
+    /// Sends the message in `slot` like [`send`](Self::send), for a caller that
+    /// keeps the message itself between polls (`slot` is emptied once it is sent or
+    /// refused). With `NoCustomers::Fail`, a channel with no customer refuses it
+    /// whatever the channel's own setting.
+    pub(crate) fn poll_send(
+        &self,
+        slot: &mut Option<T>,
+        cx: &mut Context<'_>,
+        no_customers: NoCustomers,
+    ) -> Poll<Result<(), SendError<T>>> {
+        poll_commit(&self.shared, slot, cx, false, no_customers)
     }
 }

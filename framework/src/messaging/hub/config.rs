@@ -129,19 +129,38 @@ impl Default for HubConfig {
 /// let map = HashMap::from([("colour".to_string(), "blue".to_string())]);
 /// let err = servicekit::hub::HubConfig::from_map(&map).unwrap_err();
 /// assert_eq!(err.key(), "colour");
-/// assert!(err.to_string().starts_with("unknown hub setting `colour`"));
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown hub setting `colour` (set to `blue`); known: buffer_size, persistent, \
+///      replay, overflow, and <prefix>*.<one of them>",
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     key: String,
-    problem: String,
+    problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Problem {
+    Unknown { value: String },
+    Invalid(String),
 }
 
 impl ConfigError {
     fn new(key: &str, problem: impl Into<String>) -> Self {
         ConfigError {
             key: key.to_string(),
-            problem: problem.into(),
+            problem: Problem::Invalid(problem.into()),
+        }
+    }
+
+    fn unknown(key: &str, value: &str) -> Self {
+        ConfigError {
+            key: key.to_string(),
+            problem: Problem::Unknown {
+                value: value.to_string(),
+            },
         }
     }
 
@@ -161,10 +180,15 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.problem.starts_with("unknown") {
-            write!(f, "{} `{}`{}", self.problem, self.key, KNOWN)
-        } else {
-            write!(f, "hub setting `{}`: {}", self.key, self.problem)
+        match &self.problem {
+            Problem::Unknown { value } => {
+                write!(
+                    f,
+                    "unknown hub setting `{}` (set to `{value}`){KNOWN}",
+                    self.key
+                )
+            }
+            Problem::Invalid(problem) => write!(f, "hub setting `{}`: {problem}", self.key),
         }
     }
 }
@@ -172,13 +196,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 const KNOWN: &str =
-    " (known: buffer_size, persistent, replay, overflow, and <prefix>*.<one of them>)";
-
+    "; known: buffer_size, persistent, replay, overflow, and <prefix>*.<one of them>";
 fn parse_size(key: &str, value: &str) -> Result<usize, ConfigError> {
-    let n: usize = value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(key, format!("`{value}` is not a whole number")))?;
+    let n: usize = value.trim().parse().map_err(|e: std::num::ParseIntError| {
+        let problem = match e.kind() {
+            std::num::IntErrorKind::PosOverflow => format!("`{value}` is too large"),
+            _ => format!("`{value}` is not a whole number"),
+        };
+        ConfigError::new(key, problem)
+    })?;
     if n == 0 {
         return Err(ConfigError::new(key, "must be at least 1, got `0`"));
     }
@@ -233,7 +259,10 @@ impl HubConfig {
             match key.rsplit_once("*.") {
                 Some((prefix, setting)) => {
                     if prefix.is_empty() {
-                        return Err(ConfigError::new(key, "the prefix before `*.` is empty"));
+                        return Err(ConfigError::new(
+                            key,
+                            format!("the prefix before `*.` is empty (set to `{value}`)"),
+                        ));
                     }
                     let p = match config.prefixes.iter_mut().find(|p| p.prefix == prefix) {
                         Some(p) => p,
@@ -247,7 +276,7 @@ impl HubConfig {
                         "persistent" => p.persistent = Some(parse_bool(key, value)?),
                         "replay" => p.replay = Some(parse_size(key, value)?),
                         "overflow" => p.overflow = Some(parse_overflow(key, value)?),
-                        _ => return Err(ConfigError::new(key, "unknown hub setting")),
+                        _ => return Err(ConfigError::unknown(key, value)),
                     }
                 }
                 None => match key.as_str() {
@@ -255,7 +284,7 @@ impl HubConfig {
                     "persistent" => config.persistent = parse_bool(key, value)?,
                     "replay" => config.replay = parse_size(key, value)?,
                     "overflow" => config.overflow = parse_overflow(key, value)?,
-                    _ => return Err(ConfigError::new(key, "unknown hub setting")),
+                    _ => return Err(ConfigError::unknown(key, value)),
                 },
             }
         }

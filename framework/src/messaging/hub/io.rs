@@ -1,18 +1,17 @@
 //! Byte streams over named channels: `AsyncWrite` in, `AsyncRead` out.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Hub, HubError};
-use crate::messaging::channel::{Channel, Customer, RecvError, SendError, TrySendError};
-
-type Sending = Pin<Box<dyn Future<Output = Result<(), SendError<Bytes>>> + Send>>;
+use crate::messaging::channel::{Channel, Customer, NoCustomers, RecvError, TrySendError};
 
 /// Writes bytes to a named channel: each `write` is one message. From
 /// [`Hub::writer`].
@@ -20,8 +19,10 @@ type Sending = Pin<Box<dyn Future<Output = Result<(), SendError<Bytes>>> + Send>
 /// A write the channel cannot take at once (a customer is full, or nobody is
 /// connected yet) is accepted and held, like a buffered writer's data: the next
 /// `write`, `flush` or `shutdown` sends it first (waiting for room), so backpressure
-/// holds and nothing is reordered. Flush (or shut down) when you are done writing. Shutting the writer down, or dropping it, closes the channel:
-/// its readers reach end of file after the last message.
+/// holds and nothing is reordered. Flush (or shut down) when you are done writing; a
+/// writer dropped with a message still held tries once more, and logs a warning if
+/// the message cannot be delivered. When the last writer of the name shuts down or is
+/// dropped, the channel closes: its readers reach end of file after the last message.
 ///
 /// # Examples
 ///
@@ -42,15 +43,20 @@ type Sending = Pin<Box<dyn Future<Output = Result<(), SendError<Bytes>>> + Send>
 /// # }
 /// ```
 pub struct HubWriter {
+    hub: Hub<Bytes>,
     channel: Channel<Bytes>,
-    sending: Option<Sending>,
+    /// A message accepted but not sent yet.
+    pending: Option<Bytes>,
+    /// The live writers of this name; the last one closes the channel.
+    writers: Arc<AtomicUsize>,
+    shut_down: bool,
 }
 
 impl fmt::Debug for HubWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HubWriter")
             .field("channel", &self.channel)
-            .field("sending", &self.sending.is_some())
+            .field("pending", &self.pending.is_some())
             .finish()
     }
 }
@@ -60,14 +66,28 @@ fn closed() -> io::Error {
 }
 
 impl HubWriter {
-    /// Waits for the message sent in the background, if any.
+    /// Sends the held message, if any, waiting for room (and for a customer).
     fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Some(sending) = &mut self.sending {
-            let sent = ready!(sending.as_mut().poll(cx));
-            self.sending = None;
+        if self.pending.is_some() {
+            let sent = ready!(
+                self.channel
+                    .poll_send(&mut self.pending, cx, NoCustomers::Wait)
+            );
             sent.map_err(|_| closed())?;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// This writer is done: the last one of the name closes the channel.
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.shut_down, true) {
+            return;
+        }
+        // Under the hub's lock, like the count of a new writer of the name.
+        let _names = self.hub.state();
+        if self.writers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.channel.close();
+        }
     }
 }
 
@@ -78,6 +98,9 @@ impl AsyncWrite for HubWriter {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_sent(cx))?;
+        if self.shut_down {
+            return Poll::Ready(Err(closed()));
+        }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -85,8 +108,7 @@ impl AsyncWrite for HubWriter {
             Ok(()) => {}
             Err(TrySendError::Closed(_)) => return Poll::Ready(Err(closed())),
             Err(TrySendError::Full(msg) | TrySendError::NoCustomers(msg)) => {
-                let channel = self.channel.clone();
-                self.sending = Some(Box::pin(async move { channel.send(msg).await }));
+                self.pending = Some(msg);
             }
         }
         Poll::Ready(Ok(buf.len()))
@@ -98,16 +120,22 @@ impl AsyncWrite for HubWriter {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let sent = ready!(self.poll_sent(cx));
-        self.channel.close();
+        self.leave();
         Poll::Ready(sent)
     }
 }
 
 impl Drop for HubWriter {
     fn drop(&mut self) {
-        // Closed when the writer goes away, even unflushed: readers see the end
-        // instead of waiting forever (a message still being sent is dropped with it).
-        self.channel.close();
+        if let Some(msg) = self.pending.take()
+            && self.channel.try_send(msg).is_err()
+        {
+            tracing::warn!(
+                "a hub writer was dropped with a write it could not deliver (flush before dropping it)"
+            );
+        }
+        // Readers see the end instead of waiting forever.
+        self.leave();
     }
 }
 
@@ -213,7 +241,8 @@ impl AsyncRead for HubReader {
 }
 
 impl Hub<Bytes> {
-    /// A writer to the channel of `name` (made if needed): see [`HubWriter`].
+    /// A writer to the channel of `name` (made if needed, or made anew if the name's
+    /// last stream was closed): see [`HubWriter`].
     ///
     /// # Errors
     ///
@@ -232,9 +261,13 @@ impl Hub<Bytes> {
     /// # }
     /// ```
     pub fn writer(&self, name: &str) -> Result<HubWriter, HubError> {
+        let (channel, writers) = self.entry(name, true)?;
         Ok(HubWriter {
-            channel: self.channel(name)?,
-            sending: None,
+            hub: self.clone(),
+            channel,
+            pending: None,
+            writers,
+            shut_down: false,
         })
     }
 

@@ -21,8 +21,11 @@
 //! A persistent channel (setting `persistent`, see [`HubConfig`]) keeps its last
 //! `replay` messages: a customer that connects late receives them first, in order,
 //! exactly once, then every later message, with no gap and no duplicate, also while
-//! sends and connects race (they take the same lock). Memory is bounded by `replay`.
-//! A send with nobody connected is kept for later customers instead of waiting.
+//! sends and connects race (they take the same lock). Memory is bounded: `replay`
+//! messages, plus at most 64 waiting for the next trim, plus what slow customers
+//! still hold. A send with nobody connected is kept for later customers instead of
+//! waiting. A customer the hub connects to a persistent channel has room for the
+//! history on top of its buffer.
 //!
 //! ## Closing and removing
 //!
@@ -36,8 +39,10 @@
 //! A `Hub<Bytes>` also gives [`HubWriter`]s (`tokio::io::AsyncWrite`: each write is one
 //! message) and [`HubReader`]s (`tokio::io::AsyncRead`, and
 //! [`read_message`](HubReader::read_message) to keep message boundaries), which work
-//! with `tokio::io::copy` and `tokio_util::codec` framing. Shutting down (or dropping)
-//! a writer closes the channel: readers reach end of file after the last byte.
+//! with `tokio::io::copy` and `tokio_util::codec` framing. When the last writer of a
+//! name shuts down (or is dropped) the channel closes: readers reach end of file
+//! after the last byte, and the next use of the name starts a new stream (a
+//! persistent channel stays, closed, for late readers until it is removed).
 //!
 //! ## Example
 //!
@@ -63,9 +68,10 @@ mod io;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::messaging::channel::{Channel, Customer, TrySendError};
+use crate::messaging::channel::{Channel, Customer, NoCustomers, SendError, TrySendError};
 use crate::messaging::queue::Queue;
 
 pub use config::{ConfigError, HubConfig, NameConfig, PrefixConfig};
@@ -73,6 +79,9 @@ pub use io::{HubReader, HubWriter};
 
 /// The longest name a hub accepts, in bytes.
 pub const MAX_NAME_LEN: usize = 256;
+
+// The message of a too-long name quotes the limit.
+const _: () = assert!(MAX_NAME_LEN == 256);
 
 /// Channels and queues by name; see the [module docs](crate::hub).
 ///
@@ -107,15 +116,21 @@ struct State<T> {
 }
 
 enum Named<T> {
-    Channel(Channel<T>),
+    Channel(Entry<T>),
     Queue(Queue<T>),
+}
+
+/// A named channel and its live [`HubWriter`]s (the last one to shut down closes it).
+struct Entry<T> {
+    channel: Channel<T>,
+    writers: Arc<AtomicUsize>,
 }
 
 impl<T: Clone> Named<T> {
     fn close(&self) {
         match self {
-            Named::Channel(c) => {
-                c.close();
+            Named::Channel(e) => {
+                e.channel.close();
             }
             Named::Queue(q) => {
                 q.close();
@@ -203,7 +218,7 @@ fn check_name(name: &str) -> Result<(), HubError> {
     let reason = if name.is_empty() {
         "it is empty"
     } else if name.len() > MAX_NAME_LEN {
-        "it is longer than 256 bytes"
+        "it is longer than the limit of 256 bytes (hub::MAX_NAME_LEN)"
     } else if name.chars().any(char::is_control) {
         "it contains a control character"
     } else {
@@ -389,34 +404,61 @@ impl<T: Clone + Send + 'static> Hub<T> {
     /// assert_eq!(c.try_recv(), Ok(1));
     /// ```
     pub fn channel(&self, name: &str) -> Result<Channel<T>, HubError> {
+        Ok(self.entry(name, false)?.0)
+    }
+
+    /// The channel of `name` and its writer count, made if needed. A closed channel
+    /// that keeps nothing for late customers (its writer shut down) is replaced by a
+    /// new one: the name starts a new stream.
+    ///
+    /// With `add_writer`, counts one more writer under the hub's lock (which the last
+    /// writer also takes to close the channel, so a new writer never gets a channel
+    /// that is being closed under it).
+    fn entry(
+        &self,
+        name: &str,
+        add_writer: bool,
+    ) -> Result<(Channel<T>, Arc<AtomicUsize>), HubError> {
         check_name(name)?;
+        let s = self.inner.config.for_name(name);
         let mut state = self.state();
         if state.closed {
             return Err(HubError::Closed);
         }
         match state.names.get(name) {
-            Some(Named::Channel(c)) => return Ok(c.clone()),
+            Some(Named::Channel(e)) if s.persistent || !e.channel.is_closed() => {
+                if add_writer {
+                    e.writers.fetch_add(1, Ordering::AcqRel);
+                }
+                return Ok((e.channel.clone(), e.writers.clone()));
+            }
             Some(Named::Queue(_)) => {
                 return Err(HubError::WrongKind {
                     name: name.to_string(),
                     is: Kind::Queue,
                 });
             }
-            None => {}
+            Some(Named::Channel(_)) | None => {}
         }
-        let s = self.inner.config.for_name(name);
         let channel = Channel::builder()
             .capacity(s.buffer_size)
             .replay(if s.persistent { s.replay } else { 0 })
             .build();
-        state
-            .names
-            .insert(name.to_string(), Named::Channel(channel.clone()));
-        Ok(channel)
+        let writers = Arc::new(AtomicUsize::new(usize::from(add_writer)));
+        state.names.insert(
+            name.to_string(),
+            Named::Channel(Entry {
+                channel: channel.clone(),
+                writers: writers.clone(),
+            }),
+        );
+        Ok((channel, writers))
     }
 
     /// Connects a customer to the channel of `name` (made if needed), with the
-    /// buffer and overflow policy its settings give.
+    /// buffer and overflow policy its settings give. On a persistent channel its
+    /// bound is the buffer plus the replay depth, so the kept messages it starts with
+    /// do not fill it.
     ///
     /// # Errors
     ///
@@ -433,9 +475,10 @@ impl<T: Clone + Send + 'static> Hub<T> {
     pub fn connect(&self, name: &str) -> Result<Customer<T>, HubError> {
         let channel = self.channel(name)?;
         let s = self.inner.config.for_name(name);
+        let history = if s.persistent { s.replay } else { 0 };
         Ok(channel
             .customer()
-            .capacity(s.buffer_size)
+            .capacity(s.buffer_size.saturating_add(history))
             .overflow(s.overflow)
             .connect())
     }
@@ -487,7 +530,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
             .range(prefix.to_string()..)
             .take_while(|(name, _)| name.starts_with(prefix))
             .filter_map(|(name, named)| match named {
-                Named::Channel(c) => Some((name.clone(), c.clone())),
+                Named::Channel(e) => Some((name.clone(), e.channel.clone())),
                 Named::Queue(_) => None,
             })
             .collect()
@@ -554,11 +597,20 @@ impl<T: Clone + Send + 'static> Hub<T> {
         for (name, channel) in self.channels_under(prefix) {
             match channel.try_send(msg.clone()) {
                 Ok(()) => report.delivered.push(name),
-                Err(TrySendError::Full(m)) => match channel.send(m).await {
-                    Ok(()) => report.delivered.push(name),
-                    Err(e) if e.is_closed() => report.closed.push(name),
-                    Err(_) => report.no_customers.push(name),
-                },
+                Err(TrySendError::Full(m)) => {
+                    // Waits for room, but not for customers: if the full ones leave
+                    // meanwhile, the channel is reported as having none.
+                    let mut slot = Some(m);
+                    let sent = std::future::poll_fn(|cx| {
+                        channel.poll_send(&mut slot, cx, NoCustomers::Fail)
+                    })
+                    .await;
+                    match sent {
+                        Ok(()) => report.delivered.push(name),
+                        Err(SendError::Closed(_)) => report.closed.push(name),
+                        Err(SendError::NoCustomers(_)) => report.no_customers.push(name),
+                    }
+                }
                 Err(TrySendError::NoCustomers(_)) => report.no_customers.push(name),
                 Err(TrySendError::Closed(_)) => report.closed.push(name),
             }
