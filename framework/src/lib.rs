@@ -100,7 +100,7 @@ pub mod __private;
 #[doc(inline)]
 pub use servicekit_macros::{main, service};
 
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, FailureKind, Result, ServiceFailure};
 pub use lifecycle::{
     Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
     ServiceStatus, TaskGroup, run_services,

@@ -868,3 +868,59 @@ async fn the_closure_that_makes_a_body_runs_in_the_runner_scope_too() {
         .unwrap();
     assert_eq!(*made.try_recv().unwrap(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscriber_taken_before_start_sees_every_event_from_the_first() {
+    let bus = EventBus::new();
+    let mut events = bus.subscribe::<Event>();
+    let err = Runner::new()
+        .signals(false)
+        .bus(bus.clone())
+        .service(
+            Service::without_context("instant", || async { Err::<(), _>("broken at once") })
+                .restart(servicekit::Restart::Never),
+        )
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.failures()[0].service(), "instant");
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        seen.push(match &*ev {
+            Event::State { state, .. } => state.to_string(),
+            Event::Ready { .. } => "ready".to_string(),
+            Event::Failed { error, .. } => format!("failed run {}", error.run()),
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, ["running", "ready", "failed run 1", "failed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_are_supervised_each_on_its_own_under_numbered_names() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let pool = Service::replicas(3, || {
+        let runs = runs.clone();
+        Service::new("worker", move |ctx: ServiceContext| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                ctx.shutdown_requested().await;
+            }
+        })
+    });
+    let handle = Runner::new()
+        .signals(false)
+        .services(pool)
+        .start()
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let names: Vec<_> = handle.status().iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["worker#0", "worker#1", "worker#2"]);
+    assert!(handle.restart("worker#1").is_ok());
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 4, "only worker#1 ran again");
+    handle.shutdown();
+    handle.wait().await.unwrap();
+}

@@ -108,6 +108,11 @@ impl RunnerHandle {
     /// yields [`Event::Lagged`] with the number it missed. The stream ends when the
     /// runner has ended and every event was read.
     ///
+    /// It starts when it is called, after `start()`: a service that fails at once may
+    /// already have done so. To see every event from the first, subscribe to
+    /// [`Event`] on a bus and give it to the runner before it starts
+    /// ([`Runner::bus`](crate::Runner::bus)).
+    ///
     /// # Examples
     ///
     /// ```

@@ -161,6 +161,62 @@ impl Service {
         &self.name
     }
 
+    /// Gives the service another name: to run one `#[service]` fn (whose name is
+    /// fixed) more than once, or to name an instance after what it serves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{service, ServiceContext};
+    ///
+    /// #[service]
+    /// async fn poller(ctx: ServiceContext, url: String) {
+    ///     ctx.ready();
+    ///     // ... poll `url` until shutdown ...
+    /// }
+    ///
+    /// let a = poller("https://a.example".into()).named("poller-a");
+    /// let b = poller("https://b.example".into()).named("poller-b");
+    /// assert_eq!((a.name(), b.name()), ("poller-a", "poller-b"));
+    /// ```
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A pool of `n` instances of a service, each supervised on its own: `make` is
+    /// called once per instance and each is named `<its name>#<i>` (`worker#0`,
+    /// `worker#1`, ...), so status and events list them together.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{service, Queue, Service, ServiceContext};
+    ///
+    /// #[service]
+    /// async fn worker(ctx: ServiceContext, jobs: Queue<u64>) {
+    ///     let rx = jobs.receiver();
+    ///     ctx.ready();
+    ///     while let Some(Ok(job)) = ctx.until_shutdown(rx.recv()).await {
+    ///         println!("job {job}");
+    ///     }
+    /// }
+    ///
+    /// let jobs = Queue::bounded(100);
+    /// let pool = Service::replicas(3, || worker(jobs.clone()));
+    /// let names: Vec<_> = pool.iter().map(|s| s.name()).collect();
+    /// assert_eq!(names, ["worker#0", "worker#1", "worker#2"]);
+    /// ```
+    pub fn replicas(n: usize, mut make: impl FnMut() -> Service) -> Vec<Service> {
+        (0..n)
+            .map(|i| {
+                let service = make();
+                let name = format!("{}#{i}", service.name);
+                service.named(name)
+            })
+            .collect()
+    }
+
     /// Sets the restart policy (default [`Restart::OnFailure`]).
     ///
     /// # Examples
