@@ -56,7 +56,7 @@
 //! |---|---|
 //! | SIGINT, SIGTERM, SIGQUIT | graceful shutdown, reverse dependency order |
 //! | second SIGINT or SIGTERM during shutdown | abort what is left; exit code 130 |
-//! | SIGHUP | restart every service in dependency order |
+//! | SIGHUP | restart every service in dependency order, except those that take reloads themselves (`reload = "hook"`, `ctx.reloads()`) |
 //!
 //! `#[servicekit::main]` exits with 0 after a clean shutdown, 1 when a service failed
 //! or hung or `main` returned another error (the error chain is printed to stderr), and
@@ -102,7 +102,7 @@ pub use servicekit_macros::{main, service};
 
 pub use error::{BoxError, Error, FailureKind, Result, ServiceFailure};
 pub use lifecycle::{
-    Event, OnGiveUp, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
+    Event, OnGiveUp, Reload, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
     ServiceStatus, TaskGroup, run_services,
 };
 pub use messaging::{bus, channel, hub, pipeline, queue};

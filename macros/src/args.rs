@@ -46,6 +46,7 @@ mod kw {
     syn::custom_keyword!(within);
     syn::custom_keyword!(on_give_up);
     syn::custom_keyword!(shutdown_timeout);
+    syn::custom_keyword!(reload);
     syn::custom_keyword!(after);
     syn::custom_keyword!(flavor);
     syn::custom_keyword!(worker_threads);
@@ -113,6 +114,7 @@ keys! {
         Within => within,
         OnGiveUp => on_give_up,
         ShutdownTimeout => shutdown_timeout,
+        Reload => reload,
         After => after,
     }
 }
@@ -240,6 +242,13 @@ pub(crate) enum Restart {
 pub(crate) enum GiveUp {
     Shutdown,
     Ignore,
+}
+
+/// `reload = "..."`.
+#[derive(Clone, Copy)]
+pub(crate) enum Reload {
+    Restart,
+    Hook,
 }
 
 /// `flavor = "..."`.
@@ -438,6 +447,7 @@ pub(crate) struct ServiceArgs {
     pub(crate) within: Option<Dur>,
     pub(crate) on_give_up: Option<At<GiveUp>>,
     pub(crate) shutdown_timeout: Option<Dur>,
+    pub(crate) reload: Option<At<Reload>>,
     pub(crate) after: Vec<LitStr>,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -480,6 +490,13 @@ impl ServiceArgs {
                 }
                 ServiceKey::ShutdownTimeout => {
                     out.shutdown_timeout = Some(duration("shutdown_timeout", v)?);
+                }
+                ServiceKey::Reload => {
+                    out.reload = Some(one_of(
+                        "reload",
+                        v,
+                        &[("restart", Reload::Restart), ("hook", Reload::Hook)],
+                    )?);
                 }
                 ServiceKey::After => out.after = after(v)?,
                 ServiceKey::Crate => out.krate = Some(crate_path(v)?),

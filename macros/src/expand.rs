@@ -6,7 +6,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType};
 
-use crate::args::{Dur, Errors, Flavor, GiveUp, MainArgs, Restart, ServiceArgs};
+use crate::args::{Dur, Errors, Flavor, GiveUp, MainArgs, Reload, Restart, ServiceArgs};
 use crate::check::{self, Param};
 
 /// Gives every token the span of the user's tokens, so an error on a generated call
@@ -139,6 +139,13 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             GiveUp::Ignore => quote_spanned!(g.span=> Ignore),
         };
         builder.push(quote!(.on_give_up(#krate::OnGiveUp::#variant)));
+    }
+    if let Some(r) = a.reload {
+        let variant = match r.value {
+            Reload::Restart => quote_spanned!(r.span=> Restart),
+            Reload::Hook => quote_spanned!(r.span=> Hook),
+        };
+        builder.push(quote!(.reload(#krate::Reload::#variant)));
     }
     if let Some(d) = a.shutdown_timeout {
         let d = duration(&krate, d);

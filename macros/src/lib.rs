@@ -37,6 +37,7 @@ use proc_macro::TokenStream;
 /// | `within` | duration | `"60s"` |
 /// | `on_give_up` | `"shutdown"`, `"ignore"` | `"shutdown"` |
 /// | `shutdown_timeout` | duration | the runner's (10 s) |
+/// | `reload` | `"restart"`, `"hook"` (take reloads through `ctx.reloads()`) | `"restart"` |
 /// | `after` | `["name", ...]`: dependencies | none |
 /// | `crate` | `"path"` to servicekit | `"::servicekit"` |
 ///

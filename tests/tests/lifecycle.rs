@@ -1240,3 +1240,71 @@ async fn a_panic_while_making_the_body_is_a_failed_run() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_restarts_the_others_and_tells_the_hook_services() {
+    use servicekit::Reload;
+    let runs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = |name: &'static str| {
+        let runs = runs.clone();
+        move |ctx: ServiceContext| {
+            let runs = runs.clone();
+            async move {
+                runs.lock()
+                    .unwrap()
+                    .push(format!("{name} run {}", ctx.run()));
+                let mut reloads = ctx.reloads();
+                ctx.ready();
+                while ctx.until_shutdown(reloads.next()).await.is_some() {
+                    runs.lock().unwrap().push(format!("{name} reloaded"));
+                }
+            }
+        }
+    };
+    // `config` takes reloads; `api` depends on it, restarts; `cache` restarts too.
+    let handle = runner()
+        .service(Service::new("config", log("config")).reload(Reload::Hook))
+        .service(Service::new("api", log("api")).after(["config"]))
+        .service(Service::new("cache", log("cache")))
+        .start()
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(10)).await;
+    handle.reload();
+    sleep(Duration::from_millis(10)).await;
+    let mut seen = runs.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "api run 1",
+            "api run 2",
+            "cache run 1",
+            "cache run 2",
+            "config reloaded",
+            "config run 1"
+        ]
+    );
+    handle.shutdown();
+    handle.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_macro_sets_the_reload_hook() {
+    #[servicekit::service(reload = "hook")]
+    async fn watcher(ctx: ServiceContext) {
+        ctx.ready();
+        ctx.shutdown_requested().await;
+    }
+    let handle = runner().service(watcher()).start().await.unwrap();
+    sleep(Duration::from_millis(10)).await;
+    handle.reload();
+    sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        handle.status()[0].runs,
+        1,
+        "a hook service is not restarted"
+    );
+    handle.shutdown();
+    handle.wait().await.unwrap();
+}

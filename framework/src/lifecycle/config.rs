@@ -52,6 +52,33 @@ pub enum OnGiveUp {
     Ignore,
 }
 
+/// What a reload (SIGHUP, or [`RunnerHandle::reload`](crate::RunnerHandle::reload))
+/// does to a service.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{Reload, Service};
+/// let s = Service::new("config-watcher", |ctx| async move {
+///     let mut reloads = ctx.reloads();
+///     while ctx.until_shutdown(reloads.next()).await.is_some() {
+///         // ... read the configuration again ...
+///     }
+/// })
+/// .reload(Reload::Hook);
+/// # drop(s);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reload {
+    /// Restart it, in dependency order with the others. The default.
+    #[default]
+    Restart,
+    /// Leave it running and tell it: each reload is an item of
+    /// [`ServiceContext::reloads`](crate::ServiceContext::reloads). Services that
+    /// depend on it are not restarted because of it.
+    Hook,
+}
+
 /// The supervision settings of one service. Built through [`Service`]'s methods.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
@@ -64,6 +91,7 @@ pub(crate) struct Config {
     pub(crate) within: Duration,
     pub(crate) on_give_up: OnGiveUp,
     pub(crate) shutdown_timeout: Option<Duration>,
+    pub(crate) reload: Reload,
 }
 
 /// Default lower bound of the restart delay.
@@ -91,6 +119,7 @@ impl Config {
         within: DEFAULT_WITHIN,
         on_give_up: OnGiveUp::Shutdown,
         shutdown_timeout: None,
+        reload: Reload::Restart,
     };
 }
 

@@ -11,9 +11,9 @@ use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
 use super::body::IntoServiceResult;
-use super::state::{Listener, Shared};
+use super::state::{Listener, ReloadSignal, Shared};
 use crate::error::ServiceErrorKind;
-use crate::messaging::bus::EventBus;
+use crate::messaging::bus::{EventBus, Subscription};
 
 /// A running service's handle on its runner: shutdown, readiness and tied tasks.
 ///
@@ -238,6 +238,35 @@ impl ServiceContext {
     /// ```
     pub fn bus(&self) -> &EventBus {
         self.shared.bus()
+    }
+
+    /// The reloads of the runner from now on (SIGHUP, or
+    /// [`RunnerHandle::reload`](crate::RunnerHandle::reload)): for a service that
+    /// takes them itself ([`Reload::Hook`](crate::Reload::Hook)) instead of being
+    /// restarted. Take it before calling [`ready`](Self::ready), so that no reload
+    /// falls between. A service that does not take reloads is restarted instead: its
+    /// `Reloads` yields nothing, and ends when the runner does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{service, ServiceContext};
+    ///
+    /// #[service(reload = "hook")]
+    /// async fn config_watcher(ctx: ServiceContext) {
+    ///     let mut reloads = ctx.reloads();
+    ///     ctx.ready();
+    ///     while ctx.until_shutdown(reloads.next()).await.is_some() {
+    ///         println!("reading the configuration again");
+    ///     }
+    /// }
+    /// # drop(config_watcher());
+    /// ```
+    pub fn reloads(&self) -> Reloads {
+        Reloads {
+            signals: self.shared.bus().subscribe::<ReloadSignal>(),
+            hook: self.shared.config(self.idx).reload == crate::Reload::Hook,
+        }
     }
 
     /// The cancellation token of this run (a clone): cancelled when shutdown is
@@ -478,6 +507,62 @@ impl Future for ShutdownRequested<'_> {
             // Woken by a stop request of this run or an earlier one: check again with
             // a fresh registration.
             notified.set(slot.stop.notified());
+        }
+    }
+}
+
+/// The reloads of a runner, from [`ServiceContext::reloads`]: a `Stream` with one item
+/// per reload, ending when the runner ends. Reloads that come faster than they are
+/// read are merged into one item, never lost altogether.
+#[must_use = "a `Reloads` tells nothing unless it is read"]
+pub struct Reloads {
+    signals: Subscription<ReloadSignal>,
+    /// Whether the service takes reloads (otherwise it is restarted, and told nothing).
+    hook: bool,
+}
+
+impl fmt::Debug for Reloads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reloads").finish_non_exhaustive()
+    }
+}
+
+impl Reloads {
+    /// Waits for the next reload; `None` once the runner has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(ctx: servicekit::ServiceContext) {
+    /// let mut reloads = ctx.reloads();
+    /// while let Some(()) = reloads.next().await {
+    ///     // reload
+    /// }
+    /// # }
+    /// ```
+    pub async fn next(&mut self) -> Option<()> {
+        futures::StreamExt::next(self).await
+    }
+}
+
+impl futures::Stream for Reloads {
+    type Item = ();
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<()>> {
+        loop {
+            // A lag means reloads were dropped: at least one happened.
+            match self.signals.poll_recv(cx) {
+                Poll::Ready(Ok(_) | Err(crate::bus::RecvError::Lagged(_))) if self.hook => {
+                    return Poll::Ready(Some(()));
+                }
+                Poll::Ready(Ok(_) | Err(crate::bus::RecvError::Lagged(_))) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

@@ -173,6 +173,22 @@ impl RunnerHandle {
         self.shared.root.clone()
     }
 
+    /// Reloads, as SIGHUP does: every service restarts in dependency order, except
+    /// those that take reloads themselves ([`Reload::Hook`](crate::Reload::Hook)),
+    /// which see it through [`ServiceContext::reloads`](crate::ServiceContext::reloads).
+    /// Does nothing once the runner is shutting down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: &servicekit::RunnerHandle) {
+    /// handle.reload();
+    /// # }
+    /// ```
+    pub fn reload(&self) {
+        self.shared.restart_all();
+    }
+
     /// Restarts one service: its dependents stop first, then it stops (within its
     /// shutdown timeout), starts again, and its dependents start again once it is
     /// ready. Does not count towards `max_restarts`.

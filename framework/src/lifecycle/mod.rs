@@ -61,8 +61,8 @@ mod supervisor;
 mod task_group;
 
 pub use body::IntoServiceResult;
-pub use config::{OnGiveUp, Restart};
-pub use context::{ServiceContext, ShutdownRequested};
+pub use config::{OnGiveUp, Reload, Restart};
+pub use context::{Reloads, ServiceContext, ShutdownRequested};
 pub use handle::{Events, RunnerHandle};
 pub use runner::{Runner, run_services};
 pub use service::Service;

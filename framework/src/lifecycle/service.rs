@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::body::IntoServiceResult;
-use super::config::{Config, OnGiveUp, Restart};
+use super::config::{Config, OnGiveUp, Reload, Restart};
 use super::context::ServiceContext;
 use super::supervisor::{self, Factory};
 
@@ -215,6 +215,23 @@ impl Service {
                 service.named(name)
             })
             .collect()
+    }
+
+    /// Sets what a reload does to it (default [`Reload::Restart`]; [`Reload::Hook`]
+    /// to take reloads itself through [`ServiceContext::reloads`]).
+    ///
+    /// [`ServiceContext::reloads`]: crate::ServiceContext::reloads
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{Reload, Service};
+    /// let s = Service::without_context("x", || async {}).reload(Reload::Hook);
+    /// # drop(s);
+    /// ```
+    pub fn reload(mut self, reload: Reload) -> Self {
+        self.extra().config.reload = reload;
+        self
     }
 
     /// Sets the restart policy (default [`Restart::OnFailure`]).

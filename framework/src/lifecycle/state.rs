@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT};
+use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
 use super::status::{Event, ServiceState};
 use crate::error::{FailureKind, ServiceError, ServiceErrorKind, ServiceFailure, UnknownService};
 use crate::messaging::bus::{EventBus, Frame, Topic};
@@ -242,6 +242,9 @@ impl Slot {
         }
     }
 }
+
+/// Published on the runner's bus at each reload, for `ServiceContext::reloads`.
+pub(crate) struct ReloadSignal;
 
 /// Everything a runner's parts share.
 pub(crate) struct Shared {
@@ -527,17 +530,24 @@ impl Shared {
         }
     }
 
+    /// A reload (SIGHUP or `RunnerHandle::reload`): services that take reloads
+    /// themselves are told, the others restart in dependency order.
     pub(crate) fn restart_all(&self) {
         if self.shutting_down.load(Ordering::Acquire) {
             return;
         }
-        tracing::info!("restarting every service");
-        // Only the roots: their dependents go down and come back after them by the
-        // dependency rule, so each service restarts once, in dependency order.
-        for slot in self.slots.iter().filter(|s| s.deps().is_empty()) {
-            slot.cmd.request(Command::Restart);
-            slot.wake.notify();
+        tracing::info!("reloading: restarting every service that does not take reloads itself");
+        let hook = |idx: usize| self.config(idx).reload == Reload::Hook;
+        // A service restarted directly is one with no dependency that restarts: the
+        // others go down and come back after their dependencies by the dependency
+        // rule, so each service restarts once, in dependency order.
+        for (idx, slot) in self.slots.iter().enumerate() {
+            if !hook(idx) && slot.deps().iter().all(|&d| hook(d)) {
+                slot.cmd.request(Command::Restart);
+                slot.wake.notify();
+            }
         }
+        self.bus().send(ReloadSignal);
     }
 
     pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<(), UnknownService> {
