@@ -465,3 +465,53 @@ mod model {
         }
     }
 }
+
+#[tokio::test]
+async fn a_failed_item_comes_back_to_the_error_sink() {
+    use servicekit::pipeline::Failed;
+    let errors = Queue::<StageError>::unbounded();
+    let out = Queue::unbounded();
+    let report = Pipeline::from(futures::stream::iter(
+        ["1", "x", "3", "y"].map(String::from),
+    ))
+    // Kept by the pipeline: the stage function knows nothing of it.
+    .via(stage("parse", |s: String| async move { s.parse::<u32>() }).keep_input())
+    // Handed back by the stage function itself.
+    .via(stage("odd", |n: u32| async move {
+        if n % 2 == 1 && n > 1 {
+            Err(Failed {
+                input: n,
+                error: format!("{n} is odd").into(),
+            })
+        } else {
+            Ok(n)
+        }
+    }))
+    .to(out.clone())
+    .errors(errors.clone())
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(out.receiver().try_recv(), Ok(1));
+    let rx = errors.receiver();
+    let mut failed = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        let item = match e.stage() {
+            "parse" => e.input::<String>().cloned().unwrap(),
+            "odd" => e.input::<u32>().unwrap().to_string(),
+            other => panic!("{other}"),
+        };
+        failed.push(format!("{}: {item} ({})", e.stage(), e.error()));
+        assert!(e.input::<Vec<u8>>().is_none(), "another type gives nothing");
+    }
+    failed.sort();
+    assert_eq!(
+        failed,
+        [
+            "odd: 3 (3 is odd)",
+            "parse: x (invalid digit found in string)",
+            "parse: y (invalid digit found in string)"
+        ]
+    );
+    assert_eq!(report.stages[0].failed, 2);
+}

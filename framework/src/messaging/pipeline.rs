@@ -83,7 +83,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::BoxStream;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 
@@ -187,6 +187,102 @@ impl<F> Stage<F> {
         self.ordered = false;
         self
     }
+
+    /// Keeps a copy of each input until the stage function is done with it, so that
+    /// an item that fails reaches the error sink with the item itself:
+    /// [`StageError::input`] gives it back. Costs a clone and a boxed future per
+    /// item. A stage function can also hand the item back by itself, by failing
+    /// with a [`Failed`] (no clone needed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use servicekit::{Pipeline, Queue, pipeline::StageError, stage};
+    ///
+    /// let errors = Queue::<StageError>::unbounded();
+    /// let out = Queue::unbounded();
+    /// Pipeline::from(futures::stream::iter(["1", "x", "3"].map(String::from)))
+    ///     .via(stage("parse", |s: String| async move { s.parse::<u32>() }).keep_input())
+    ///     .to(out.clone())
+    ///     .errors(errors.clone())
+    ///     .run()
+    ///     .await
+    ///     .unwrap();
+    /// let failed = errors.receiver().try_recv().unwrap();
+    /// assert_eq!(failed.input::<String>().map(String::as_str), Some("x"));
+    /// # }
+    /// ```
+    pub fn keep_input<I, U, E, Fut>(
+        self,
+    ) -> Stage<impl Fn(I) -> BoxFuture<'static, Result<U, Failed<I>>> + Send + Sync + 'static>
+    where
+        F: Fn(I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<U, E>> + Send + 'static,
+        I: Clone + fmt::Debug + Send + Sync + 'static,
+        E: Into<BoxError>,
+    {
+        let Stage {
+            name,
+            f,
+            workers,
+            buffer,
+            ordered,
+        } = self;
+        Stage {
+            name,
+            f: move |item: I| {
+                let input = item.clone();
+                let fut = f(item);
+                async move {
+                    fut.await.map_err(|e| Failed {
+                        input,
+                        error: e.into(),
+                    })
+                }
+                .boxed()
+            },
+            workers,
+            buffer,
+            ordered,
+        }
+    }
+}
+
+/// A stage function's error that carries the item that failed, so the error sink gets
+/// it back ([`StageError::input`]); see [`Stage::keep_input`].
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::pipeline::Failed;
+/// let stage_fn = |line: String| async move {
+///     match line.parse::<u32>() {
+///         Ok(n) => Ok(n),
+///         Err(e) => Err(Failed { input: line, error: e.into() }),
+///     }
+/// };
+/// # drop(stage_fn);
+/// ```
+#[derive(Debug)]
+pub struct Failed<I> {
+    /// The item the stage was given.
+    pub input: I,
+    /// Why it failed.
+    pub error: BoxError,
+}
+
+impl<I> fmt::Display for Failed<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<I: fmt::Debug> std::error::Error for Failed<I> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// An item that failed in a stage: the stage's name and the error.
@@ -218,7 +314,8 @@ impl StageError {
         &self.stage
     }
 
-    /// The stage function's error.
+    /// The stage function's error (a [`Failed`] when the stage hands its input back:
+    /// it displays as the error it carries).
     ///
     /// # Examples
     ///
@@ -229,6 +326,22 @@ impl StageError {
     /// ```
     pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.error
+    }
+
+    /// The item that failed, if the stage kept it ([`Stage::keep_input`]) or handed
+    /// it back in a [`Failed`], and it is of type `I`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::pipeline::StageError) {
+    /// if let Some(line) = e.input::<String>() {
+    ///     eprintln!("could not parse {line:?}: {}", e.error());
+    /// }
+    /// # }
+    /// ```
+    pub fn input<I: fmt::Debug + Send + Sync + 'static>(&self) -> Option<&I> {
+        Some(&self.error.downcast_ref::<Failed<I>>()?.input)
     }
 }
 
