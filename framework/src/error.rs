@@ -408,6 +408,12 @@ pub(crate) enum ServiceErrorKind {
     Panicked(String),
     Task(BoxError),
     TaskPanicked(String),
+    /// The run went `silent` without a heartbeat, past its `watchdog`.
+    Hung {
+        watchdog: Duration,
+        last_heartbeat: tokio::time::Instant,
+        silent: Duration,
+    },
 }
 
 /// By hand: the user's error's `Debug` is user code, and guarded.
@@ -427,6 +433,16 @@ impl fmt::Debug for ServiceErrorKind {
             ServiceErrorKind::Task(e) => f.debug_tuple("Task").field(&Guarded(e)).finish(),
             ServiceErrorKind::Panicked(m) => f.debug_tuple("Panicked").field(m).finish(),
             ServiceErrorKind::TaskPanicked(m) => f.debug_tuple("TaskPanicked").field(m).finish(),
+            ServiceErrorKind::Hung {
+                watchdog,
+                last_heartbeat,
+                silent,
+            } => f
+                .debug_struct("Hung")
+                .field("watchdog", watchdog)
+                .field("last_heartbeat", last_heartbeat)
+                .field("silent", silent)
+                .finish(),
         }
     }
 }
@@ -474,6 +490,43 @@ impl ServiceError {
             _ => None,
         }
     }
+
+    /// Whether the run was hung: it went longer than its
+    /// [`watchdog`](crate::Service::watchdog) without a
+    /// [`heartbeat`](crate::ServiceContext::heartbeat), and was stopped for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::error::ServiceError) {
+    /// if e.is_hung() {
+    ///     eprintln!("{e}"); // "service `poller` run 3 hung: no heartbeat for 30s ..."
+    /// }
+    /// # }
+    /// ```
+    pub fn is_hung(&self) -> bool {
+        matches!(self.kind, ServiceErrorKind::Hung { .. })
+    }
+
+    /// When a hung run last beat (its start, if it never did); `None` if the run
+    /// was not hung. On tokio's clock, so it compares with
+    /// `tokio::time::Instant::now()` (and is exact on a paused clock in tests).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(e: &servicekit::error::ServiceError) {
+    /// if let Some(at) = e.last_heartbeat() {
+    ///     eprintln!("last heartbeat {:?} ago", at.elapsed());
+    /// }
+    /// # }
+    /// ```
+    pub fn last_heartbeat(&self) -> Option<tokio::time::Instant> {
+        match self.kind {
+            ServiceErrorKind::Hung { last_heartbeat, .. } => Some(last_heartbeat),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for ServiceError {
@@ -497,6 +550,13 @@ impl fmt::Display for ServiceError {
             ServiceErrorKind::TaskPanicked(m) => write!(
                 f,
                 "a task spawned by service `{}` run {} panicked: {m}",
+                self.service, self.run
+            ),
+            ServiceErrorKind::Hung {
+                watchdog, silent, ..
+            } => write!(
+                f,
+                "service `{}` run {} hung: no heartbeat for {silent:?} (watchdog {watchdog:?})",
                 self.service, self.run
             ),
         }

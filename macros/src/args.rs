@@ -47,6 +47,7 @@ mod kw {
     syn::custom_keyword!(on_give_up);
     syn::custom_keyword!(shutdown_timeout);
     syn::custom_keyword!(reload);
+    syn::custom_keyword!(watchdog);
     syn::custom_keyword!(after);
     syn::custom_keyword!(flavor);
     syn::custom_keyword!(worker_threads);
@@ -115,6 +116,7 @@ keys! {
         OnGiveUp => on_give_up,
         ShutdownTimeout => shutdown_timeout,
         Reload => reload,
+        Watchdog => watchdog,
         After => after,
     }
 }
@@ -448,6 +450,7 @@ pub(crate) struct ServiceArgs {
     pub(crate) on_give_up: Option<At<GiveUp>>,
     pub(crate) shutdown_timeout: Option<Dur>,
     pub(crate) reload: Option<At<Reload>>,
+    pub(crate) watchdog: Option<Dur>,
     pub(crate) after: Vec<LitStr>,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -498,6 +501,7 @@ impl ServiceArgs {
                         &[("restart", Reload::Restart), ("hook", Reload::Hook)],
                     )?);
                 }
+                ServiceKey::Watchdog => out.watchdog = Some(nonzero_duration("watchdog", v)?),
                 ServiceKey::After => out.after = after(v)?,
                 ServiceKey::Crate => out.krate = Some(crate_path(v)?),
             }

@@ -50,6 +50,22 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let sig = &func.sig;
     let params = check::service(sig, &mut errors);
+    if let Some(w) = a.watchdog {
+        match a.every {
+            Some(every) if every.nanos >= w.nanos => errors.push(syn::Error::new(
+                w.span,
+                "`watchdog` must be longer than the period `every`: a periodic service's heartbeat is each tick",
+            )),
+            Some(_) => {}
+            None if !params.iter().any(|p| matches!(p, Param::Context(_))) => {
+                errors.push(syn::Error::new(
+                    w.span,
+                    "`watchdog` needs a `ServiceContext` parameter: the body tells the watchdog it is alive with `ctx.heartbeat()`",
+                ));
+            }
+            None => {}
+        }
+    }
 
     // The context is injected, every other parameter is cloned for each run.
     let mut outer_params = Vec::new();
@@ -146,6 +162,10 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
             Reload::Hook => quote_spanned!(r.span=> Hook),
         };
         builder.push(quote!(.reload(#krate::Reload::#variant)));
+    }
+    if let Some(d) = a.watchdog {
+        let d = duration(&krate, d);
+        builder.push(quote!(.watchdog(#d)));
     }
     if let Some(d) = a.shutdown_timeout {
         let d = duration(&krate, d);

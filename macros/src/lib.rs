@@ -38,6 +38,7 @@ use proc_macro::TokenStream;
 /// | `on_give_up` | `"shutdown"`, `"ignore"` | `"shutdown"` |
 /// | `shutdown_timeout` | duration | the runner's (10 s) |
 /// | `reload` | `"restart"`, `"hook"` (take reloads through `ctx.reloads()`) | `"restart"` |
+/// | `watchdog` | duration: a run that goes this long without `ctx.heartbeat()` is hung, stopped and restarted per policy | none |
 /// | `after` | `["name", ...]`: dependencies | none |
 /// | `crate` | `"path"` to servicekit | `"::servicekit"` |
 ///

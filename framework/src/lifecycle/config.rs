@@ -92,6 +92,8 @@ pub(crate) struct Config {
     pub(crate) on_give_up: OnGiveUp,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) reload: Reload,
+    /// A run that goes this long without a heartbeat is hung.
+    pub(crate) watchdog: Option<Duration>,
 }
 
 /// Default lower bound of the restart delay.
@@ -120,6 +122,7 @@ impl Config {
         on_give_up: OnGiveUp::Shutdown,
         shutdown_timeout: None,
         reload: Reload::Restart,
+        watchdog: None,
     };
 }
 
@@ -130,7 +133,7 @@ impl Default for Config {
 }
 
 impl Config {
-    pub(crate) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, name: &str, has_context: bool) -> Result<(), ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             service: name.to_owned(),
             problem,
@@ -146,6 +149,30 @@ impl Config {
         }
         if self.every.is_some_and(|d| d.is_zero()) {
             return Err(invalid("`every` must be greater than zero".into()));
+        }
+        if let Some(watchdog) = self.watchdog {
+            if watchdog.is_zero() {
+                return Err(invalid("`watchdog` must be greater than zero".into()));
+            }
+            match self.every {
+                // Each tick is a heartbeat (see `periodic`): the wait for the next
+                // one must fit in the watchdog.
+                Some(every) if every >= watchdog => {
+                    return Err(invalid(format!(
+                        "`watchdog` {watchdog:?} must be longer than the period `every` {every:?}: \
+                         a periodic service's heartbeat is each tick"
+                    )));
+                }
+                Some(_) => {}
+                None if !has_context => {
+                    return Err(invalid(
+                        "`watchdog` needs a `ServiceContext` to call `heartbeat()` on \
+                         (or a periodic service, whose ticks are its heartbeats)"
+                            .into(),
+                    ));
+                }
+                None => {}
+            }
         }
         Ok(())
     }

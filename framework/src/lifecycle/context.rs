@@ -136,6 +136,35 @@ impl ServiceContext {
         self.shared.mark_ready(self.idx, self.run);
     }
 
+    /// Tells the service's watchdog that this run is alive (see
+    /// [`Service::watchdog`](crate::Service::watchdog)): a run that goes longer
+    /// than its watchdog without calling this is stopped as hung and restarted per
+    /// its policy. Does nothing for a service without a watchdog, or from a context
+    /// of a run that has ended. Cheap: a clock read and a store.
+    ///
+    /// Call it where the run makes progress (after each message handled, each
+    /// round of a loop), not from a timer of its own: a timer keeps beating while
+    /// the work it should vouch for is stuck.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use servicekit::{service, ServiceContext};
+    /// use std::time::Duration;
+    ///
+    /// #[service(watchdog = "30s")]
+    /// async fn poller(ctx: ServiceContext) {
+    ///     while ctx.until_shutdown(tokio::time::sleep(Duration::from_secs(5))).await.is_some() {
+    ///         // ... poll the upstream (a call that might never answer) ...
+    ///         ctx.heartbeat();
+    ///     }
+    /// }
+    /// # drop(poller());
+    /// ```
+    pub fn heartbeat(&self) {
+        self.shared.heartbeat(self.idx, self.run);
+    }
+
     /// Whether this run has been asked to stop.
     ///
     /// # Examples

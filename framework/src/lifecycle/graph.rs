@@ -26,7 +26,7 @@ pub(crate) fn validate(services: &[Service]) -> Result<Option<Graph>, ConfigErro
         if index.insert(&s.name, i).is_some() {
             return Err(ConfigError::DuplicateName(s.name.clone()));
         }
-        s.config().validate(&s.name)?;
+        s.config().validate(&s.name, s.has_context)?;
         if s.dependencies().contains(&s.name) {
             // A cycle of one service.
             return Err(ConfigError::Cycle(vec![s.name.clone(), s.name.clone()]));

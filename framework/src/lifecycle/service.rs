@@ -332,6 +332,38 @@ impl Service {
         self
     }
 
+    /// Watches each run for hangs: a run that goes `period` without calling
+    /// [`ServiceContext::heartbeat`](crate::ServiceContext::heartbeat) (counted from
+    /// its start) is hung. It is asked to stop, aborted if it has not returned within
+    /// its shutdown timeout, reported as a failed run whose error says it hung and
+    /// when it last beat ([`ServiceError::is_hung`](crate::error::ServiceError::is_hung)),
+    /// and restarted per its policy, like any failure.
+    ///
+    /// Only a running run is watched: not while it waits for its dependencies, for
+    /// its restart delay, or while it stops. A periodic service
+    /// ([`every`](Self::every)) beats at the start and end of each tick by itself, so
+    /// its watchdog catches a tick that takes too long; it must be longer than the
+    /// period. Any other service needs a context to beat with: a watchdog on
+    /// [`Service::without_context`] is rejected when the runner starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let s = servicekit::Service::new("poller", |ctx| async move {
+    ///     while ctx.until_shutdown(tokio::time::sleep(Duration::from_secs(1))).await.is_some() {
+    ///         // ... one round of work ...
+    ///         ctx.heartbeat();
+    ///     }
+    /// })
+    /// .watchdog(Duration::from_secs(30));
+    /// # drop(s);
+    /// ```
+    pub fn watchdog(mut self, period: Duration) -> Self {
+        self.extra().config.watchdog = Some(period);
+        self
+    }
+
     /// How long this service has to return once asked to stop before it is aborted
     /// and reported as hung (default: the runner's).
     ///

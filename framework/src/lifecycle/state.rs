@@ -155,6 +155,9 @@ pub(crate) struct Slot {
     /// Wakes every `ShutdownRequested` of a context when its run is asked to stop.
     pub(crate) stop: Notify,
     listeners: AtomicU8,
+    /// The last heartbeat of the current run, in nanoseconds since the runner
+    /// started (`Shared::started`); kept only for services with a watchdog.
+    beat: AtomicU64,
     /// Set once the service's supervisor has ended (`Shared::supervisor_ended`).
     ended: AtomicBool,
     /// What the runner reports and the run's tied tasks.
@@ -205,6 +208,7 @@ impl Slot {
             stop_run: AtomicU64::new(0),
             stop: Notify::new(),
             listeners: AtomicU8::new(0),
+            beat: AtomicU64::new(0),
             ended: AtomicBool::new(false),
             inner: Mutex::new(SlotInner {
                 state: ServiceState::Starting,
@@ -381,6 +385,28 @@ impl Shared {
         self.emit(|| Event::Ready {
             service: slot.shared_name(),
         });
+    }
+
+    /// Records a heartbeat of run `run` of `idx` now, if it is the current run and
+    /// the service has a watchdog (a context of an old run does not keep a new one
+    /// alive).
+    pub(crate) fn heartbeat(&self, idx: usize, run: u64) {
+        if self.config(idx).watchdog.is_some() && self.phase(idx).run() == run {
+            self.set_beat(idx, Instant::now());
+        }
+    }
+
+    /// Stores `at` as the last heartbeat of `idx`.
+    pub(crate) fn set_beat(&self, idx: usize, at: Instant) {
+        let nanos = at.saturating_duration_since(self.started).as_nanos();
+        self.slots[idx]
+            .beat
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// The last heartbeat of `idx`'s current run (its start if it has not beaten).
+    pub(crate) fn last_beat(&self, idx: usize) -> Instant {
+        self.started + Duration::from_nanos(self.slots[idx].beat.load(Ordering::Acquire))
     }
 
     /// Asks run `run` of `idx` to stop: its context's shutdown is requested.

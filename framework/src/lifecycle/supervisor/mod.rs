@@ -11,6 +11,10 @@
 //! dropped at once), then tied tasks get what is left of the timeout and are aborted
 //! after it. The common case (nothing to wait for, the body returns when asked) is
 //! done in one poll, without a timer.
+//!
+//! A service with a watchdog has one timer more, polled with the body: when it fires
+//! and the run has not beaten since, the run is stopped as above with the reason
+//! `Hung`, and its end is a failure like any other (restarted per the policy).
 
 mod periodic;
 mod restart;
@@ -44,6 +48,11 @@ enum Reason {
     Stop,
     Restart,
     DependencyDown,
+    /// The run's watchdog expired: it last beat at `last`, `silent` before.
+    Hung {
+        last: Instant,
+        silent: Duration,
+    },
 }
 
 struct Outcome {
@@ -151,6 +160,9 @@ struct Supervisor {
     run: u64,
     /// Boxed the first time a run ends by itself: most services never need it.
     restarts: Option<Box<Restarts>>,
+    /// The watchdog's timer, for a service with a watchdog (armed at each run's
+    /// start, see [`watchdog_expired`]).
+    watchdog: Option<Pin<Box<tokio::time::Sleep>>>,
     step: Step,
 }
 
@@ -168,9 +180,9 @@ impl Supervisor {
                     Some(true) => {
                         self.run += 1;
                         self.step = Step::Running;
-                        if let Err(panic) =
-                            body.start(begin_run(&self.shared, self.idx, self.run, cx.waker()))
-                        {
+                        let ctx = begin_run(&self.shared, self.idx, self.run, cx.waker());
+                        arm_watchdog(&self.shared, self.idx, &mut self.watchdog);
+                        if let Err(panic) = body.start(ctx) {
                             // The closure panicked before there was a body: a run that
                             // failed at once.
                             if let Some(slow) = self.end_run(body, Some(Err(panic)), None, cx) {
@@ -204,7 +216,10 @@ impl Supervisor {
                             Poll::Ready(r) => (Some(r), None),
                             Poll::Pending => loop {
                                 if slot.wake.poll_take(cx).is_pending() {
-                                    return Poll::Pending;
+                                    match watchdog_expired(shared, idx, &mut self.watchdog, cx) {
+                                        Some(hung) => break (None, Some(hung)),
+                                        None => return Poll::Pending,
+                                    }
                                 }
                                 if let Some(reason) = stop_reason(shared, idx) {
                                     break (None, Some(reason));
@@ -447,6 +462,48 @@ fn claim(shared: &Shared, idx: usize, run: u64) -> bool {
     false
 }
 
+/// Arms the watchdog's timer of `idx` for a run that has just begun (its start is
+/// its first heartbeat, see `begin_run`), if the service has a watchdog.
+fn arm_watchdog(shared: &Shared, idx: usize, timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    let Some(period) = shared.config(idx).watchdog else {
+        return;
+    };
+    let due = shared.last_beat(idx) + period;
+    match timer {
+        Some(timer) => timer.as_mut().reset(due),
+        None => *timer = Some(Box::pin(tokio::time::sleep_until(due))),
+    }
+}
+
+/// Whether the current run of `idx` has gone longer than its watchdog without a
+/// heartbeat. The timer fires at the last heartbeat it knew of plus the period; a
+/// run that beat since is given its new deadline, without a clock read.
+fn watchdog_expired(
+    shared: &Shared,
+    idx: usize,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Option<Reason> {
+    let timer = timer.as_mut()?;
+    let period = shared.config(idx).watchdog?;
+    loop {
+        if timer.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        // It fired: now is at least its deadline.
+        let fired = timer.deadline();
+        let last = shared.last_beat(idx);
+        let due = last + period;
+        if due <= fired {
+            return Some(Reason::Hung {
+                last,
+                silent: fired.saturating_duration_since(last),
+            });
+        }
+        timer.as_mut().reset(due);
+    }
+}
+
 /// Sleeps the restart delay (not zero: see `Step::Yield`); `false` if the service
 /// must end instead. A restart command cuts the delay short.
 async fn pause(shared: &Shared, idx: usize, delay: Duration) -> bool {
@@ -501,6 +558,9 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64, task: &Waker) -> Servic
     } else {
         Instant::now()
     };
+    if shared.config(idx).watchdog.is_some() {
+        shared.set_beat(idx, since);
+    }
     shared.set_state_with(idx, ServiceState::Running, |inner| {
         inner.run = run;
         inner.open = true;
@@ -547,6 +607,20 @@ fn finish_run(
         Ok(Err(e)) => Err(error(ServiceErrorKind::Returned(e))),
         Err(panic) => Err(error(ServiceErrorKind::Panicked(panic))),
     });
+    // A hung run failed by hanging, whatever it did once asked to stop.
+    let result = match reason {
+        Some(Reason::Hung { last, silent }) => {
+            if let Some(Err(e)) = &result {
+                tracing::warn!(service = %slot.name, run, error = %crate::error::Chain(e), "a hung run also failed as it stopped");
+            }
+            Some(Err(error(ServiceErrorKind::Hung {
+                watchdog: shared.config(idx).watchdog.unwrap_or_default(),
+                last_heartbeat: last,
+                silent,
+            })))
+        }
+        _ => result,
+    };
     shared.set_phase(idx, run, Flags::NONE);
     Outcome {
         result,
@@ -670,6 +744,7 @@ impl Supervisor {
             idx,
             run: 0,
             restarts: None,
+            watchdog: None,
             step: Step::Start,
         }
     }

@@ -43,8 +43,12 @@ where
                 } else {
                     tick.await;
                 }
+                // Each tick is a heartbeat, at its start and end: the watchdog
+                // catches a tick that takes too long.
+                ctx.heartbeat();
                 let run = (inner.lock())(ctx.clone());
                 run.await.into_service_result()?;
+                ctx.heartbeat();
                 let elapsed = start.elapsed().as_nanos();
                 let k = elapsed / period.as_nanos() + 1;
                 due = start

@@ -81,7 +81,16 @@ impl Restarts {
             _ => None,
         };
         let timeout = shared.shutdown_timeout(idx);
-        if outcome.ends.hung {
+        // A run stopped by its watchdog is a failure like any other (restarted per
+        // the policy), whatever its stop had to abort.
+        let watchdog = matches!(outcome.reason, Some(Reason::Hung { .. }));
+        if watchdog && outcome.ends.hung {
+            tracing::error!(service = %slot.name, ?timeout, "the hung run did not stop in time and was aborted");
+        }
+        if watchdog && outcome.ends.tasks_hung > 0 {
+            tracing::error!(service = %slot.name, tasks = outcome.ends.tasks_hung, ?timeout, "tied tasks of the hung run did not stop in time and were aborted");
+        }
+        if outcome.ends.hung && !watchdog {
             tracing::error!(service = %slot.name, ?timeout, "service did not stop in time and was aborted");
             shared.record_failure(ServiceFailure {
                 service: slot.shared_name(),
@@ -89,7 +98,7 @@ impl Restarts {
             });
             return Next::End(ServiceState::Aborted);
         }
-        if outcome.ends.tasks_hung > 0 {
+        if outcome.ends.tasks_hung > 0 && !watchdog {
             let tasks = outcome.ends.tasks_hung;
             tracing::error!(service = %slot.name, tasks, ?timeout, "tied tasks did not stop in time and were aborted");
             shared.record_failure(ServiceFailure {
@@ -119,7 +128,7 @@ impl Restarts {
                 return Next::End(ServiceState::Failed);
             }
             Some(Reason::Restart | Reason::DependencyDown) => return Next::Now,
-            None => {}
+            Some(Reason::Hung { .. }) | None => {}
         }
         let this = restarts.get_or_insert_with(Box::default);
         let Some(error) = failure else {
