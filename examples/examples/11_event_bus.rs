@@ -213,5 +213,7 @@ async fn main() -> servicekit::Result<()> {
         .await?;
     let _ = done.recv().await;
     handle.shutdown();
-    handle.wait().await
+    let report = handle.wait().await?;
+    println!("shutdown report:\n{report}");
+    Ok(())
 }

@@ -7,6 +7,10 @@
 //! * [`ServiceError`] is one failed run of one service: the error it returned or the
 //!   message it panicked with, with the service name and run number.
 //! * [`ConfigError`] names what is wrong with a runner's configuration.
+//! * [`Report`] is what became of each service when a runner ended, returned by
+//!   [`RunnerHandle::wait`](crate::RunnerHandle::wait) and carried inside its
+//!   errors; [`ServiceState`] is defined here because the report and the errors
+//!   name it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,6 +62,8 @@ pub enum Error {
     Forced {
         /// The services that were still stopping and were aborted.
         aborted: Vec<Arc<str>>,
+        /// What became of every service.
+        report: Report,
     },
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers")]
@@ -74,13 +80,35 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// # let err = servicekit::Error::Forced { aborted: vec![] };
+    /// # let err = servicekit::Error::Forced { aborted: vec![], report: Default::default() };
     /// assert!(err.failures().is_empty());
     /// ```
     pub fn failures(&self) -> &[ServiceFailure] {
         match self {
-            Error::Services(f) => &f.0,
+            Error::Services(f) => &f.failures,
             _ => &[],
+        }
+    }
+
+    /// What became of every service, if the runner got as far as starting them
+    /// ([`Error::Services`] and [`Error::Forced`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(handle: servicekit::RunnerHandle) {
+    /// if let Err(e) = handle.wait().await {
+    ///     for s in e.report().into_iter().flat_map(|r| r.unclean()) {
+    ///         eprintln!("{s}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn report(&self) -> Option<&Report> {
+        match self {
+            Error::Services(f) => Some(&f.report),
+            Error::Forced { report, .. } => Some(report),
+            _ => None,
         }
     }
 
@@ -89,7 +117,7 @@ impl Error {
     /// # Examples
     ///
     /// ```
-    /// let err = servicekit::Error::Forced { aborted: vec![] };
+    /// let err = servicekit::Error::Forced { aborted: vec![], report: Default::default() };
     /// assert!(err.is_forced());
     /// ```
     pub fn is_forced(&self) -> bool {
@@ -120,7 +148,10 @@ impl Error {
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct ServiceFailures(pub(crate) Vec<ServiceFailure>);
+pub struct ServiceFailures {
+    pub(crate) failures: Vec<ServiceFailure>,
+    pub(crate) report: Report,
+}
 
 impl ServiceFailures {
     /// The failures, in the order they happened.
@@ -142,7 +173,29 @@ impl ServiceFailures {
     /// # }
     /// ```
     pub fn iter(&self) -> std::slice::Iter<'_, ServiceFailure> {
-        self.0.iter()
+        self.failures.iter()
+    }
+
+    /// What became of every service, the failed ones and the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{Error, Restart, Service, ServiceState, run_services};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broken = Service::without_context("broken", || async { Err::<(), _>("no disk") })
+    ///     .restart(Restart::Never);
+    /// let Err(Error::Services(failures)) = run_services([broken]).await else {
+    ///     panic!("the service gave up");
+    /// };
+    /// let report = failures.report();
+    /// assert_eq!(report.get("broken").unwrap().state, ServiceState::Failed);
+    /// # }
+    /// ```
+    pub fn report(&self) -> &Report {
+        &self.report
     }
 
     /// How many services failed.
@@ -163,7 +216,7 @@ impl ServiceFailures {
     /// # }
     /// ```
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.failures.len()
     }
 
     /// Whether the list is empty (never the case inside an [`Error`]).
@@ -184,7 +237,7 @@ impl ServiceFailures {
     /// # }
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.failures.is_empty()
     }
 }
 
@@ -196,7 +249,9 @@ impl fmt::Display for ServiceFailures {
 
 impl std::error::Error for ServiceFailures {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.first().and_then(|f| std::error::Error::source(f))
+        self.failures
+            .first()
+            .and_then(|f| std::error::Error::source(f))
     }
 }
 
@@ -204,7 +259,7 @@ struct DisplayFailures<'a>(&'a ServiceFailures);
 
 impl fmt::Display for DisplayFailures<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = &self.0.0;
+        let list = &self.0.failures;
         if list.len() == 1 {
             return write!(f, "{}", list[0]);
         }
@@ -231,6 +286,270 @@ impl fmt::Display for DisplayNames<'_> {
                 f.write_str(", ")?;
             }
             write!(f, "`{name}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of one service.
+///
+/// `Starting → Running → (Restarting → Running)* → Stopping → Stopped | Failed |
+/// Aborted`. A service waiting for its dependencies is `Starting`.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::ServiceState;
+/// assert!(ServiceState::Stopped.is_terminal());
+/// assert!(!ServiceState::Running.is_terminal());
+/// assert_eq!(ServiceState::Restarting.to_string(), "restarting");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceState {
+    /// Created, or waiting for its dependencies to be ready.
+    Starting,
+    /// A run is in progress.
+    Running,
+    /// The last run ended and the next one waits for its backoff delay.
+    Restarting,
+    /// Asked to stop; waiting for dependents, then for the run to return.
+    Stopping,
+    /// Ended without error (terminal).
+    Stopped,
+    /// Gave up, failed while stopping, or its runner task failed (terminal).
+    Failed,
+    /// Did not stop by itself and was aborted: its run, or a task tied to it, was
+    /// still running after its shutdown timeout, or a second signal forced the
+    /// shutdown while it was still stopping (terminal). Its future was dropped.
+    Aborted,
+}
+
+impl ServiceState {
+    /// Whether the service has ended for good.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(servicekit::ServiceState::Failed.is_terminal());
+    /// ```
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ServiceState::Stopped | ServiceState::Failed | ServiceState::Aborted
+        )
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Restarting => "restarting",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Failed => "failed",
+            ServiceState::Aborted => "aborted",
+        })
+    }
+}
+
+/// What became of each service when a runner ended: returned by
+/// [`RunnerHandle::wait`](crate::RunnerHandle::wait), and carried inside its errors
+/// ([`Error::report`]) so a failure comes with the whole picture.
+///
+/// Every service in it has ended: its state is terminal, its run's future and the
+/// tasks tied to it ([`ServiceContext::spawn`](crate::ServiceContext::spawn)) have
+/// been dropped. A tied task still running at the end of its run's shutdown timeout
+/// was aborted and is counted in [`ServiceReport::tasks_aborted`].
+///
+/// Its `Display` is a table of every service, one per line.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::{Runner, Service, ServiceState};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> servicekit::Result<()> {
+/// let handle = Runner::new()
+///     .signals(false)
+///     .service(Service::new("api", |ctx| async move { ctx.shutdown_requested().await }))
+///     .start()
+///     .await?;
+/// handle.shutdown();
+/// let report = handle.wait().await?;
+/// let api = report.get("api").expect("api is a service");
+/// assert_eq!((api.state, api.aborted), (ServiceState::Stopped, false));
+/// assert!(report.is_clean());
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub(crate) services: Vec<ServiceReport>,
+}
+
+impl Report {
+    /// Every service, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: &servicekit::Report) {
+    /// for s in report.services() {
+    ///     println!("{}: {} after {} runs", s.name, s.state, s.runs);
+    /// }
+    /// # }
+    /// ```
+    pub fn services(&self) -> &[ServiceReport] {
+        &self.services
+    }
+
+    /// The service with that name, if there is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: &servicekit::Report) {
+    /// if let Some(db) = report.get("db") {
+    ///     println!("db's stop took {:?}", db.stop_duration);
+    /// }
+    /// # }
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&ServiceReport> {
+        self.services.iter().find(|s| &*s.name == name)
+    }
+
+    /// Whether every service ended cleanly ([`ServiceReport::is_clean`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(servicekit::Report::default().is_clean());
+    /// ```
+    pub fn is_clean(&self) -> bool {
+        self.services.iter().all(ServiceReport::is_clean)
+    }
+
+    /// The services that did not end cleanly, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(report: &servicekit::Report) {
+    /// for s in report.unclean() {
+    ///     eprintln!("{s}");
+    /// }
+    /// # }
+    /// ```
+    pub fn unclean(&self) -> impl Iterator<Item = &ServiceReport> {
+        self.services.iter().filter(|s| !s.is_clean())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.services.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What became of one service, in a [`Report`].
+///
+/// # Examples
+///
+/// ```
+/// # fn f(s: &servicekit::ServiceReport) {
+/// if s.aborted || s.tasks_aborted > 0 {
+///     eprintln!("{} did not stop by itself", s.name);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceReport {
+    /// The service's name.
+    pub name: Arc<str>,
+    /// How it ended: `Stopped`, `Failed` or `Aborted`.
+    pub state: ServiceState,
+    /// How many runs started (0 if it never started, e.g. its dependency failed).
+    pub runs: u64,
+    /// How many times it was restarted after a failure.
+    pub restarts: u32,
+    /// Its last failure, if it ever failed (even if a later run stopped cleanly).
+    pub last_error: Option<Arc<ServiceError>>,
+    /// How long its last stop took, from the moment it began stopping (its
+    /// dependents first) until its run and tied tasks were gone; `None` if its last
+    /// run was not stopped (it returned by itself, or never started). A stop done in
+    /// the same poll that asked for it counts as zero.
+    pub stop_duration: Option<Duration>,
+    /// Whether its last run had to be aborted: it did not return within its shutdown
+    /// timeout, or a second signal forced the shutdown while it was stopping.
+    pub aborted: bool,
+    /// How many tasks tied to its runs were still running at the end of their run's
+    /// shutdown timeout (or when a forced shutdown came) and were aborted, over
+    /// every run.
+    pub tasks_aborted: usize,
+}
+
+impl ServiceReport {
+    /// Whether it ended cleanly: `Stopped`, nothing aborted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(s: &servicekit::ServiceReport) -> bool {
+    /// s.is_clean()
+    /// # }
+    /// ```
+    pub fn is_clean(&self) -> bool {
+        self.state == ServiceState::Stopped && !self.aborted && self.tasks_aborted == 0
+    }
+}
+
+impl fmt::Display for ServiceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}`: {} after {} run{}",
+            self.name,
+            self.state,
+            self.runs,
+            if self.runs == 1 { "" } else { "s" }
+        )?;
+        if self.restarts > 0 {
+            write!(
+                f,
+                ", {} restart{}",
+                self.restarts,
+                if self.restarts == 1 { "" } else { "s" }
+            )?;
+        }
+        match self.stop_duration {
+            Some(d) if d.is_zero() => f.write_str(", stopped at once")?,
+            Some(d) => write!(f, ", stop took {d:.3?}")?,
+            None => {}
+        }
+        if self.aborted {
+            f.write_str(", its run was aborted")?;
+        }
+        if self.tasks_aborted > 0 {
+            write!(
+                f,
+                ", {} tied task{} aborted",
+                self.tasks_aborted,
+                if self.tasks_aborted == 1 { "" } else { "s" }
+            )?;
+        }
+        if let Some(e) = &self.last_error {
+            write!(f, "; last error: {}", Chain(&**e))?;
         }
         Ok(())
     }

@@ -100,7 +100,7 @@ pub mod __private;
 #[doc(inline)]
 pub use servicekit_macros::{main, service};
 
-pub use error::{BoxError, Error, FailureKind, Result, ServiceFailure};
+pub use error::{BoxError, Error, FailureKind, Report, Result, ServiceFailure, ServiceReport};
 pub use lifecycle::{
     Event, OnGiveUp, Reload, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
     ServiceStatus, TaskGroup, run_services,

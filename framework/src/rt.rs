@@ -69,10 +69,12 @@ impl<E: Into<BoxError>> MainOutput for Result<(), E> {
         };
         let e: BoxError = e.into();
         let mut forced = false;
+        let mut report = None;
         let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
         while let Some(err) = chain {
-            if let Some(crate::Error::Forced { .. }) = err.downcast_ref::<crate::Error>() {
-                forced = true;
+            if let Some(runner) = err.downcast_ref::<crate::Error>() {
+                forced |= runner.is_forced();
+                report = report.or(runner.report());
             }
             chain = crate::guard::source(err);
         }
@@ -84,7 +86,11 @@ impl<E: Into<BoxError>> MainOutput for Result<(), E> {
         }
         // Rendered whole first: a panic hook's output (a user `Display` that
         // panics) then comes before the message, not in the middle of it.
-        print_err(&format!("Error: {}\n", Report(&*e)));
+        let mut text = format!("Error: {}\n", Report(&*e));
+        if let Some(report) = report {
+            write_unclean(&mut text, report);
+        }
+        print_err(&text);
         if forced {
             ExitCode::from(130)
         } else {
@@ -92,6 +98,31 @@ impl<E: Into<BoxError>> MainOutput for Result<(), E> {
         }
     }
 }
+
+/// The services of a runner's report that did not end cleanly, one per line, at
+/// most [`UNCLEAN_LINES`] of them.
+fn write_unclean(text: &mut String, report: &crate::Report) {
+    use std::fmt::Write;
+    let unclean: Vec<_> = report.unclean().collect();
+    if unclean.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        text,
+        "{} of {} services did not stop cleanly:",
+        unclean.len(),
+        report.services().len()
+    );
+    for s in unclean.iter().take(UNCLEAN_LINES) {
+        let _ = writeln!(text, "  {s}");
+    }
+    if unclean.len() > UNCLEAN_LINES {
+        let _ = writeln!(text, "  ... and {} more", unclean.len() - UNCLEAN_LINES);
+    }
+}
+
+/// How many services `#[servicekit::main]`'s exit message lists.
+const UNCLEAN_LINES: usize = 20;
 
 /// Writes to stderr without panicking: a closed or full stderr loses the text,
 /// never the program (`eprintln!` panics on `EPIPE`).

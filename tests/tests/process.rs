@@ -251,6 +251,14 @@ fn one_sigint_waits_for_the_hung_service_timeout_then_exits_1_naming_it() {
         err.contains("Error: service `stubborn` did not stop within 2s and was aborted"),
         "stderr: {err}"
     );
+    // The exit message lists what did not stop cleanly, from the runner's report.
+    assert!(
+        err.contains(
+            "services did not stop cleanly:\n  `stubborn`: aborted after 1 run, stop took 2."
+        ),
+        "stderr: {err}"
+    );
+    assert!(err.contains("its run was aborted"), "stderr: {err}");
 }
 
 #[test]
@@ -275,6 +283,10 @@ fn a_second_sigint_forces_exit_130_at_once() {
     // Its end says it was aborted, not stopped.
     assert!(
         err.contains("service ended service=stubborn state=aborted"),
+        "{err}"
+    );
+    assert!(
+        err.contains("services did not stop cleanly:\n  `stubborn`: aborted after 1 run"),
         "{err}"
     );
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{Command, Shared};
 use super::status::{Event, ServiceStatus};
-use crate::error::{Error, Result, ServiceFailures, UnknownService};
+use crate::error::{Error, Report, Result, ServiceFailures, UnknownService};
 
 /// A running set of services: status, events, control, and the final outcome.
 ///
@@ -42,19 +42,26 @@ use crate::error::{Error, Result, ServiceFailures, UnknownService};
 ///         break;
 ///     }
 /// }
-/// handle.wait().await
+/// handle.wait().await?;
+/// # Ok(())
 /// # }
 /// ```
 pub struct RunnerHandle {
     shared: Arc<Shared>,
-    control: Option<JoinHandle<()>>,
+    /// The control task until a `wait` has seen it end, then its panic, if any.
+    control: tokio::sync::Mutex<Control>,
+}
+
+enum Control {
+    Running(JoinHandle<()>),
+    Ended(Option<String>),
 }
 
 impl RunnerHandle {
     pub(crate) fn new(shared: Arc<Shared>, control: JoinHandle<()>) -> RunnerHandle {
         RunnerHandle {
             shared,
-            control: Some(control),
+            control: tokio::sync::Mutex::new(Control::Running(control)),
         }
     }
 }
@@ -72,7 +79,9 @@ impl fmt::Debug for RunnerHandle {
 }
 
 impl RunnerHandle {
-    /// A snapshot of every service, in the order they were added.
+    /// A snapshot of every service, in the order they were added. It stays
+    /// readable after the runner has ended ([`wait`](Self::wait) does not consume
+    /// the handle): then it is the final state of each service.
     ///
     /// # Examples
     ///
@@ -129,16 +138,38 @@ impl RunnerHandle {
         Events {
             // Not the whole `Shared`: the stream ends when the runner's sender drops.
             subscribers: self.shared.subscribers.clone(),
-            inner: Box::pin(futures::stream::unfold(
-                self.shared.events.subscribe(),
-                |mut rx| async move {
-                    match rx.recv().await {
-                        Ok(ev) => Some((ev, rx)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => Some((Event::Lagged(n), rx)),
-                        Err(broadcast::error::RecvError::Closed) => None,
-                    }
-                },
-            )),
+            inner: Box::pin(
+                futures::stream::unfold(
+                    (self.shared.events.subscribe(), self.shared.finished.clone()),
+                    |(mut rx, finished)| async move {
+                        // Once the runner has ended, what is buffered is the rest.
+                        let next = if finished.is_cancelled() {
+                            match rx.try_recv() {
+                                Ok(ev) => Ok(ev),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                    Err(broadcast::error::RecvError::Lagged(n))
+                                }
+                                Err(_) => Err(broadcast::error::RecvError::Closed),
+                            }
+                        } else {
+                            tokio::select! {
+                                biased;
+                                r = rx.recv() => r,
+                                () = finished.cancelled() => return Some((None, (rx, finished))),
+                            }
+                        };
+                        match next {
+                            Ok(ev) => Some((Some(ev), (rx, finished))),
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                Some((Some(Event::Lagged(n)), (rx, finished)))
+                            }
+                            Err(broadcast::error::RecvError::Closed) => None,
+                        }
+                    },
+                )
+                // `None` items: the runner ended during a wait, look again.
+                .filter_map(std::future::ready),
+            ),
         }
     }
 
@@ -151,7 +182,8 @@ impl RunnerHandle {
     /// ```
     /// # async fn f(handle: servicekit::RunnerHandle) -> servicekit::Result<()> {
     /// handle.shutdown();
-    /// handle.wait().await
+    /// handle.wait().await?;
+    /// # Ok(())
     /// # }
     /// ```
     pub fn shutdown(&self) {
@@ -229,61 +261,86 @@ impl RunnerHandle {
     }
 
     /// Waits until every service has ended (after a shutdown, an escalation, or because
-    /// they all returned), then reports the outcome. Signal handlers are removed.
+    /// they all returned), then reports what became of each one. Signal handlers are
+    /// removed.
+    ///
+    /// It can be called again (it returns the same outcome), and the handle stays
+    /// usable afterwards: [`status`](Self::status) gives the final state of each
+    /// service.
     ///
     /// # Errors
     ///
     /// [`Error::Forced`] if a second signal forced the shutdown; [`Error::Services`]
-    /// naming every service that gave up, failed while stopping or hung.
+    /// naming every service that gave up, failed while stopping or hung. Both carry
+    /// the [`Report`] too ([`Error::report`]).
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: dropping the future drops the handle, which starts a graceful
-    /// shutdown in the background.
+    /// Cancel safe: a `wait` dropped before the end changes nothing, and a later one
+    /// takes over.
     ///
     /// # Examples
     ///
     /// ```
     /// # async fn f(handle: servicekit::RunnerHandle) {
-    /// if let Err(e) = handle.wait().await {
-    ///     eprintln!("{e}");
+    /// match handle.wait().await {
+    ///     Ok(report) => println!("clean shutdown:\n{report}"),
+    ///     Err(e) => eprintln!("{e}"),
     /// }
+    /// let final_states = handle.status();
+    /// # drop(final_states);
     /// # }
     /// ```
-    pub async fn wait(mut self) -> Result<()> {
-        if let Some(control) = self.control.take()
-            && let Err(e) = control.await
-            && e.is_panic()
-        {
-            // The control task died (it relays signals and waits for the services):
-            // the services are still stopped, and the error says what happened.
-            let message = crate::guard::message(e.into_panic());
-            tracing::error!(%message, "the runner's control task panicked");
-            self.shared.begin_shutdown();
-            self.shared.all_ended().await;
+    pub async fn wait(&self) -> Result<Report> {
+        let panic = {
+            let mut control = self.control.lock().await;
+            if let Control::Running(task) = &mut *control {
+                let panic = match task.await {
+                    Err(e) if e.is_panic() => Some(crate::guard::message(e.into_panic())),
+                    _ => None,
+                };
+                if let Some(message) = &panic {
+                    // The control task died (it relays signals and waits for the
+                    // services): the services are still stopped, and the error says
+                    // what happened.
+                    tracing::error!(%message, "the runner's control task panicked");
+                    self.shared.begin_shutdown();
+                    self.shared.all_ended().await;
+                    self.shared.finished.cancel();
+                }
+                *control = Control::Ended(panic);
+            }
+            match &*control {
+                Control::Ended(panic) => panic.clone(),
+                Control::Running(_) => None,
+            }
+        };
+        if let Some(message) = panic {
             return Err(Error::Internal(message));
         }
         outcome(&self.shared)
     }
 }
 
-fn outcome(shared: &Shared) -> Result<()> {
+fn outcome(shared: &Shared) -> Result<Report> {
+    let report = shared.report();
     if shared.forced.load(Ordering::Acquire) {
         return Err(Error::Forced {
-            aborted: std::mem::take(&mut *shared.aborted.lock()),
+            aborted: shared.aborted.lock().clone(),
+            report,
         });
     }
-    let failures = std::mem::take(&mut *shared.failures.lock());
+    let failures = shared.failures.lock().clone();
     if failures.is_empty() {
-        Ok(())
+        Ok(report)
     } else {
-        Err(Error::Services(ServiceFailures(failures)))
+        Err(Error::Services(ServiceFailures { failures, report }))
     }
 }
 
 impl Drop for RunnerHandle {
     fn drop(&mut self) {
-        if self.control.is_some() {
+        if let Control::Running(_) = self.control.get_mut() {
             self.shared.begin_shutdown();
         }
     }

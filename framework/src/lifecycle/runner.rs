@@ -40,7 +40,8 @@ use crate::messaging::bus::{EventBus, Frame};
 ///     .await?;
 /// assert_eq!(handle.status().len(), 1);
 /// handle.shutdown();
-/// handle.wait().await
+/// handle.wait().await?;
+/// # Ok(())
 /// # }
 /// ```
 #[must_use = "a Runner does nothing until `start` or `run` is awaited"]
@@ -220,7 +221,8 @@ impl Runner {
     ///     .service(servicekit::Service::without_context("once", || async {}))
     ///     .start()
     ///     .await?;
-    /// handle.wait().await
+    /// handle.wait().await?;
+    /// # Ok(())
     /// # }
     /// ```
     pub async fn start(self) -> Result<RunnerHandle> {
@@ -306,7 +308,8 @@ impl Runner {
     /// # }
     /// ```
     pub async fn run(self) -> Result<()> {
-        self.start().await?.wait().await
+        // The report of a clean run is dropped: `start` and `wait` give it.
+        self.start().await?.wait().await.map(drop)
     }
 }
 
@@ -360,6 +363,8 @@ async fn control(shared: Arc<Shared>, mut signals: Option<signals::Signals>) {
     // Dropping the signal stream unregisters it; once no runner is active the
     // default actions come back.
     drop(signals);
+    // `Events` streams end once they have yielded what is buffered.
+    shared.finished.cancel();
 }
 
 /// Runs services until they have all ended, one gave up, or a shutdown signal

@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
 use super::status::{Event, ServiceState};
-use crate::error::{FailureKind, ServiceError, ServiceErrorKind, ServiceFailure, UnknownService};
+use crate::error::{
+    FailureKind, Report, ServiceError, ServiceErrorKind, ServiceFailure, ServiceReport,
+    UnknownService,
+};
 use crate::messaging::bus::{EventBus, Frame, Topic};
 use crate::sync::{Mutex, Signal};
 
@@ -179,6 +182,12 @@ pub(crate) struct SlotInner {
     pub(crate) tied: Option<Box<Tied>>,
     /// Made by the first `ctx.cancellation_token()` of the run.
     pub(crate) token: Option<CancellationToken>,
+    /// How long the last stop took, if the last run was stopped (for the report).
+    pub(crate) stop_took: Option<Duration>,
+    /// Whether the last run had to be aborted.
+    pub(crate) aborted: bool,
+    /// Tied tasks aborted so far, over every run.
+    pub(crate) tasks_aborted: usize,
 }
 
 /// The tasks tied to a run, and the first failure among them.
@@ -219,6 +228,9 @@ impl Slot {
                 open: false,
                 tied: None,
                 token: None,
+                stop_took: None,
+                aborted: false,
+                tasks_aborted: 0,
             }),
         }
     }
@@ -259,6 +271,8 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) forced: AtomicBool,
     pub(crate) root: CancellationToken,
+    /// Cancelled when the runner has ended (its control task is over).
+    pub(crate) finished: CancellationToken,
     pub(crate) events: broadcast::Sender<Event>,
     /// Live `Events` streams: checked on every state change, so no lock is taken
     /// when nobody listens (`broadcast::Sender::receiver_count` locks).
@@ -297,6 +311,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             root: token.unwrap_or_default(),
+            finished: CancellationToken::new(),
             events: broadcast::channel(1024).0,
             subscribers: Arc::default(),
             failures: Mutex::new(Vec::new()),
@@ -513,7 +528,9 @@ impl Shared {
         let (run, tied) = {
             let mut inner = slot.inner.lock();
             inner.open = false;
-            (inner.run, inner.tied.take())
+            let tied = inner.tied.take();
+            inner.tasks_aborted += tied.as_ref().map_or(0, |t| t.set.len());
+            (inner.run, tied)
         };
         // Dropping the set aborts the tasks (tokio drops them, guarded, on their
         // own threads).
@@ -574,6 +591,30 @@ impl Shared {
             }
         }
         self.bus().send(ReloadSignal);
+    }
+
+    /// What became of every service, as it is now (final once every supervisor
+    /// has ended).
+    pub(crate) fn report(&self) -> Report {
+        Report {
+            services: self
+                .slots
+                .iter()
+                .map(|slot| {
+                    let inner = slot.inner.lock();
+                    ServiceReport {
+                        name: slot.shared_name(),
+                        state: inner.state,
+                        runs: inner.run,
+                        restarts: inner.restarts,
+                        last_error: inner.last_error.clone(),
+                        stop_duration: inner.stop_took,
+                        aborted: inner.aborted,
+                        tasks_aborted: inner.tasks_aborted,
+                    }
+                })
+                .collect(),
+        }
     }
 
     pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<(), UnknownService> {

@@ -1,73 +1,11 @@
-//! What the runner reports: each service's state, a snapshot of it, and events.
+//! What the runner reports: each service's state (defined with the errors, which
+//! report it too), a snapshot of it, and events.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ServiceError;
-
-/// The state of one service.
-///
-/// `Starting → Running → (Restarting → Running)* → Stopping → Stopped | Failed |
-/// Aborted`. A service waiting for its dependencies is `Starting`.
-///
-/// # Examples
-///
-/// ```
-/// use servicekit::ServiceState;
-/// assert!(ServiceState::Stopped.is_terminal());
-/// assert!(!ServiceState::Running.is_terminal());
-/// assert_eq!(ServiceState::Restarting.to_string(), "restarting");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ServiceState {
-    /// Created, or waiting for its dependencies to be ready.
-    Starting,
-    /// A run is in progress.
-    Running,
-    /// The last run ended and the next one waits for its backoff delay.
-    Restarting,
-    /// Asked to stop; waiting for dependents, then for the run to return.
-    Stopping,
-    /// Ended without error (terminal).
-    Stopped,
-    /// Gave up, failed while stopping, or its runner task failed (terminal).
-    Failed,
-    /// Did not stop by itself and was aborted: its run, or a task tied to it, was
-    /// still running after its shutdown timeout, or a second signal forced the
-    /// shutdown while it was still stopping (terminal). Its future was dropped.
-    Aborted,
-}
-
-impl ServiceState {
-    /// Whether the service has ended for good.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert!(servicekit::ServiceState::Failed.is_terminal());
-    /// ```
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            ServiceState::Stopped | ServiceState::Failed | ServiceState::Aborted
-        )
-    }
-}
-
-impl fmt::Display for ServiceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServiceState::Starting => "starting",
-            ServiceState::Running => "running",
-            ServiceState::Restarting => "restarting",
-            ServiceState::Stopping => "stopping",
-            ServiceState::Stopped => "stopped",
-            ServiceState::Failed => "failed",
-            ServiceState::Aborted => "aborted",
-        })
-    }
-}
+pub use crate::error::ServiceState;
 
 /// A snapshot of one service, from [`RunnerHandle::status`](crate::RunnerHandle::status).
 ///

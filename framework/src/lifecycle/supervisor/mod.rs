@@ -76,6 +76,10 @@ struct WoundDown {
     aborted: bool,
     /// Tied tasks still running after the shutdown timeout.
     tasks_hung: usize,
+    /// Tied tasks still running when a forced shutdown dropped them.
+    tasks_dropped: usize,
+    /// How long the wind-down took.
+    took: Option<Duration>,
 }
 
 /// A panic while a run's future was dropped, as the run's failure.
@@ -408,6 +412,9 @@ fn end_stopped(shared: &Shared, idx: usize, run: u64) -> bool {
         inner.open = false;
         inner.state = ServiceState::Stopped;
         inner.since = None;
+        // Stopped in the poll that asked.
+        inner.stop_took = Some(Duration::ZERO);
+        inner.aborted = false;
     }
     shared.set_phase(idx, run, Flags::ENDED);
     shared.announce(idx, ServiceState::Stopping);
@@ -592,6 +599,10 @@ fn finish_run(
     let task_error = {
         let mut inner = slot.inner.lock();
         inner.open = false;
+        // For the report: what this run's end cost.
+        inner.stop_took = reason.map(|_| ends.took.unwrap_or_default());
+        inner.aborted = ends.hung || ends.aborted;
+        inner.tasks_aborted += ends.tasks_hung + ends.tasks_dropped;
         inner.tied.take().and_then(|t| t.error)
     };
     let error = |kind| ServiceError {
@@ -646,6 +657,7 @@ async fn wind_down(
     mut asked: bool,
 ) -> (Option<RunResult>, WoundDown, bool) {
     let slot = &shared.slots[idx];
+    let began = Instant::now();
     let mut ends = WoundDown::default();
     let mut fut = std::future::poll_fn(|cx| body.poll(cx));
     let forced = || shared.forced.load(Ordering::Acquire);
@@ -730,7 +742,12 @@ async fn wind_down(
                 () = slot.wake.notified() => {}
             }
         }
+        if ends.tasks_hung == 0 {
+            // A forced shutdown came first: the set's drop aborts them.
+            ends.tasks_dropped = set.len();
+        }
     }
+    ends.took = Some(began.elapsed());
     (result, ends, asked)
 }
 
