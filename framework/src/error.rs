@@ -274,9 +274,9 @@ impl fmt::Display for DisplayFailures<'_> {
     }
 }
 
-struct DisplayNames<'a>(&'a [Arc<str>]);
+struct DisplayNames<'a, S>(&'a [S]);
 
-impl fmt::Display for DisplayNames<'_> {
+impl<S: fmt::Display> fmt::Display for DisplayNames<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
             return f.write_str("nothing");
@@ -932,6 +932,38 @@ pub enum ConfigError {
         service: String,
         /// What is wrong, naming the setting.
         problem: String,
+    },
+    /// A service was [added](crate::RunnerHandle::add) to a runner that is shutting
+    /// down or has ended.
+    #[error("cannot add service `{0}`: the runner is shutting down or has ended")]
+    NotRunning(String),
+}
+
+/// Why [`RunnerHandle::remove`](crate::RunnerHandle::remove) refused.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::error::RemoveError;
+/// let e = RemoveError::HasDependents { service: "db".into(), dependents: vec!["api".into()] };
+/// assert_eq!(
+///     e.to_string(),
+///     "service `db` cannot be removed while services depend on it: `api` (remove them first)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoveError {
+    /// No service has that name.
+    #[error(transparent)]
+    Unknown(#[from] UnknownService),
+    /// Services that have not been removed depend on it.
+    #[error("service `{service}` cannot be removed while services depend on it: {} (remove them first)", DisplayNames(.dependents))]
+    HasDependents {
+        /// The service.
+        service: String,
+        /// The services that depend on it.
+        dependents: Vec<String>,
     },
 }
 

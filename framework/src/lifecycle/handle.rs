@@ -13,9 +13,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::service::Service;
 use super::state::{Command, Shared};
 use super::status::{Event, ServiceStatus};
-use crate::error::{Error, Report, Result, ServiceFailures, UnknownService};
+use super::supervisor;
+use crate::error::{
+    ConfigError, Error, RemoveError, Report, Result, ServiceFailures, ServiceReport, UnknownService,
+};
 
 /// A running set of services: status, events, control, and the final outcome.
 ///
@@ -97,6 +101,7 @@ impl RunnerHandle {
         self.shared
             .slots
             .iter()
+            .filter(|slot| !slot.is_removed())
             .map(|slot| {
                 let inner = slot.inner.lock();
                 ServiceStatus {
@@ -258,6 +263,171 @@ impl RunnerHandle {
     /// ```
     pub fn stop(&self, name: &str) -> Result<(), UnknownService> {
         self.shared.command(name, Command::Stop)
+    }
+
+    /// Adds a service to the running set and starts it (once its dependencies are
+    /// ready). Every rule of the services given at start holds for it: its restart
+    /// policy, backoff and intensity, its watchdog, and its dependencies both ways
+    /// (it stops and restarts with them; services added later may depend on it). It
+    /// appears in [`status`](Self::status), [`events`](Self::events) and the report.
+    ///
+    /// It is spawned on the runtime the runner started on, so this may be called
+    /// from any thread.
+    ///
+    /// # Errors
+    ///
+    /// Checked against the running set before anything starts, as
+    /// [`Runner::start`](crate::Runner::start) checks the initial one:
+    /// [`ConfigError::EmptyName`], [`ConfigError::DuplicateName`] (a service not
+    /// removed has that name), [`ConfigError::UnknownDependency`],
+    /// [`ConfigError::Cycle`] (it depends on itself: nothing running can depend on a
+    /// service not yet added, so no longer cycle can form), [`ConfigError::Invalid`],
+    /// and [`ConfigError::NotRunning`] once the runner is shutting down.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{Runner, Service};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> servicekit::Result<()> {
+    /// let handle = Runner::new()
+    ///     .signals(false)
+    ///     .service(Service::new("db", |ctx| async move {
+    ///         ctx.ready();
+    ///         ctx.shutdown_requested().await
+    ///     }))
+    ///     .start()
+    ///     .await?;
+    /// handle.add(
+    ///     Service::new("tenant-42", |ctx| async move { ctx.shutdown_requested().await })
+    ///         .after(["db"]),
+    /// )?;
+    /// handle.shutdown();
+    /// let report = handle.wait().await?;
+    /// assert!(report.get("tenant-42").is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add(&self, service: Service) -> Result<(), ConfigError> {
+        let shared = &self.shared;
+        let (idx, factory) = {
+            let mut guard = shared.registry();
+            let reg = guard.as_mut().expect("made by `registry`");
+            let name = service.name.as_str();
+            if name.is_empty() {
+                return Err(ConfigError::EmptyName);
+            }
+            if reg.names.contains_key(name) {
+                return Err(ConfigError::DuplicateName(name.to_owned()));
+            }
+            service.config().validate(name, service.has_context)?;
+            let mut deps = Vec::with_capacity(service.dependencies().len());
+            for d in service.dependencies() {
+                if d == name {
+                    return Err(ConfigError::Cycle(vec![name.to_owned(), name.to_owned()]));
+                }
+                let Some(&j) = reg.names.get(d.as_str()) else {
+                    return Err(ConfigError::UnknownDependency {
+                        service: name.to_owned(),
+                        dependency: d.clone(),
+                    });
+                };
+                if !deps.contains(&j) {
+                    deps.push(j);
+                }
+            }
+            if !shared.admit() {
+                return Err(ConfigError::NotRunning(name.to_owned()));
+            }
+            let (slot, factory) =
+                service.into_slot(deps.clone(), Vec::new(), shared.default_shutdown_timeout());
+            let idx = shared.slots.push(slot);
+            reg.names.insert(shared.slots[idx].shared_name(), idx);
+            for d in deps {
+                Shared::add_dependent(reg, &shared.slots, d, idx);
+            }
+            (idx, factory)
+        };
+        supervisor::spawn(shared.clone(), idx, factory, Some(&shared.rt));
+        Ok(())
+    }
+
+    /// Stops a service for good and forgets it: it leaves
+    /// [`status`](Self::status) and the final report, its name is free for a new
+    /// service, and what it kept is freed. Returns what became of it.
+    ///
+    /// A service others depend on is not removed: remove (or never add) its
+    /// dependents first. Stopping a dependency under running dependents is what
+    /// [`stop`](Self::stop) is for; removing one would leave them pointing at
+    /// nothing.
+    ///
+    /// It stops as in a shutdown (asked, then given its shutdown timeout, then
+    /// aborted), and this waits for that. A service that has already ended is
+    /// forgotten at once. As when services end by themselves, a runner whose last
+    /// service is removed has nothing left to run, and ends.
+    ///
+    /// Each service added takes a slot in the runner's table (about 250 bytes) that
+    /// is not reused after it is removed; what it kept besides (its last error, its
+    /// tasks) is freed.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoveError::Unknown`] if no service has that name,
+    /// [`RemoveError::HasDependents`] naming those that depend on it.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before the service has ended, the service still
+    /// stops, but is not forgotten: call `remove` again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{Runner, Service, ServiceState};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> servicekit::Result<()> {
+    /// let handle = Runner::new()
+    ///     .signals(false)
+    ///     .service(Service::new("a", |ctx| async move { ctx.shutdown_requested().await }))
+    ///     .service(Service::new("b", |ctx| async move { ctx.shutdown_requested().await }))
+    ///     .start()
+    ///     .await?;
+    /// let removed = handle.remove("b").await.expect("nothing depends on b");
+    /// assert_eq!(removed.state, ServiceState::Stopped);
+    /// assert_eq!(handle.status().len(), 1);
+    /// handle.shutdown();
+    /// handle.wait().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn remove(&self, name: &str) -> Result<ServiceReport, RemoveError> {
+        let shared = &self.shared;
+        let idx = {
+            let guard = shared.registry();
+            let reg = guard.as_ref().expect("made by `registry`");
+            let idx = *reg
+                .names
+                .get(name)
+                .ok_or_else(|| UnknownService(name.to_owned()))?;
+            let dependents = shared.live_dependents(reg, idx);
+            if !dependents.is_empty() {
+                return Err(RemoveError::HasDependents {
+                    service: name.to_owned(),
+                    dependents,
+                });
+            }
+            idx
+        };
+        let slot = &shared.slots[idx];
+        slot.cmd.request(Command::Stop);
+        slot.wake.notify();
+        shared.wait_ended(idx).await;
+        let report = shared.service_report(idx);
+        let mut guard = shared.registry();
+        shared.forget(guard.as_mut().expect("made by `registry`"), idx);
+        Ok(report)
     }
 
     /// Waits until every service has ended (after a shutdown, an escalation, or because

@@ -6,7 +6,8 @@
 //!
 //! * `status`: what the runner reports ([`ServiceState`], [`ServiceStatus`], [`Event`]);
 //!   `config`: a service's settings and their defaults; `body`: what a body returns.
-//! * `state`: the slots every part of a runner shares (phase, commands, wake-ups).
+//! * `state`: the slots every part of a runner shares (phase, commands, wake-ups);
+//!   `slots`: their table, which grows as services are added at runtime.
 //! * `context`: [`ServiceContext`], a run's view of its slot.
 //! * `supervisor`: one per service, in the service's task: runs, stops and restarts it.
 //! * `service`: the [`Service`] value; `graph`: names, dependencies, start order.
@@ -55,6 +56,7 @@ mod handle;
 mod runner;
 mod service;
 pub(crate) mod signals;
+mod slots;
 mod state;
 mod status;
 mod supervisor;

@@ -13,7 +13,7 @@ use super::graph;
 use super::handle::RunnerHandle;
 use super::service::Service;
 use super::signals;
-use super::state::{Shared, Slot};
+use super::state::Shared;
 use super::supervisor;
 use crate::error::{Error, Result};
 use crate::messaging::bus::{EventBus, Frame};
@@ -241,26 +241,11 @@ impl Runner {
         let mut slots = Vec::with_capacity(services.len());
         let mut factories = Vec::with_capacity(services.len());
         for (i, s) in services.into_iter().enumerate() {
-            let Service {
-                name,
-                has_context,
-                extra,
-                factory,
-            } = s;
-            let config = extra.map(|extra| {
-                let mut config = extra.config;
-                config.shutdown_timeout = Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
-                Box::new(config)
-            });
             let take =
                 |v: &mut Vec<Vec<usize>>| v.get_mut(i).map(std::mem::take).unwrap_or_default();
-            slots.push(Slot::new(
-                name,
-                has_context,
-                config,
-                take(&mut deps),
-                take(&mut dependents),
-            ));
+            let (slot, factory) =
+                s.into_slot(take(&mut deps), take(&mut dependents), shutdown_timeout);
+            slots.push(slot);
             factories.push(Some(factory));
         }
 
@@ -282,7 +267,7 @@ impl Runner {
         let order = graph.map_or_else(|| (0..factories.len()).collect(), |g| g.order);
         for idx in order {
             let factory = factories[idx].take().expect("each service is started once");
-            supervisor::spawn(shared.clone(), idx, factory);
+            supervisor::spawn(shared.clone(), idx, factory, None);
         }
 
         let control = tokio::spawn(control(shared.clone(), signals));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::body::IntoServiceResult;
 use super::config::{Config, OnGiveUp, Reload, Restart};
 use super::context::ServiceContext;
+use super::state::Slot;
 use super::supervisor::{self, Factory};
 
 /// A named, restartable unit of work, ready to be run by [`run_services`] or a
@@ -395,5 +396,33 @@ impl Service {
     {
         self.extra().after.extend(names.into_iter().map(Into::into));
         self
+    }
+}
+
+impl Service {
+    /// Its slot in a runner (with its dependencies and dependents as indices) and
+    /// the factory of its task. Its settings get the runner's shutdown timeout if
+    /// they set none.
+    pub(crate) fn into_slot(
+        self,
+        deps: Vec<usize>,
+        dependents: Vec<usize>,
+        shutdown_timeout: Duration,
+    ) -> (Slot, Factory) {
+        let Service {
+            name,
+            has_context,
+            extra,
+            factory,
+        } = self;
+        let config = extra.map(|extra| {
+            let mut config = extra.config;
+            config.shutdown_timeout = Some(config.shutdown_timeout.unwrap_or(shutdown_timeout));
+            Box::new(config)
+        });
+        (
+            Slot::new(name, has_context, config, deps, dependents),
+            factory,
+        )
     }
 }

@@ -18,6 +18,7 @@
 //!   `ShutdownRequested` registered with `stop`, a `CancellationToken`) is recorded
 //!   in `listeners` first, so a request that finds nobody takes no lock.
 
+use std::collections::HashMap;
 use std::ops::BitOr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
+use super::slots::Slots;
 use super::status::{Event, ServiceState};
 use crate::error::{
     FailureKind, Report, ServiceError, ServiceErrorKind, ServiceFailure, ServiceReport,
@@ -163,6 +165,12 @@ pub(crate) struct Slot {
     beat: AtomicU64,
     /// Set once the service's supervisor has ended (`Shared::supervisor_ended`).
     ended: AtomicBool,
+    /// Set once the service has been removed (`RunnerHandle::remove`): it is
+    /// skipped by name lookups, status and the report.
+    pub(crate) removed: AtomicBool,
+    /// Whether services added at runtime depend on it (their indices are in the
+    /// registry, `Registry::dependents`). Never cleared.
+    has_extra: AtomicBool,
     /// What the runner reports and the run's tied tasks.
     pub(crate) inner: Mutex<SlotInner>,
 }
@@ -219,6 +227,8 @@ impl Slot {
             listeners: AtomicU8::new(0),
             beat: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            has_extra: AtomicBool::new(false),
             inner: Mutex::new(SlotInner {
                 state: ServiceState::Starting,
                 restarts: 0,
@@ -244,8 +254,8 @@ impl Slot {
         &self.deps
     }
 
-    pub(crate) fn dependents(&self) -> &[usize] {
-        &self.dependents
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     /// Records (for good) that someone besides the supervisor listens for stop
@@ -262,9 +272,27 @@ impl Slot {
 /// Published on the runner's bus at each reload, for `ServiceContext::reloads`.
 pub(crate) struct ReloadSignal;
 
+/// What only services added or removed at runtime need, made by the first lookup
+/// by name that needs it, so a runner whose set never changes pays nothing for it.
+#[derive(Default)]
+pub(crate) struct Registry {
+    /// Every service not removed, by name.
+    pub(crate) names: HashMap<Arc<str>, usize>,
+    /// The dependents added at runtime of each service (`Slot::has_extra`).
+    pub(crate) dependents: HashMap<usize, Vec<usize>>,
+}
+
 /// Everything a runner's parts share.
 pub(crate) struct Shared {
-    pub(crate) slots: Box<[Slot]>,
+    pub(crate) slots: Slots<Slot>,
+    /// Made on first use: see [`Registry`].
+    registry: Mutex<Option<Box<Registry>>>,
+    /// `RunnerHandle::remove` calls waiting for a supervisor to end.
+    removers: AtomicUsize,
+    /// Notified as a supervisor ends, while `removers` is not zero.
+    slot_ended: Notify,
+    /// The runtime the runner started on: services added later are spawned there.
+    pub(crate) rt: tokio::runtime::Handle,
     /// The settings of services that set none: the defaults, with the runner's
     /// shutdown timeout.
     default_config: Config,
@@ -303,7 +331,11 @@ impl Shared {
             bus_events: frame.bus().topic::<Event>(),
             frame,
             live: AtomicUsize::new(slots.len()),
-            slots: slots.into(),
+            slots: Slots::new(slots),
+            registry: Mutex::new(None),
+            removers: AtomicUsize::new(0),
+            slot_ended: Notify::new(),
+            rt: tokio::runtime::Handle::current(),
             default_config: Config {
                 shutdown_timeout: Some(shutdown_timeout),
                 ..Config::DEFAULT
@@ -339,12 +371,110 @@ impl Shared {
     /// Called by each supervisor as it ends; a second call for the same service (its
     /// task panicked after it ended) does nothing.
     pub(crate) fn supervisor_ended(&self, idx: usize) {
-        if self.slots[idx].ended.swap(true, Ordering::AcqRel) {
+        if self.slots[idx].ended.swap(true, Ordering::SeqCst) {
             return;
+        }
+        // Pairs with `wait_ended`: it counts itself, then looks at `ended`.
+        if self.removers.load(Ordering::SeqCst) > 0 {
+            self.slot_ended.notify_waiters();
         }
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.ended.notify_waiters();
         }
+    }
+
+    /// Waits until the supervisor of `idx` has ended.
+    pub(crate) async fn wait_ended(&self, idx: usize) {
+        struct Count<'a>(&'a AtomicUsize);
+        impl Drop for Count<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.removers.fetch_add(1, Ordering::SeqCst);
+        let _count = Count(&self.removers);
+        loop {
+            let notified = self.slot_ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.slots[idx].ended.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A service is being added: counts its supervisor as live, unless every
+    /// supervisor has already ended (the runner is over) or shutdown has begun.
+    pub(crate) fn admit(&self) -> bool {
+        !self.shutting_down.load(Ordering::Acquire)
+            && self
+                .live
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n > 0).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// The registry, made on first use from the services not removed.
+    pub(crate) fn registry(&self) -> crate::sync::MutexGuard<'_, Option<Box<Registry>>> {
+        let mut reg = self.registry.lock();
+        if reg.is_none() {
+            let mut names = HashMap::with_capacity(self.slots.len());
+            for (idx, slot) in self.slots.iter().enumerate() {
+                if !slot.is_removed() {
+                    names.insert(slot.shared_name(), idx);
+                }
+            }
+            *reg = Some(Box::new(Registry {
+                names,
+                dependents: HashMap::new(),
+            }));
+        }
+        reg
+    }
+
+    /// Records that `dependent` (added at runtime) depends on `idx`. Under the
+    /// registry's lock, before `dependent`'s supervisor starts.
+    pub(crate) fn add_dependent(
+        reg: &mut Registry,
+        slots: &Slots<Slot>,
+        idx: usize,
+        dependent: usize,
+    ) {
+        reg.dependents.entry(idx).or_default().push(dependent);
+        // `SeqCst`, with the fences of `claim` and `end_run`: a dependency that
+        // stops reads it after its fence (see `any_dependent`).
+        slots[idx].has_extra.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `f` holds for a dependent of `idx`, given at start or added since.
+    pub(crate) fn any_dependent(&self, idx: usize, mut f: impl FnMut(usize) -> bool) -> bool {
+        let slot = &self.slots[idx];
+        if slot.dependents.iter().any(|&d| f(d)) {
+            return true;
+        }
+        if slot.has_extra.load(Ordering::SeqCst) {
+            let reg = self.registry.lock();
+            if let Some(list) = reg.as_ref().and_then(|r| r.dependents.get(&idx)) {
+                return list.iter().any(|&d| f(d));
+            }
+        }
+        false
+    }
+
+    /// Whether `idx` has dependents (given at start, or added since).
+    pub(crate) fn has_dependents(&self, idx: usize) -> bool {
+        let slot = &self.slots[idx];
+        !slot.dependents.is_empty() || slot.has_extra.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the supervisors of every dependent of `idx`.
+    fn wake_dependents(&self, idx: usize) {
+        self.any_dependent(idx, |d| {
+            self.slots[d].wake.notify();
+            false
+        });
     }
 
     pub(crate) async fn all_ended(&self) {
@@ -365,11 +495,15 @@ impl Shared {
     /// and dependencies (waiting for their dependents to stop).
     pub(crate) fn set_phase(&self, idx: usize, run: u64, flags: Flags) {
         let slot = &self.slots[idx];
-        slot.phase
-            .store(Phase::new(run, flags).0, Ordering::Release);
-        for &d in slot.dependents().iter().chain(slot.deps()) {
+        // `SeqCst` (a swap: a store that is also a full barrier, which a plain
+        // `SeqCst` store is on x86 anyway): the look for dependents added at runtime
+        // (`any_dependent`) comes after it, and a dependent being added checks this
+        // phase after its own fence (`claim`), so one of them sees the other.
+        slot.phase.swap(Phase::new(run, flags).0, Ordering::SeqCst);
+        for &d in slot.deps() {
             self.slots[d].wake.notify();
         }
+        self.wake_dependents(idx);
     }
 
     pub(crate) fn mark_ready(&self, idx: usize, run: u64) {
@@ -394,9 +528,7 @@ impl Shared {
             }
         }
         tracing::debug!(service = %slot.name, run, "ready");
-        for &d in slot.dependents() {
-            self.slots[d].wake.notify();
-        }
+        self.wake_dependents(idx);
         self.emit(|| Event::Ready {
             service: slot.shared_name(),
         });
@@ -585,7 +717,7 @@ impl Shared {
         // others go down and come back after their dependencies by the dependency
         // rule, so each service restarts once, in dependency order.
         for (idx, slot) in self.slots.iter().enumerate() {
-            if !hook(idx) && slot.deps().iter().all(|&d| hook(d)) {
+            if !slot.is_removed() && !hook(idx) && slot.deps().iter().all(|&d| hook(d)) {
                 slot.cmd.request(Command::Restart);
                 slot.wake.notify();
             }
@@ -597,33 +729,80 @@ impl Shared {
     /// has ended).
     pub(crate) fn report(&self) -> Report {
         Report {
-            services: self
-                .slots
-                .iter()
-                .map(|slot| {
-                    let inner = slot.inner.lock();
-                    ServiceReport {
-                        name: slot.shared_name(),
-                        state: inner.state,
-                        runs: inner.run,
-                        restarts: inner.restarts,
-                        last_error: inner.last_error.clone(),
-                        stop_duration: inner.stop_took,
-                        aborted: inner.aborted,
-                        tasks_aborted: inner.tasks_aborted,
-                    }
-                })
+            services: (0..self.slots.len())
+                .filter(|&idx| !self.slots[idx].is_removed())
+                .map(|idx| self.service_report(idx))
                 .collect(),
         }
     }
 
-    pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<(), UnknownService> {
-        // A linear search: commands are rare, and a name index would cost every
-        // service memory for the whole run.
-        let idx = self
-            .slots
+    /// What became of service `idx`, as it is now.
+    pub(crate) fn service_report(&self, idx: usize) -> ServiceReport {
+        let slot = &self.slots[idx];
+        let inner = slot.inner.lock();
+        ServiceReport {
+            name: slot.shared_name(),
+            state: inner.state,
+            runs: inner.run,
+            restarts: inner.restarts,
+            last_error: inner.last_error.clone(),
+            stop_duration: inner.stop_took,
+            aborted: inner.aborted,
+            tasks_aborted: inner.tasks_aborted,
+        }
+    }
+
+    /// The services not removed that depend on `idx` (under the registry's lock).
+    pub(crate) fn live_dependents(&self, reg: &Registry, idx: usize) -> Vec<String> {
+        let slot = &self.slots[idx];
+        let added = reg.dependents.get(&idx).map_or(&[][..], Vec::as_slice);
+        slot.dependents
             .iter()
-            .position(|s| &*s.name == name)
+            .chain(added)
+            .map(|&d| &self.slots[d])
+            .filter(|d| !d.is_removed())
+            .map(|d| d.name.to_string())
+            .collect()
+    }
+
+    /// Forgets service `idx`, whose supervisor has ended (under the registry's lock).
+    pub(crate) fn forget(&self, reg: &mut Registry, idx: usize) {
+        let slot = &self.slots[idx];
+        if slot.removed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if reg.names.get(&*slot.name) == Some(&idx) {
+            reg.names.remove(&*slot.name);
+        }
+        reg.dependents.remove(&idx);
+        for &d in slot.deps() {
+            if let Some(list) = reg.dependents.get_mut(&d) {
+                list.retain(|&x| x != idx);
+            }
+        }
+        // What it kept for the report goes; the slot itself stays (see `Slots`).
+        let mut inner = slot.inner.lock();
+        inner.last_error = None;
+        inner.tied = None;
+        inner.token = None;
+    }
+
+    /// The index of the service named `name`, if one is (not removed).
+    pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        // Once services are added or removed the registry has an index; until then
+        // a linear search: commands are rare, and an index would cost every service
+        // memory for the whole run.
+        if let Some(reg) = self.registry.lock().as_ref() {
+            return reg.names.get(name).copied();
+        }
+        self.slots
+            .iter()
+            .position(|s| &*s.name == name && !s.is_removed())
+    }
+
+    pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<(), UnknownService> {
+        let idx = self
+            .find(name)
             .ok_or_else(|| UnknownService(name.to_owned()))?;
         let slot = &self.slots[idx];
         slot.cmd.request(cmd);

@@ -309,7 +309,7 @@ impl Supervisor {
         let forced = || shared.forced.load(Ordering::Acquire);
         // The common stop: ask, poll once. Most bodies then return at once, and if
         // one returns cleanly with nothing left to wait for, the service ends here.
-        let can_ask = slot.has_context && slot.dependents().is_empty() && !forced();
+        let can_ask = slot.has_context && !shared.has_dependents(idx) && !forced();
         let mut asked =
             result.is_none() && matches!(reason, Some(Reason::Shutdown | Reason::Stop)) && can_ask;
         if asked {
@@ -323,7 +323,8 @@ impl Supervisor {
             }
         }
         shared.set_phase(idx, run, Flags::ACTIVE | Flags::STOPPING);
-        if !slot.dependents().is_empty() {
+        let has_dependents = shared.has_dependents(idx);
+        if has_dependents {
             // Pairs with `claim`: the look for active dependents (`wind_down`) comes
             // after this fence, so a dependent claiming a run now is seen, or sees
             // this service not ready.
@@ -343,7 +344,7 @@ impl Supervisor {
         } else {
             look(&mut slot.inner.lock());
         }
-        let simple = slot.dependents().is_empty() && !has_tied;
+        let simple = !has_dependents && !has_tied;
         if simple && !asked && result.is_none() && can_ask {
             asked = true;
             shared.request_stop(idx, run);
@@ -661,12 +662,7 @@ async fn wind_down(
     let mut ends = WoundDown::default();
     let mut fut = std::future::poll_fn(|cx| body.poll(cx));
     let forced = || shared.forced.load(Ordering::Acquire);
-    while !forced()
-        && slot
-            .dependents()
-            .iter()
-            .any(|&d| shared.phase(d).is_active())
-    {
+    while !forced() && shared.any_dependent(idx, |d| shared.phase(d).is_active()) {
         tokio::select! {
             biased;
             r = &mut fut, if result.is_none() => result = Some(r),

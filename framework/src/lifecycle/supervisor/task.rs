@@ -63,13 +63,24 @@ where
 }
 
 /// Spawns service `idx`'s task on the current runtime (see [`Guarded`]).
-pub(crate) fn spawn(shared: Arc<Shared>, idx: usize, factory: Factory) {
+/// `rt`: the runtime to spawn on, if not the current one (a service added from
+/// outside the runtime).
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    idx: usize,
+    factory: Factory,
+    rt: Option<&tokio::runtime::Handle>,
+) {
     let idx = u32::try_from(idx).expect("fewer than 2^32 services");
-    drop(tokio::spawn(Guarded {
+    let task = Guarded {
         shared,
         stage: Box::new(Stage::Unstarted(factory)),
         idx,
-    }));
+    };
+    drop(match rt {
+        Some(rt) => rt.spawn(task),
+        None => tokio::spawn(task),
+    });
 }
 
 /// A service's tokio task as spawned.
