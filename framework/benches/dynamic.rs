@@ -147,8 +147,16 @@ fn main() {
     show("hand over, start()", ms(&starts, |x| x.hand_over), "ms");
     show("hand over, add() each", ms(&adds, |x| x.hand_over), "ms");
     show("hand over, ratio add/start", ratio(|x| x.hand_over), "x");
-    show("until every body runs, start()", ms(&starts, |x| x.running), "ms");
-    show("until every body runs, add() each", ms(&adds, |x| x.running), "ms");
+    show(
+        "until every body runs, start()",
+        ms(&starts, |x| x.running),
+        "ms",
+    );
+    show(
+        "until every body runs, add() each",
+        ms(&adds, |x| x.running),
+        "ms",
+    );
     show("until every body runs, ratio", ratio(|x| x.running), "x");
     show(
         "bytes per service, start()",
