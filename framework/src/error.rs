@@ -358,10 +358,13 @@ impl fmt::Display for ServiceState {
 /// [`RunnerHandle::wait`](crate::RunnerHandle::wait), and carried inside its errors
 /// ([`Error::report`]) so a failure comes with the whole picture.
 ///
-/// Every service in it has ended: its state is terminal, its run's future and the
-/// tasks tied to it ([`ServiceContext::spawn`](crate::ServiceContext::spawn)) have
-/// been dropped. A tied task still running at the end of its run's shutdown timeout
-/// was aborted and is counted in [`ServiceReport::tasks_aborted`].
+/// Every service in it has ended: its state is terminal and its run's future has
+/// been dropped. The tasks tied to it
+/// ([`ServiceContext::spawn`](crate::ServiceContext::spawn)) have ended too; one
+/// still running at the end of its run's shutdown timeout was aborted, counted in
+/// [`ServiceReport::tasks_aborted`], and awaited for up to 100 ms more so that its
+/// destructors ran in the run (a task that blocks its thread is not waited for
+/// longer; after a forced shutdown, aborted tasks are not waited for at all).
 ///
 /// Its `Display` is a table of every service, one per line.
 ///

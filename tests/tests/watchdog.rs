@@ -171,7 +171,7 @@ async fn a_service_that_keeps_beating_is_never_hung() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_hang_under_restart_never_gives_up_and_escalates_with_the_hang() {
+async fn a_hang_gives_up_a_service_that_never_restarts_and_escalates() {
     let svc = Service::new("once", |ctx| async move {
         ctx.ready();
         ctx.shutdown_requested().await;
@@ -309,4 +309,64 @@ async fn invalid_watchdogs_are_rejected_before_anything_starts() {
         assert_eq!(service, &name);
         assert!(problem.contains(expected), "{name}: {problem}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_added_later_is_watched_from_its_own_start() {
+    let h = start(vec![Service::new("first", |ctx| async move {
+        ctx.shutdown_requested().await
+    })])
+    .await;
+    sleep(Duration::from_secs(10)).await;
+    let added_at = Instant::now();
+    h.add(
+        Service::new("late", |ctx| async move {
+            while ctx.until_shutdown(sleep(500 * MS)).await.is_some() {
+                ctx.heartbeat();
+            }
+        })
+        .watchdog(SEC),
+    )
+    .unwrap();
+    sleep(5 * SEC).await;
+    let late = &h.status()[1];
+    // Not hung at its first poll (10 s after the runner started), never hung since.
+    assert_eq!((late.runs, late.state), (1, ServiceState::Running));
+    assert!(late.last_error.is_none());
+    assert_eq!(late.uptime, Some(added_at.elapsed()));
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_run_aborted_during_a_shutdown_is_reported_as_aborted() {
+    let svc = Service::new("stuck", |_ctx| std::future::pending::<()>())
+        .watchdog(SEC)
+        .shutdown_timeout(2 * SEC);
+    let h = start(vec![svc]).await;
+    // Hung at 1 s, asked to stop; the shutdown comes while it winds down.
+    sleep(1500 * MS).await;
+    h.shutdown();
+    let err = h.wait().await.unwrap_err();
+    let [failure] = err.failures() else {
+        panic!("{err}")
+    };
+    assert!(matches!(failure.kind(), FailureKind::Hung { .. }), "{err}");
+    let report = err.report().unwrap();
+    assert_eq!(report.services()[0].state, ServiceState::Aborted);
+    assert!(report.services()[0].aborted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watchdog_of_any_length_is_accepted() {
+    let svc = Service::new("patient", |ctx| async move {
+        ctx.ready();
+        ctx.shutdown_requested().await
+    })
+    .watchdog(Duration::MAX);
+    let h = start(vec![svc]).await;
+    sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.status()[0].runs, 1);
+    h.shutdown();
+    h.wait().await.unwrap();
 }

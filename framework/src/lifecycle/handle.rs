@@ -141,7 +141,9 @@ impl RunnerHandle {
     pub fn events(&self) -> Events {
         self.shared.subscribers.fetch_add(1, Ordering::Relaxed);
         Events {
-            // Not the whole `Shared`: the stream ends when the runner's sender drops.
+            // Not the whole `Shared`: the stream holds its receiver and the
+            // runner's `finished` token, and ends once the runner has ended and
+            // what was buffered has been read.
             subscribers: self.shared.subscribers.clone(),
             inner: Box::pin(
                 futures::stream::unfold(
@@ -333,6 +335,12 @@ impl RunnerHandle {
                         dependency: d.clone(),
                     });
                 };
+                if reg.removing.contains(&j) {
+                    return Err(ConfigError::Invalid {
+                        service: name.to_owned(),
+                        problem: format!("it depends on `{d}`, which is being removed"),
+                    });
+                }
                 if !deps.contains(&j) {
                     deps.push(j);
                 }
@@ -350,6 +358,11 @@ impl RunnerHandle {
             (idx, factory)
         };
         supervisor::spawn(shared.clone(), idx, factory, Some(&shared.rt));
+        // A shutdown that began meanwhile may have woken every slot but this one
+        // (see `Slots::push`).
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            shared.slots[idx].wake.notify();
+        }
         Ok(())
     }
 
@@ -367,9 +380,13 @@ impl RunnerHandle {
     /// forgotten at once. As when services end by themselves, a runner whose last
     /// service is removed has nothing left to run, and ends.
     ///
-    /// Each service added takes a slot in the runner's table (about 250 bytes) that
-    /// is not reused after it is removed; what it kept besides (its last error, its
-    /// tasks) is freed.
+    /// A failure while it stops (an error once asked, a hang past its shutdown
+    /// timeout) is still one of the runner's failures: [`wait`](Self::wait)
+    /// reports it in its error, though the service is no longer in the report.
+    ///
+    /// Each service added takes a slot in the runner's table (a few hundred bytes)
+    /// that is not reused after it is removed; what it kept besides (its last
+    /// error, its tasks, its name in the registry) is freed.
     ///
     /// # Errors
     ///
@@ -405,8 +422,8 @@ impl RunnerHandle {
     pub async fn remove(&self, name: &str) -> Result<ServiceReport, RemoveError> {
         let shared = &self.shared;
         let idx = {
-            let guard = shared.registry();
-            let reg = guard.as_ref().expect("made by `registry`");
+            let mut guard = shared.registry();
+            let reg = guard.as_mut().expect("made by `registry`");
             let idx = *reg
                 .names
                 .get(name)
@@ -418,6 +435,8 @@ impl RunnerHandle {
                     dependents,
                 });
             }
+            // From now on no service may be added depending on it.
+            reg.removing.insert(idx);
             idx
         };
         let slot = &shared.slots[idx];
@@ -434,9 +453,9 @@ impl RunnerHandle {
     /// they all returned), then reports what became of each one. Signal handlers are
     /// removed.
     ///
-    /// It can be called again (it returns the same outcome), and the handle stays
-    /// usable afterwards: [`status`](Self::status) gives the final state of each
-    /// service.
+    /// It can be called again (it returns the same outcome, less any service
+    /// [removed](Self::remove) since), and the handle stays usable afterwards:
+    /// [`status`](Self::status) gives the final state of each service.
     ///
     /// # Errors
     ///
@@ -470,14 +489,9 @@ impl RunnerHandle {
                     _ => None,
                 };
                 if let Some(message) = &panic {
-                    // The control task died (it relays signals and waits for the
-                    // services): the services are still stopped, and the error says
-                    // what happened.
                     tracing::error!(%message, "the runner's control task panicked");
-                    self.shared.begin_shutdown();
-                    self.shared.all_ended().await;
-                    self.shared.finished.cancel();
                 }
+                // Recorded before any other wait: the task is never awaited twice.
                 *control = Control::Ended(panic);
             }
             match &*control {
@@ -486,6 +500,11 @@ impl RunnerHandle {
             }
         };
         if let Some(message) = panic {
+            // The control task died (it relays signals and waits for the services):
+            // the services are still stopped, and the error says what happened.
+            self.shared.begin_shutdown();
+            self.shared.all_ended().await;
+            self.shared.finished.cancel();
             return Err(Error::Internal(message));
         }
         outcome(&self.shared)

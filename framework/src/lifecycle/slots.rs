@@ -57,13 +57,21 @@ impl<T> Slots<T> {
         if segment[offset].set(slot).is_err() {
             unreachable!("each added slot is set once");
         }
-        self.added_len.store(i + 1, Ordering::Release);
+        // `SeqCst`, like the loads of `len`: a shutdown that begins meanwhile
+        // either sees this slot (and wakes it) or is seen by the adder (which wakes
+        // it then; see `RunnerHandle::add`).
+        self.added_len.store(i + 1, Ordering::SeqCst);
         self.initial.len() + i
     }
 
     /// How many slots there are, removed ones included.
     pub(crate) fn len(&self) -> usize {
-        self.initial.len() + self.added_len.load(Ordering::Acquire)
+        self.initial.len() + self.added_len.load(Ordering::SeqCst)
+    }
+
+    /// How many slots were given at start.
+    pub(crate) fn initial_len(&self) -> usize {
+        self.initial.len()
     }
 
     /// Every slot, removed ones included, in the order they were added.

@@ -1,5 +1,6 @@
-//! The state a runner's parts share: one [`Slot`] per service in one array
-//! ([`Shared`]), read and changed by the service's supervisor, its contexts, the
+//! The state a runner's parts share: one [`Slot`] per service in one table
+//! ([`Shared`], `Slots`: an array for the services given at start, segments that
+//! never move for those added later), read and changed by the service's supervisor, its contexts, the
 //! other services' supervisors and the runner's handle.
 //!
 //! Slots talk to each other through two atomics and one [`Signal`]: whoever changes
@@ -18,7 +19,7 @@
 //!   `ShutdownRequested` registered with `stop`, a `CancellationToken`) is recorded
 //!   in `listeners` first, so a request that finds nobody takes no lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::BitOr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -280,6 +281,8 @@ pub(crate) struct Registry {
     pub(crate) names: HashMap<Arc<str>, usize>,
     /// The dependents added at runtime of each service (`Slot::has_extra`).
     pub(crate) dependents: HashMap<usize, Vec<usize>>,
+    /// Services a `remove` is stopping: nothing new may depend on them.
+    pub(crate) removing: HashSet<usize>,
 }
 
 /// Everything a runner's parts share.
@@ -428,7 +431,7 @@ impl Shared {
             }
             *reg = Some(Box::new(Registry {
                 names,
-                dependents: HashMap::new(),
+                ..Registry::default()
             }));
         }
         reg
@@ -491,6 +494,21 @@ impl Shared {
         Phase(self.slots[idx].phase.load(Ordering::Acquire))
     }
 
+    /// [`phase`](Self::phase), in the single total order of `SeqCst` operations
+    /// (a plain load on x86).
+    pub(crate) fn phase_sc(&self, idx: usize) -> Phase {
+        Phase(self.slots[idx].phase.load(Ordering::SeqCst))
+    }
+
+    /// Marks run `run` of `idx` as stopping (not ready) without waking anyone: the
+    /// fast stop, before it looks for dependents added at runtime once more.
+    pub(crate) fn publish_stopping(&self, idx: usize, run: u64) {
+        self.slots[idx].phase.swap(
+            Phase::new(run, Flags::ACTIVE | Flags::STOPPING).0,
+            Ordering::SeqCst,
+        );
+    }
+
     /// Stores a new phase for `idx` and wakes whoever may care: dependents (readiness)
     /// and dependencies (waiting for their dependents to stop).
     pub(crate) fn set_phase(&self, idx: usize, run: u64, flags: Flags) {
@@ -517,10 +535,12 @@ impl Shared {
             {
                 return;
             }
+            // `SeqCst`: the look for dependents added at runtime follows (see
+            // `may_start`).
             match slot.phase.compare_exchange_weak(
                 cur,
                 cur | Flags::READY.0,
-                Ordering::AcqRel,
+                Ordering::SeqCst,
                 Ordering::Acquire,
             ) {
                 Ok(_) => break,
@@ -660,8 +680,12 @@ impl Shared {
         let (run, tied) = {
             let mut inner = slot.inner.lock();
             inner.open = false;
-            let tied = inner.tied.take();
-            inner.tasks_aborted += tied.as_ref().map_or(0, |t| t.set.len());
+            let mut tied = inner.tied.take();
+            if let Some(t) = &mut tied {
+                // Finished but not yet joined: not aborted.
+                while t.set.try_join_next().is_some() {}
+                inner.tasks_aborted += t.set.len();
+            }
             (inner.run, tied)
         };
         // Dropping the set aborts the tasks (tokio drops them, guarded, on their
@@ -685,7 +709,8 @@ impl Shared {
     }
 
     pub(crate) fn begin_shutdown(&self) {
-        if !self.shutting_down.swap(true, Ordering::AcqRel) {
+        // `SeqCst`: pairs with `RunnerHandle::add` (see `Slots::push`).
+        if !self.shutting_down.swap(true, Ordering::SeqCst) {
             tracing::info!("shutting down");
             self.root.cancel();
             for slot in self.slots.iter() {
@@ -775,6 +800,7 @@ impl Shared {
             reg.names.remove(&*slot.name);
         }
         reg.dependents.remove(&idx);
+        reg.removing.remove(&idx);
         for &d in slot.deps() {
             if let Some(list) = reg.dependents.get_mut(&d) {
                 list.retain(|&x| x != idx);

@@ -313,6 +313,13 @@ impl Supervisor {
         let mut asked =
             result.is_none() && matches!(reason, Some(Reason::Shutdown | Reason::Stop)) && can_ask;
         if asked {
+            // Not ready any more before the body is asked, and then a second look for
+            // dependents: one added at runtime meanwhile either saw this (and does
+            // not start) or is seen here (and is waited for, below).
+            shared.publish_stopping(idx, run);
+            asked = !shared.has_dependents(idx);
+        }
+        if asked {
             shared.request_stop(idx, run);
             if let Poll::Ready(r) = body.poll(cx) {
                 if matches!(r, Ok(Ok(()))) && end_stopped(shared, idx, run) {
@@ -437,7 +444,8 @@ fn may_start(shared: &Shared, idx: usize) -> Option<bool> {
     }
     let mut all_ready = true;
     for &d in slot.deps() {
-        let phase = shared.phase(d);
+        // `SeqCst`: pairs with `mark_ready`'s look for dependents added at runtime.
+        let phase = shared.phase_sc(d);
         if phase.has_ended() {
             tracing::info!(service = %slot.name, dependency = %shared.slots[d].name, "dependency ended");
             return Some(false);
@@ -476,11 +484,17 @@ fn arm_watchdog(shared: &Shared, idx: usize, timer: &mut Option<Pin<Box<tokio::t
     let Some(period) = shared.config(idx).watchdog else {
         return;
     };
-    let due = shared.last_beat(idx) + period;
+    let due = deadline(shared.last_beat(idx), period);
     match timer {
         Some(timer) => timer.as_mut().reset(due),
         None => *timer = Some(Box::pin(tokio::time::sleep_until(due))),
     }
+}
+
+/// `last + period`, or a deadline that never comes if that overflows.
+fn deadline(last: Instant, period: Duration) -> Instant {
+    last.checked_add(period)
+        .unwrap_or_else(|| last + Duration::from_secs(60 * 60 * 24 * 365 * 30))
 }
 
 /// Whether the current run of `idx` has gone longer than its watchdog without a
@@ -501,7 +515,7 @@ fn watchdog_expired(
         // It fired: now is at least its deadline.
         let fired = timer.deadline();
         let last = shared.last_beat(idx);
-        let due = last + period;
+        let due = deadline(last, period);
         if due <= fired {
             return Some(Reason::Hung {
                 last,
@@ -559,9 +573,9 @@ fn begin_run(shared: &Arc<Shared>, idx: usize, run: u64, task: &Waker) -> Servic
             Flags::ACTIVE | Flags::READY
         },
     );
-    // A first run with no dependency to wait for starts with the runner (no clock
-    // read per service).
-    let since = if run == 1 && slot.deps().is_empty() {
+    // A first run with no dependency to wait for, of a service given at start,
+    // starts with the runner (no clock read per service).
+    let since = if run == 1 && slot.deps().is_empty() && idx < shared.slots.initial_len() {
         shared.started
     } else {
         Instant::now()
@@ -739,7 +753,9 @@ async fn wind_down(
             }
         }
         if ends.tasks_hung == 0 {
-            // A forced shutdown came first: the set's drop aborts them.
+            // A forced shutdown came first: the set's drop aborts those still
+            // running (those finished but not joined are not counted).
+            while set.try_join_next().is_some() {}
             ends.tasks_dropped = set.len();
         }
     }

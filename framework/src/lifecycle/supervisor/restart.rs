@@ -83,7 +83,11 @@ impl Restarts {
         let timeout = shared.shutdown_timeout(idx);
         // A run stopped by its watchdog is a failure like any other (restarted per
         // the policy), whatever its stop had to abort.
-        let watchdog = matches!(outcome.reason, Some(Reason::Hung { .. }));
+        // Unless the service is ending anyway (a shutdown or a stop came meanwhile):
+        // then what had to be aborted is reported as for any stop.
+        let watchdog = matches!(outcome.reason, Some(Reason::Hung { .. }))
+            && !shared.shutting_down.load(Ordering::Acquire)
+            && !slot.cmd.is_stop();
         if watchdog && outcome.ends.hung {
             tracing::error!(service = %slot.name, ?timeout, "the hung run did not stop in time and was aborted");
         }
