@@ -650,6 +650,16 @@ pub enum FailureKind {
         /// The timeout they were given (the run's).
         timeout: Duration,
     },
+    /// The group of this service gave up because of its failure (too many restarts
+    /// of its members, or this member gave up), and no parent group took it: the
+    /// runner shut down, or (with `OnGiveUp::Ignore` on the group) stopped the
+    /// group's services.
+    GroupGaveUp {
+        /// The top group that gave up.
+        group: Arc<str>,
+        /// How many restarts of its members it had allowed.
+        restarts: u32,
+    },
     /// The runner's own task for this service panicked (a bug in servicekit, or a
     /// panic in user code that escaped every guard). The service ended, its
     /// dependents were stopped, and the runner shut down.
@@ -674,6 +684,12 @@ impl fmt::Display for ServiceFailure {
             FailureKind::StopFailed { .. } => {
                 write!(f, "service `{}` failed while stopping", self.service)
             }
+            FailureKind::GroupGaveUp { group, restarts } => write!(
+                f,
+                "group `{group}` gave up after {restarts} restart{} (its last failure: service `{}`)",
+                if *restarts == 1 { "" } else { "s" },
+                self.service
+            ),
             FailureKind::Hung { timeout } => write!(
                 f,
                 "service `{}` did not stop within {timeout:?} and was aborted",
@@ -701,6 +717,7 @@ impl std::error::Error for ServiceFailure {
             FailureKind::GaveUp { error, .. } | FailureKind::StopFailed { error } => Some(&**error),
             FailureKind::Hung { .. }
             | FailureKind::TasksHung { .. }
+            | FailureKind::GroupGaveUp { .. }
             | FailureKind::Internal { .. } => None,
         }
     }
@@ -936,6 +953,22 @@ pub enum ConfigError {
         /// What is wrong, naming the setting.
         problem: String,
     },
+    /// A service, or a group's parent, names a group the runner does not have.
+    #[error(
+        "{member} is in group `{group}`, which is not defined (define it with `Runner::group`)"
+    )]
+    UnknownGroup {
+        /// What names it: "service `x`" or "group `y`".
+        member: String,
+        /// The missing group.
+        group: String,
+    },
+    /// Two groups have the same name.
+    #[error("two groups are named `{0}`")]
+    DuplicateGroup(String),
+    /// Groups are nested in a cycle (the names are listed along it).
+    #[error("groups nested in a cycle: {}", .0.join(" -> "))]
+    GroupCycle(Vec<String>),
     /// A service was [added](crate::RunnerHandle::add) to a runner that is shutting
     /// down or has ended.
     #[error("cannot add service `{0}`: the runner is shutting down or has ended")]

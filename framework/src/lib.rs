@@ -102,8 +102,8 @@ pub use servicekit_macros::{main, service};
 
 pub use error::{BoxError, Error, FailureKind, Report, Result, ServiceFailure, ServiceReport};
 pub use lifecycle::{
-    Event, OnGiveUp, Reload, Restart, Runner, RunnerHandle, Service, ServiceContext, ServiceState,
-    ServiceStatus, TaskGroup, run_services,
+    Event, Group, OnGiveUp, Reload, Restart, Runner, RunnerHandle, Service, ServiceContext,
+    ServiceState, ServiceStatus, Strategy, TaskGroup, run_services,
 };
 pub use messaging::{bus, channel, hub, pipeline, queue};
 

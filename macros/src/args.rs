@@ -48,6 +48,7 @@ mod kw {
     syn::custom_keyword!(shutdown_timeout);
     syn::custom_keyword!(reload);
     syn::custom_keyword!(watchdog);
+    syn::custom_keyword!(group);
     syn::custom_keyword!(after);
     syn::custom_keyword!(flavor);
     syn::custom_keyword!(worker_threads);
@@ -117,6 +118,7 @@ keys! {
         ShutdownTimeout => shutdown_timeout,
         Reload => reload,
         Watchdog => watchdog,
+        Group => group,
         After => after,
     }
 }
@@ -451,6 +453,7 @@ pub(crate) struct ServiceArgs {
     pub(crate) shutdown_timeout: Option<Dur>,
     pub(crate) reload: Option<At<Reload>>,
     pub(crate) watchdog: Option<Dur>,
+    pub(crate) group: Option<LitStr>,
     pub(crate) after: Vec<LitStr>,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -502,6 +505,13 @@ impl ServiceArgs {
                     )?);
                 }
                 ServiceKey::Watchdog => out.watchdog = Some(nonzero_duration("watchdog", v)?),
+                ServiceKey::Group => {
+                    let s = lit_str("group", v)?;
+                    if s.value().is_empty() {
+                        return Err(syn::Error::new(s.span(), "`group` must not be empty"));
+                    }
+                    out.group = Some(s);
+                }
                 ServiceKey::After => out.after = after(v)?,
                 ServiceKey::Crate => out.krate = Some(crate_path(v)?),
             }

@@ -171,6 +171,9 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
         let d = duration(&krate, d);
         builder.push(quote!(.shutdown_timeout(#d)));
     }
+    if let Some(g) = &a.group {
+        builder.push(quote!(.group(#g)));
+    }
     if !a.after.is_empty() {
         let after = &a.after;
         builder.push(quote!(.after([#(#after),*])));

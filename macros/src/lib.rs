@@ -39,6 +39,7 @@ use proc_macro::TokenStream;
 /// | `shutdown_timeout` | duration | the runner's (10 s) |
 /// | `reload` | `"restart"`, `"hook"` (take reloads through `ctx.reloads()`) | `"restart"` |
 /// | `watchdog` | duration: a run that goes this long without `ctx.heartbeat()` is hung, stopped and restarted per policy | none |
+/// | `group` | `"name"`: a member of that group (defined with `Runner::group`) | none |
 /// | `after` | `["name", ...]`: dependencies | none |
 /// | `crate` | `"path"` to servicekit | `"::servicekit"` |
 ///

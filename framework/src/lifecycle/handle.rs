@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::group::NO_GROUP;
 use super::service::Service;
 use super::state::{Command, Shared};
 use super::status::{Event, ServiceStatus};
@@ -345,11 +346,25 @@ impl RunnerHandle {
                     deps.push(j);
                 }
             }
+            let group = match service.group_name() {
+                None => NO_GROUP,
+                Some(g) => *shared
+                    .group_index
+                    .get(g)
+                    .ok_or_else(|| ConfigError::UnknownGroup {
+                        member: format!("service `{name}`"),
+                        group: g.to_owned(),
+                    })?,
+            };
             if !shared.admit() {
                 return Err(ConfigError::NotRunning(name.to_owned()));
             }
-            let (slot, factory) =
-                service.into_slot(deps.clone(), Vec::new(), shared.default_shutdown_timeout());
+            let (slot, factory) = service.into_slot(
+                deps.clone(),
+                Vec::new(),
+                group,
+                shared.default_shutdown_timeout(),
+            );
             let idx = shared.slots.push(slot);
             reg.names.insert(shared.slots[idx].shared_name(), idx);
             for d in deps {

@@ -10,12 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::DEFAULT_SHUTDOWN_TIMEOUT;
 use super::graph;
+use super::group::{self, Group, NO_GROUP};
 use super::handle::RunnerHandle;
 use super::service::Service;
 use super::signals;
 use super::state::Shared;
 use super::supervisor;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::messaging::bus::{EventBus, Frame};
 
 /// Builds and starts a set of services.
@@ -51,6 +52,7 @@ pub struct Runner {
     signals: bool,
     token: Option<CancellationToken>,
     bus: Option<EventBus>,
+    groups: Vec<Group>,
 }
 
 impl fmt::Debug for Runner {
@@ -85,7 +87,26 @@ impl Runner {
             signals: true,
             token: None,
             bus: None,
+            groups: Vec::new(),
         }
+    }
+
+    /// Defines a group of services with its own strategy and restart intensity
+    /// (see [`Group`]); services join it with [`Service::group`]. Groups are fixed
+    /// when the runner starts; services added later may join them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::{Group, Runner, Service, Strategy};
+    /// let runner = Runner::new()
+    ///     .group(Group::new("ingest").strategy(Strategy::OneForAll))
+    ///     .service(Service::without_context("reader", || async {}).group("ingest"));
+    /// # drop(runner);
+    /// ```
+    pub fn group(mut self, group: Group) -> Self {
+        self.groups.push(group);
+        self
     }
 
     /// The shutdown timeout of services that do not set their own.
@@ -232,8 +253,10 @@ impl Runner {
             signals,
             token,
             bus,
+            groups,
         } = self;
         let graph = graph::validate(&services)?;
+        let (group_rts, group_index) = group::resolve(groups)?;
         let (mut deps, mut dependents) = match &graph {
             Some(g) => (g.deps.clone(), g.dependents.clone()),
             None => (Vec::new(), Vec::new()),
@@ -243,8 +266,21 @@ impl Runner {
         for (i, s) in services.into_iter().enumerate() {
             let take =
                 |v: &mut Vec<Vec<usize>>| v.get_mut(i).map(std::mem::take).unwrap_or_default();
-            let (slot, factory) =
-                s.into_slot(take(&mut deps), take(&mut dependents), shutdown_timeout);
+            let group = match s.group_name() {
+                None => NO_GROUP,
+                Some(g) => *group_index
+                    .get(g)
+                    .ok_or_else(|| ConfigError::UnknownGroup {
+                        member: format!("service `{}`", s.name),
+                        group: g.to_owned(),
+                    })?,
+            };
+            let (slot, factory) = s.into_slot(
+                take(&mut deps),
+                take(&mut dependents),
+                group,
+                shutdown_timeout,
+            );
             slots.push(slot);
             factories.push(Some(factory));
         }
@@ -262,7 +298,13 @@ impl Runner {
         // runner's is its own unless one is given).
         let parent = Frame::current();
         let frame = Frame::new(Arc::from("runner"), bus, Vec::new(), parent);
-        let shared = Arc::new(Shared::new(slots, shutdown_timeout, token, frame));
+        let shared = Arc::new(Shared::new(
+            slots,
+            (group_rts, group_index),
+            shutdown_timeout,
+            token,
+            frame,
+        ));
         // Dependencies first.
         let order = graph.map_or_else(|| (0..factories.len()).collect(), |g| g.order);
         for idx in order {

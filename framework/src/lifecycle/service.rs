@@ -65,6 +65,7 @@ pub struct Service {
 pub(crate) struct Extra {
     pub(crate) config: Config,
     pub(crate) after: Vec<String>,
+    pub(crate) group: Option<String>,
 }
 
 impl fmt::Debug for Service {
@@ -148,6 +149,28 @@ impl Service {
     /// The names given to [`after`](Service::after).
     pub(crate) fn dependencies(&self) -> &[String] {
         self.extra.as_ref().map_or(&[], |e| &e.after)
+    }
+
+    /// The group given to [`group`](Service::group).
+    pub(crate) fn group_name(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.group.as_deref())
+    }
+
+    /// Makes the service a member of a group (defined with
+    /// [`Runner::group`](crate::Runner::group)): its failures count in the group's
+    /// restart intensity and trigger the group's [`Strategy`](crate::Strategy).
+    /// A group the runner does not have is an error at start (or at
+    /// [`add`](crate::RunnerHandle::add)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = servicekit::Service::without_context("reader", || async {}).group("ingest");
+    /// # drop(s);
+    /// ```
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.extra().group = Some(group.into());
+        self
     }
 
     /// The service's name.
@@ -407,6 +430,7 @@ impl Service {
         self,
         deps: Vec<usize>,
         dependents: Vec<usize>,
+        group: u32,
         shutdown_timeout: Duration,
     ) -> (Slot, Factory) {
         let Service {
@@ -421,7 +445,7 @@ impl Service {
             Box::new(config)
         });
         (
-            Slot::new(name, has_context, config, deps, dependents),
+            Slot::new(name, has_context, config, deps, dependents, group),
             factory,
         )
     }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
+use super::group::GroupRt;
 use super::slots::Slots;
 use super::status::{Event, ServiceState};
 use crate::error::{
@@ -148,6 +149,8 @@ pub(crate) enum Listener {
 pub(crate) struct Slot {
     pub(crate) name: Box<str>,
     pub(crate) has_context: bool,
+    /// Its group's index in `Shared::groups`, or `NO_GROUP`.
+    pub(crate) group: u32,
     /// Its own settings; `None` for the defaults (`Shared::default_config`).
     config: Option<Box<Config>>,
     deps: Box<[usize]>,
@@ -213,10 +216,12 @@ impl Slot {
         config: Option<Box<Config>>,
         deps: Vec<usize>,
         dependents: Vec<usize>,
+        group: u32,
     ) -> Slot {
         Slot {
             name: name.into_boxed_str(),
             has_context,
+            group,
             config,
             deps: deps.into(),
             dependents: dependents.into(),
@@ -288,6 +293,9 @@ pub(crate) struct Registry {
 /// Everything a runner's parts share.
 pub(crate) struct Shared {
     pub(crate) slots: Slots<Slot>,
+    /// The groups, fixed at start, and their indices by name.
+    pub(crate) groups: Box<[GroupRt]>,
+    pub(crate) group_index: HashMap<String, u32>,
     /// Made on first use: see [`Registry`].
     registry: Mutex<Option<Box<Registry>>>,
     /// `RunnerHandle::remove` calls waiting for a supervisor to end.
@@ -326,6 +334,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         slots: Vec<Slot>,
+        (groups, group_index): (Box<[GroupRt]>, HashMap<String, u32>),
         shutdown_timeout: Duration,
         token: Option<CancellationToken>,
         frame: Arc<Frame>,
@@ -335,6 +344,8 @@ impl Shared {
             frame,
             live: AtomicUsize::new(slots.len()),
             slots: Slots::new(slots),
+            groups,
+            group_index,
             registry: Mutex::new(None),
             removers: AtomicUsize::new(0),
             slot_ended: Notify::new(),

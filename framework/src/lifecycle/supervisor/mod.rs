@@ -16,6 +16,7 @@
 //! and the run has not beaten since, the run is stopped as above with the reason
 //! `Hung`, and its end is a failure like any other (restarted per the policy).
 
+mod groups;
 mod periodic;
 mod restart;
 mod task;

@@ -165,7 +165,8 @@ impl Restarts {
                     error,
                 },
             });
-            if cfg.on_give_up == OnGiveUp::Shutdown {
+            // Escalation: to its group if it has one, else to the runner.
+            if cfg.on_give_up == OnGiveUp::Shutdown && !super::groups::member_gave_up(shared, idx) {
                 shared.begin_shutdown();
             }
             return Next::End(ServiceState::Failed);
@@ -180,6 +181,7 @@ impl Restarts {
         this.attempt = this.attempt.saturating_add(1);
         this.count += 1;
         slot.inner.lock().restarts = this.count;
+        super::groups::member_restarts(shared, idx);
         Next::After(delay)
     }
 }
