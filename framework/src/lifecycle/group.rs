@@ -191,14 +191,15 @@ pub(crate) struct GroupRt {
     pub(crate) window: Mutex<(VecDeque<Instant>, u32)>,
 }
 
+/// A runner's groups, and their indices by name.
+pub(crate) type Groups = (Box<[GroupRt]>, HashMap<String, u32>);
+
 /// No group (a slot's `group`).
 pub(crate) const NO_GROUP: u32 = u32::MAX;
 
 /// Checks the groups (names, parents, no cycle, settings) and resolves each
 /// service's group name: the groups as a runner keeps them, and name → index.
-pub(crate) fn resolve(
-    groups: Vec<Group>,
-) -> Result<(Box<[GroupRt]>, HashMap<String, u32>), ConfigError> {
+pub(crate) fn resolve(groups: Vec<Group>) -> Result<Groups, ConfigError> {
     let mut index = HashMap::with_capacity(groups.len());
     for (i, g) in groups.iter().enumerate() {
         if g.name.is_empty() {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
-use super::group::GroupRt;
+use super::group::{GroupRt, Groups};
 use super::slots::Slots;
 use super::status::{Event, ServiceState};
 use crate::error::{
@@ -334,7 +334,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         slots: Vec<Slot>,
-        (groups, group_index): (Box<[GroupRt]>, HashMap<String, u32>),
+        (groups, group_index): Groups,
         shutdown_timeout: Duration,
         token: Option<CancellationToken>,
         frame: Arc<Frame>,
