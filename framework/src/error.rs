@@ -657,7 +657,7 @@ pub enum FailureKind {
     GroupGaveUp {
         /// The top group that gave up.
         group: Arc<str>,
-        /// How many restarts of its members it had allowed.
+        /// How many restarts of its members its window held when it gave up.
         restarts: u32,
     },
     /// The runner's own task for this service panicked (a bug in servicekit, or a

@@ -63,6 +63,8 @@ struct Model {
     spec: Spec,
     runs: [u64; SERVICES],
     ended: [bool; SERVICES],
+    /// Ended `Failed`: its failure made its group give up at the top.
+    failed: [bool; SERVICES],
     /// Restarts counted in each group's window (the window never slides here).
     count: [u32; GROUPS],
     /// (culprit, top group) of each group that gave up with nobody to take it.
@@ -101,20 +103,53 @@ impl Model {
     }
 
     fn first_of(&self, g: usize) -> usize {
-        self.subtree(g).into_iter().min().expect("a group with a failing member")
+        self.subtree(g)
+            .into_iter()
+            .min()
+            .expect("a group with a failing member")
     }
 
-    /// Group `g`'s strategy after a member at `place` failed: who else restarts.
-    fn strategy(&self, g: usize, place: usize, restart: &mut Vec<usize>) {
-        match self.spec.strategy[g] {
-            GroupStrategy::OneForOne => {}
-            GroupStrategy::OneForAll => restart.extend(self.subtree(g)),
-            GroupStrategy::RestForOne => restart.extend(
-                self.subtree(g)
-                    .into_iter()
-                    .filter(|&s| self.place(s, g) > place),
-            ),
+    /// The groups `g` and under it.
+    fn groups_under(&self, g: usize) -> Vec<usize> {
+        (0..GROUPS)
+            .filter(|&h| self.under(Some(h), g).is_some())
+            .collect()
+    }
+
+    /// A group restarted whole starts with fresh windows, all the way down.
+    fn reset(&mut self, g: usize) {
+        for h in self.groups_under(g) {
+            self.count[h] = 0;
         }
+    }
+
+    /// Group `g`'s strategy after a member at `place` failed (`failed_group`, if
+    /// that member is a child group): who else restarts; the child groups
+    /// restarted start with fresh windows.
+    fn strategy(
+        &mut self,
+        g: usize,
+        place: usize,
+        failed_group: Option<usize>,
+        restart: &mut Vec<usize>,
+    ) {
+        let chosen: Vec<usize> = match self.spec.strategy[g] {
+            GroupStrategy::OneForOne => Vec::new(),
+            GroupStrategy::OneForAll => self.subtree(g),
+            GroupStrategy::RestForOne => self
+                .subtree(g)
+                .into_iter()
+                .filter(|&s| self.place(s, g) > place)
+                .collect(),
+        };
+        for &s in &chosen {
+            if let Some(Some(child)) = self.under(self.spec.group[s], g)
+                && Some(child) != failed_group
+            {
+                self.reset(child);
+            }
+        }
+        restart.extend(chosen);
     }
 
     fn fail(&mut self, i: usize) {
@@ -123,22 +158,29 @@ impl Model {
             if self.count[g] < self.spec.max[g] {
                 self.count[g] += 1;
                 let place = self.place(i, g);
-                self.strategy(g, place, &mut restart);
+                self.strategy(g, place, None, &mut restart);
             } else {
+                // A group that gives up starts its window over.
+                self.count[g] = 0;
                 let mut child = g;
                 loop {
                     match self.spec.parent[child] {
                         Some(p) if self.count[p] < self.spec.max[p] => {
                             self.count[p] += 1;
-                            self.count[child] = 0;
+                            self.reset(child);
                             restart.extend(self.subtree(child));
                             let place = self.first_of(child);
-                            self.strategy(p, place, &mut restart);
+                            self.strategy(p, place, Some(child), &mut restart);
                             break;
                         }
-                        Some(p) => child = p,
+                        Some(p) => {
+                            self.count[p] = 0;
+                            child = p;
+                        }
                         None => {
                             self.failures.push((i, child));
+                            self.failed[i] = true;
+                            self.ended[i] = true;
                             if self.spec.ignore[child] {
                                 for s in self.subtree(child) {
                                     self.ended[s] = true;
@@ -189,7 +231,9 @@ fn service(i: usize, spec: &Spec, fail: &Arc<Vec<Notify>>) -> Service {
 async fn settle(handle: &RunnerHandle, model: &Model) -> Result<(), String> {
     let want: Vec<(u64, ServiceState)> = (0..SERVICES)
         .map(|s| {
-            let state = if model.ended[s] {
+            let state = if model.failed[s] {
+                ServiceState::Failed
+            } else if model.ended[s] {
                 ServiceState::Stopped
             } else {
                 ServiceState::Running
@@ -209,7 +253,9 @@ async fn settle(handle: &RunnerHandle, model: &Model) -> Result<(), String> {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!("runs and states {got:?}, the model expects {want:?}"));
+            return Err(format!(
+                "runs and states {got:?}, the model expects {want:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -245,6 +291,7 @@ async fn run_case(spec: Spec, fails: Vec<usize>) -> Result<(), String> {
         spec,
         runs: [1; SERVICES],
         ended: [false; SERVICES],
+        failed: [false; SERVICES],
         count: [0; GROUPS],
         failures: Vec::new(),
         shut_down: false,
@@ -273,7 +320,9 @@ async fn run_case(spec: Spec, fails: Vec<usize>) -> Result<(), String> {
             .failures()
             .iter()
             .map(|f| match f.kind() {
-                FailureKind::GroupGaveUp { group, .. } => (f.service().to_owned(), group.to_string()),
+                FailureKind::GroupGaveUp { group, .. } => {
+                    (f.service().to_owned(), group.to_string())
+                }
                 _ => (f.service().to_owned(), format!("{f}")),
             })
             .collect(),
@@ -284,7 +333,9 @@ async fn run_case(spec: Spec, fails: Vec<usize>) -> Result<(), String> {
         .map(|&(s, g)| (format!("s{s}"), format!("g{g}")))
         .collect();
     if got != want {
-        return Err(format!("the runner's failures {got:?}, the model's {want:?}"));
+        return Err(format!(
+            "the runner's failures {got:?}, the model's {want:?}"
+        ));
     }
     Ok(())
 }
@@ -306,4 +357,3 @@ proptest! {
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }
-

@@ -142,8 +142,9 @@ async fn past_its_intensity_a_group_gives_up_and_shuts_the_runner_down() {
         err.to_string(),
         "group `g` gave up after 2 restarts (its last failure: service `a`)"
     );
-    // Its third failure: the group allowed two restarts.
-    assert_eq!(err.report().unwrap().get("a").unwrap().runs, 3);
+    // Its third failure: the group allowed two restarts, then it ended failed.
+    let a = err.report().unwrap().get("a").unwrap().clone();
+    assert_eq!((a.runs, a.restarts, a.state), (3, 2, ServiceState::Failed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -165,7 +166,7 @@ async fn a_group_that_gives_up_with_ignore_stops_its_members_and_the_rest_runs_o
     assert_eq!(
         states,
         [
-            ServiceState::Stopped,
+            ServiceState::Failed,
             ServiceState::Stopped,
             ServiceState::Running
         ]
@@ -173,7 +174,7 @@ async fn a_group_that_gives_up_with_ignore_stops_its_members_and_the_rest_runs_o
     h.shutdown();
     let err = h.wait().await.unwrap_err();
     assert!(
-        matches!(err.failures()[0].kind(), FailureKind::GroupGaveUp { .. }),
+        matches!(err.failures()[0].kind(), FailureKind::GroupGaveUp { group, restarts: 1 } if &**group == "optional"),
         "{err}"
     );
 }
@@ -200,13 +201,16 @@ async fn a_member_that_gives_up_by_its_own_policy_escalates_to_its_group() {
     );
     h.shutdown();
     let err = h.wait().await.unwrap_err();
-    let kinds: Vec<_> = err
-        .failures()
-        .iter()
-        .map(|f| matches!(f.kind(), FailureKind::GaveUp { .. }))
-        .collect();
-    // Its own give-up, then its group's.
-    assert_eq!(kinds, [true, false], "{err}");
+    // Its group's give-up, then its own.
+    let [group, own] = err.failures() else {
+        panic!("{err}")
+    };
+    assert!(
+        matches!(group.kind(), FailureKind::GroupGaveUp { group, .. } if &**group == "g"),
+        "{err}"
+    );
+    assert!(matches!(own.kind(), FailureKind::GaveUp { .. }), "{err}");
+    assert_eq!(own.service(), "once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -352,6 +356,171 @@ async fn groups_are_checked_before_anything_starts() {
         }
     );
     h.add(idle("b").group("g")).unwrap();
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_child_group_starts_with_fresh_windows_all_the_way_down() {
+    let h = start(
+        Runner::new()
+            .group(Group::new("top").max_restarts(5, Duration::from_secs(3600)))
+            .group(
+                Group::new("mid")
+                    .parent("top")
+                    .max_restarts(0, Duration::from_secs(3600)),
+            )
+            .group(
+                Group::new("leaf")
+                    .parent("mid")
+                    .max_restarts(1, Duration::from_secs(3600)),
+            )
+            .service(member("x", "leaf", 2))
+            .service(member("y", "leaf", 0))
+            .service(member("w", "mid", 0)),
+    )
+    .await;
+    sleep(Duration::from_secs(1)).await;
+    // x's first failure fits leaf's window; its second is one too many: leaf gives
+    // up, mid (no room) gives up, top takes mid and restarts it whole.
+    assert_eq!(runs(&h), pairs(&[("x", 3), ("y", 2), ("w", 2)]));
+    // leaf's window started over: a failure of y now fits it, and moves no one.
+    h.add(member("z", "leaf", 1)).unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&h), pairs(&[("x", 3), ("y", 2), ("w", 2), ("z", 2)]));
+    h.shutdown();
+    h.wait().await.expect("top absorbed it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_places_a_child_group_at_its_first_service() {
+    let h = start(
+        Runner::new()
+            .group(Group::new("p").strategy(Strategy::RestForOne))
+            .group(Group::new("c").parent("p"))
+            .service(member("a", "p", 0))
+            .service(member("c1", "c", 0))
+            .service(member("b", "p", 1))
+            .service(member("c2", "c", 0))
+            .service(member("d", "p", 0)),
+    )
+    .await;
+    sleep(Duration::from_secs(1)).await;
+    // b (at 2) fails: d (at 4) restarts; the child group sits at c1 (1), before b,
+    // so neither of its services restarts.
+    assert_eq!(
+        runs(&h),
+        pairs(&[("a", 1), ("c1", 1), ("b", 2), ("c2", 1), ("d", 2)])
+    );
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_gives_up_under_a_parent_is_brought_back_with_its_group() {
+    let h = start(
+        Runner::new()
+            .group(Group::new("p"))
+            .group(Group::new("c").parent("p"))
+            .service(member("x", "c", 2).max_restarts(0, Duration::from_secs(60)))
+            .service(member("y", "c", 0)),
+    )
+    .await;
+    sleep(Duration::from_secs(1)).await;
+    // x gives up at each of its two failures; each time p takes c and restarts
+    // it whole: x afresh, and y.
+    assert_eq!(runs(&h), pairs(&[("x", 3), ("y", 3)]));
+    assert_eq!(h.status()[0].state, ServiceState::Running);
+    h.shutdown();
+    h.wait().await.expect("the parent took both");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_restart_follows_the_dependency_rule_and_spares_backoffs() {
+    let log = servicekit_tests::Log::new();
+    let tracked = |name: &str, fail: u32| {
+        let (log, n, runs) = (log.clone(), name.to_owned(), Arc::new(AtomicU32::new(0)));
+        Service::new(name, move |ctx| {
+            let (log, n) = (log.clone(), n.clone());
+            let k = runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                log.push(format!("{n} start"));
+                ctx.ready();
+                if k < fail {
+                    sleep(100 * MS).await;
+                    log.push(format!("{n} fail"));
+                    return Err("boom");
+                }
+                ctx.shutdown_requested().await;
+                log.push(format!("{n} stop"));
+                Ok(())
+            }
+        })
+        .group("g")
+        .backoff(500 * MS, 500 * MS)
+    };
+    let h = start(
+        Runner::new()
+            .group(Group::new("g").strategy(Strategy::OneForAll))
+            .service(tracked("db", 0))
+            .service(tracked("api", 0).after(["db"]))
+            .service(tracked("flaky", 1)),
+    )
+    .await;
+    sleep(Duration::from_secs(2)).await;
+    // flaky fails at 100 ms: db restarts (api stops before it and starts after it),
+    // and flaky comes back only after its own 500 ms backoff.
+    assert_eq!(log.times_of("flaky start"), [Duration::ZERO, 600 * MS]);
+    assert_eq!(log.times_of("api start").len(), 2, "{:?}", log.lines());
+    assert_eq!(log.times_of("db start").len(), 2, "{:?}", log.lines());
+    assert!(log.position("api stop") < log.position("db stop"));
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_added_later_takes_part_in_its_group() {
+    let h = start(
+        Runner::new()
+            .group(Group::new("g").strategy(Strategy::OneForAll))
+            .service(member("a", "g", 0)),
+    )
+    .await;
+    h.add(member("late", "g", 1)).unwrap();
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs(&h), pairs(&[("a", 2), ("late", 2)]));
+    h.shutdown();
+    h.wait().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_slides() {
+    let seen = Arc::new(AtomicU32::new(0));
+    let r = seen.clone();
+    // Fails every 2 s; the group allows 1 restart per 1.9 s: never too many (and
+    // it would be, without the window sliding).
+    let svc = Service::new("slow-flaky", move |ctx| {
+        r.fetch_add(1, Ordering::SeqCst);
+        async move {
+            ctx.ready();
+            match ctx.until_shutdown(sleep(Duration::from_secs(2))).await {
+                Some(()) => Err("boom"),
+                None => Ok(()),
+            }
+        }
+    })
+    .group("g")
+    .backoff(MS, MS)
+    .max_restarts(u32::MAX, Duration::from_secs(1));
+    let h = start(
+        Runner::new()
+            .group(Group::new("g").max_restarts(1, Duration::from_millis(1900)))
+            .service(svc),
+    )
+    .await;
+    sleep(Duration::from_secs(20)).await;
+    assert!(seen.load(Ordering::SeqCst) >= 9);
+    assert_eq!(h.status()[0].state, ServiceState::Running);
     h.shutdown();
     h.wait().await.unwrap();
 }

@@ -44,19 +44,32 @@ pub enum Strategy {
 /// runner gets it with [`Runner::group`](crate::Runner::group).
 ///
 /// Every restart of a member after a failure counts in the group's window: at
-/// most `max_restarts` within `within` (default 5 in 60 s). Past it, or when a
-/// member gives up by its own policy, the group **gives up** and escalates:
+/// most `max_restarts` within `within` (default 5 in 60 s; `u32::MAX` for no
+/// limit). One more, or a member that gives up by its own policy, and the group
+/// **gives up** (its window starts over) and escalates:
 ///
 /// * in a parent group ([`parent`](Group::parent)), that counts as a failure of a
 ///   member of the parent: within the parent's intensity, the whole group restarts
-///   (its window starts over) and the parent applies its strategy to its other
-///   members; past it, the parent gives up in turn;
+///   (the windows of every group in it start over; the member that gave up by its
+///   own policy restarts afresh, unless its policy is [`Restart::Never`]) and the
+///   parent applies its strategy to its other members; past it, the parent gives up
+///   in turn;
 /// * at the top, [`OnGiveUp::Shutdown`] (the default) shuts the runner down and
 ///   its error names the group ([`FailureKind::GroupGaveUp`]); [`OnGiveUp::Ignore`]
-///   stops the group's services for good and lets the others run.
+///   stops the group's services for good (and, by the dependency rule, the services
+///   that depend on them) and lets the others run. The member whose failure made
+///   the group give up ends `Failed`.
 ///
-/// A member that gives up with `on_give_up = "ignore"` of its own does not escalate.
-/// Services that have ended for good are not started again by a group restart.
+/// How members are moved: a restart by the group is the same as
+/// [`RunnerHandle::restart`](crate::RunnerHandle::restart) (dependents stop first
+/// and come back after), is not a failure of theirs, does not cut short the backoff
+/// of a member already restarting after its own failure, and only reaches the
+/// members that depend on no other member being restarted (those come back by the
+/// dependency rule). Services that have ended for good are not started again. A
+/// failure while the runner or the member is being stopped moves nothing. A member
+/// that gives up with `on_give_up = "ignore"` of its own does not escalate.
+///
+/// [`Restart::Never`]: crate::Restart::Never
 ///
 /// [`FailureKind::GroupGaveUp`]: crate::FailureKind::GroupGaveUp
 ///
@@ -187,8 +200,9 @@ pub(crate) struct GroupRt {
     pub(crate) within: Duration,
     pub(crate) on_give_up: OnGiveUp,
     pub(crate) parent: Option<usize>,
-    /// Restarts of members within the current window, and the total.
-    pub(crate) window: Mutex<(VecDeque<Instant>, u32)>,
+    /// Restarts of members within the current window (one field: room for more
+    /// bookkeeping under the same lock).
+    pub(crate) window: Mutex<(VecDeque<Instant>,)>,
 }
 
 /// A runner's groups, and their indices by name.
@@ -250,7 +264,7 @@ pub(crate) fn resolve(groups: Vec<Group>) -> Result<Groups, ConfigError> {
             within: g.within,
             on_give_up: g.on_give_up,
             parent,
-            window: Mutex::new((VecDeque::new(), 0)),
+            window: Mutex::new((VecDeque::new(),)),
         })
         .collect();
     Ok((rt, index))

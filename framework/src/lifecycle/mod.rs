@@ -5,9 +5,10 @@
 //! How the files depend on each other (each only on those listed before it):
 //!
 //! * `status`: what the runner reports ([`ServiceState`], [`ServiceStatus`], [`Event`]);
-//!   `config`: a service's settings and their defaults; `body`: what a body returns.
-//! * `state`: the slots every part of a runner shares (phase, commands, wake-ups);
-//!   `slots`: their table, which grows as services are added at runtime.
+//!   `config`: a service's settings and their defaults; `body`: what a body returns;
+//!   `group`: [`Group`] and [`Strategy`], checked at start; `slots`: the table of a
+//!   runner's slots, which grows as services are added at runtime.
+//! * `state`: the slots every part of a runner shares (phase, commands, wake-ups).
 //! * `context`: [`ServiceContext`], a run's view of its slot.
 //! * `supervisor`: one per service, in the service's task: runs, stops and restarts it.
 //! * `service`: the [`Service`] value; `graph`: names, dependencies, start order.
@@ -42,6 +43,16 @@
 //!   on that bus as a typed event. When the last service has ended, the runner's own
 //!   bus closes and the tasks services spawned with `bus::ctx::spawn` get the
 //!   shutdown timeout to finish before they are aborted.
+//! * **A changing set.** Services added at runtime get a slot in segments that never
+//!   move (`slots`), so a slot is found by index without a lock; a registry of names
+//!   and of dependents added since is made on the first add or remove. A removed
+//!   service's slot stays, marked removed.
+//! * **Groups** (`group`, `supervisor::groups`): a member's failed run, as its
+//!   supervisor decides what follows, counts in its group's window; the group moves
+//!   the other members with the same restart and stop commands the handle sends, or
+//!   gives up and escalates up the tree.
+//! * **Watchdog and report.** A watchdog is one more timer polled with the body; the
+//!   report is read from the slots, which outlive the runner's end with the handle.
 //! * **Signals** (Unix): signal-hook delivers SIGINT, SIGTERM, SIGQUIT and SIGHUP to
 //!   the runner while it runs; outside a runner the signals do what they did before.
 //!   Under `#[servicekit::main]` a thread outside the runtime counts SIGINT and

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::groups::Escalation;
 use super::{Outcome, Reason};
 use crate::error::{Chain, FailureKind, ServiceFailure};
 use crate::lifecycle::config::{OnGiveUp, Restart};
@@ -157,6 +158,19 @@ impl Restarts {
             give_up = this.window.len() >= cfg.max_restarts as usize;
         }
         if give_up {
+            // Escalation: to its group if it has one, else to the runner. A parent
+            // group that takes it restarts the whole group, this service too
+            // (afresh), unless its policy is never to restart.
+            let escalation = if cfg.on_give_up == OnGiveUp::Shutdown {
+                super::groups::member_gave_up(shared, idx)
+            } else {
+                Escalation::NoGroup
+            };
+            if escalation == Escalation::Absorbed && cfg.restart != Restart::Never {
+                tracing::warn!(service = %slot.name, error = %Chain(&*error), "service gave up; its group restarts");
+                **this = Restarts::default();
+                return Next::After(cfg.backoff_base);
+            }
             tracing::error!(service = %slot.name, restarts = this.count, error = %Chain(&*error), "service gave up");
             shared.record_failure(ServiceFailure {
                 service: slot.shared_name(),
@@ -165,10 +179,14 @@ impl Restarts {
                     error,
                 },
             });
-            // Escalation: to its group if it has one, else to the runner.
-            if cfg.on_give_up == OnGiveUp::Shutdown && !super::groups::member_gave_up(shared, idx) {
+            if escalation == Escalation::NoGroup && cfg.on_give_up == OnGiveUp::Shutdown {
                 shared.begin_shutdown();
             }
+            return Next::End(ServiceState::Failed);
+        }
+        // Its group may not allow the restart (and then has given up).
+        if super::groups::member_restarts(shared, idx) == Escalation::GaveUp {
+            tracing::error!(service = %slot.name, error = %Chain(&*error), "service failed; its group gave up");
             return Next::End(ServiceState::Failed);
         }
         if !unlimited {
@@ -181,7 +199,6 @@ impl Restarts {
         this.attempt = this.attempt.saturating_add(1);
         this.count += 1;
         slot.inner.lock().restarts = this.count;
-        super::groups::member_restarts(shared, idx);
         Next::After(delay)
     }
 }
