@@ -92,6 +92,7 @@ pub mod lifecycle;
 
 pub mod error;
 mod guard;
+pub mod ops;
 
 #[doc(hidden)]
 #[path = "rt.rs"]

@@ -219,6 +219,7 @@ where
     if config.tracing {
         install_tracing();
     }
+
     let mut builder = if config.multi_thread {
         tokio::runtime::Builder::new_multi_thread()
     } else {

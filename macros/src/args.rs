@@ -54,6 +54,7 @@ mod kw {
     syn::custom_keyword!(worker_threads);
     syn::custom_keyword!(tracing);
     syn::custom_keyword!(runtime_shutdown);
+    syn::custom_keyword!(systemd);
 }
 
 /// The keys of one attribute: an enum with one variant per keyword, plus `Crate`
@@ -130,6 +131,7 @@ keys! {
         WorkerThreads => worker_threads,
         Tracing => tracing,
         RuntimeShutdown => runtime_shutdown,
+        Systemd => systemd,
     }
 }
 
@@ -528,6 +530,8 @@ pub(crate) struct MainArgs {
     /// `tracing = ...` as written; `None` means the default (a subscriber if the
     /// `tracing-subscriber` feature is on).
     pub(crate) tracing: Option<At<bool>>,
+    /// `systemd = false` turns the notify protocol off.
+    pub(crate) systemd: bool,
     pub(crate) runtime_shutdown: Dur,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -539,6 +543,7 @@ impl MainArgs {
             flavor: Flavor::MultiThread,
             worker_threads: None,
             tracing: None,
+            systemd: true,
             runtime_shutdown: Dur {
                 nanos: 1_000_000_000,
                 span: Span::call_site(),
@@ -592,6 +597,17 @@ impl MainArgs {
                         return Err(syn::Error::new_spanned(
                             other,
                             "`tracing` expects `true` or `false`",
+                        ));
+                    }
+                },
+                MainKey::Systemd => match v {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(b), ..
+                    }) => out.systemd = b.value,
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "`systemd` expects `true` or `false`",
                         ));
                     }
                 },

@@ -274,6 +274,13 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     let block = &func.block;
     let multi = a.flavor == Flavor::MultiThread;
     let tracing = a.tracing.is_none_or(|t| t.value);
+    // Generated here, not in `run_main`: nothing in servicekit imports its
+    // operations layer.
+    let enable_systemd = if a.systemd {
+        quote!(#krate::ops::systemd::enable();)
+    } else {
+        quote!()
+    };
     // An explicit `tracing = true` needs the feature: a compile error without it.
     let require_tracing = match a.tracing {
         Some(t) if t.value => quote_spanned!(t.span=> #krate::__require_tracing_subscriber!();),
@@ -294,6 +301,7 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         #vis fn #ident() -> ::std::process::ExitCode {
             #require_tracing
+            #enable_systemd
             #krate::__private::run_main(
                 #krate::__private::MainConfig {
                     multi_thread: #multi,

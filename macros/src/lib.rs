@@ -120,7 +120,10 @@ pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `worker_threads = n`), installs a `tracing-subscriber` fmt layer on stderr filtered
 /// by `RUST_LOG` (default `info`) unless `tracing = false`, and after the body returns
 /// shuts the runtime down within `runtime_shutdown` (default `"1s"`) so a stray
-/// blocking task cannot keep the process alive.
+/// blocking task cannot keep the process alive. Started by systemd with
+/// `Type=notify`, every runner tells it when the services are ready, reloading and
+/// stopping, and pings its watchdog (`servicekit::ops::systemd`); `systemd = false`
+/// turns that off.
 ///
 /// `main` may return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`.
 ///

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::group::NO_GROUP;
@@ -98,23 +97,7 @@ impl RunnerHandle {
     /// # }
     /// ```
     pub fn status(&self) -> Vec<ServiceStatus> {
-        let now = Instant::now();
-        self.shared
-            .slots
-            .iter()
-            .filter(|slot| !slot.is_removed())
-            .map(|slot| {
-                let inner = slot.inner.lock();
-                ServiceStatus {
-                    name: slot.shared_name(),
-                    state: inner.state,
-                    restarts: inner.restarts,
-                    runs: inner.run,
-                    last_error: inner.last_error.clone(),
-                    uptime: inner.since.map(|s| now.saturating_duration_since(s)),
-                }
-            })
-            .collect()
+        self.shared.status()
     }
 
     /// A stream of every state change and failure from now on.

@@ -65,6 +65,7 @@ mod context;
 mod graph;
 mod group;
 mod handle;
+pub(crate) mod observe;
 mod runner;
 mod service;
 pub(crate) mod signals;

@@ -305,6 +305,8 @@ impl Runner {
             token,
             frame,
         ));
+        // Observers (systemd notify, HTTP) see the runner before its first event.
+        super::observe::runner_starts(&shared);
         // Dependencies first.
         let order = graph.map_or_else(|| (0..factories.len()).collect(), |g| g.order);
         for idx in order {
@@ -341,6 +343,13 @@ impl Runner {
 }
 
 async fn control(shared: Arc<Shared>, mut signals: Option<signals::Signals>) {
+    struct Alive<'a>(&'a Shared);
+    impl Drop for Alive<'_> {
+        fn drop(&mut self) {
+            self.0.control_alive.store(false, Ordering::Release);
+        }
+    }
+    let _alive = Alive(&shared);
     let done = shared.all_ended();
     tokio::pin!(done);
     let root = shared.root.clone();

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{Config, DEFAULT_SHUTDOWN_TIMEOUT, Reload};
 use super::group::{GroupRt, Groups};
 use super::slots::Slots;
-use super::status::{Event, ServiceState};
+use super::status::{Event, ServiceState, ServiceStatus};
 use crate::error::{
     FailureKind, Report, ServiceError, ServiceErrorKind, ServiceFailure, ServiceReport,
     UnknownService,
@@ -312,6 +312,9 @@ pub(crate) struct Shared {
     pub(crate) root: CancellationToken,
     /// Cancelled when the runner has ended (its control task is over).
     pub(crate) finished: CancellationToken,
+    /// Whether the runner's control task is running (cleared as it ends, also by
+    /// a panic).
+    pub(crate) control_alive: AtomicBool,
     pub(crate) events: broadcast::Sender<Event>,
     /// Live `Events` streams: checked on every state change, so no lock is taken
     /// when nobody listens (`broadcast::Sender::receiver_count` locks).
@@ -358,6 +361,7 @@ impl Shared {
             forced: AtomicBool::new(false),
             root: token.unwrap_or_default(),
             finished: CancellationToken::new(),
+            control_alive: AtomicBool::new(true),
             events: broadcast::channel(1024).0,
             subscribers: Arc::default(),
             failures: Mutex::new(Vec::new()),
@@ -759,6 +763,76 @@ impl Shared {
             }
         }
         self.bus().send(ReloadSignal);
+    }
+
+    /// A snapshot of every service not removed (`RunnerHandle::status`).
+    pub(crate) fn status(&self) -> Vec<ServiceStatus> {
+        let now = Instant::now();
+        (0..self.slots.len())
+            .filter(|&idx| !self.slots[idx].is_removed())
+            .map(|idx| {
+                let slot = &self.slots[idx];
+                let ready = self.phase(idx).is_ready();
+                let inner = slot.inner.lock();
+                ServiceStatus {
+                    name: slot.shared_name(),
+                    state: inner.state,
+                    ready: ready && inner.state == ServiceState::Running,
+                    restarts: inner.restarts,
+                    runs: inner.run,
+                    last_error: inner.last_error.clone(),
+                    uptime: inner.since.map(|s| now.saturating_duration_since(s)),
+                }
+            })
+            .collect()
+    }
+
+    /// The services with a watchdog whose current run has not beaten for longer
+    /// than it (a hung run not yet stopped, or one still being stopped).
+    pub(crate) fn stale_watchdogs(&self) -> Vec<Arc<str>> {
+        let now = Instant::now();
+        (0..self.slots.len())
+            .filter(|&idx| {
+                let slot = &self.slots[idx];
+                let Some(period) = self.config(idx).watchdog else {
+                    return false;
+                };
+                let phase = self.phase(idx);
+                !slot.is_removed()
+                    && phase.is_active()
+                    && !phase.has_ended()
+                    && now.saturating_duration_since(self.last_beat(idx)) > period
+            })
+            .map(|idx| self.slots[idx].shared_name())
+            .collect()
+    }
+
+    /// The services a reload restarts: those that do not take reloads themselves,
+    /// and those that depend on one of them (restarted by the dependency rule).
+    pub(crate) fn reload_restarts(&self) -> Vec<Arc<str>> {
+        let n = self.slots.len();
+        let mut restarts: Vec<bool> = (0..n)
+            .map(|idx| !self.slots[idx].is_removed() && self.config(idx).reload != Reload::Hook)
+            .collect();
+        loop {
+            let mut changed = false;
+            for idx in 0..n {
+                if !restarts[idx]
+                    && !self.slots[idx].is_removed()
+                    && self.slots[idx].deps().iter().any(|&d| restarts[d])
+                {
+                    restarts[idx] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        (0..n)
+            .filter(|&idx| restarts[idx] && !self.phase(idx).has_ended())
+            .map(|idx| self.slots[idx].shared_name())
+            .collect()
     }
 
     /// What became of every service, as it is now (final once every supervisor

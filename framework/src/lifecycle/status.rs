@@ -23,6 +23,10 @@ pub struct ServiceStatus {
     pub name: Arc<str>,
     /// Its state.
     pub state: ServiceState,
+    /// Whether its current run is ready (it called
+    /// [`ServiceContext::ready`](crate::ServiceContext::ready), or has no context)
+    /// and running.
+    pub ready: bool,
     /// How many times it was restarted after a failure.
     pub restarts: u32,
     /// How many runs have started.
