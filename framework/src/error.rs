@@ -1020,6 +1020,12 @@ pub struct UnknownService(pub String);
 /// An error and its `source()` chain on one line, `": "` between them, for log lines.
 /// The errors' `Display` and `source` are user code: a panic in one is written in its
 /// place (see [`crate::guard::write`]) and the line is still written.
+/// An error and its sources, as one line.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn chain_string(e: &(dyn std::error::Error + 'static)) -> String {
+    Chain(e).to_string()
+}
+
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {

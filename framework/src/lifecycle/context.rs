@@ -79,6 +79,13 @@ impl ServiceContext {
         }
     }
 
+    /// A read-only view of the runner this run belongs to (for the operations
+    /// layer's services).
+    #[allow(dead_code)]
+    pub(crate) fn watch(&self) -> super::observe::RunnerWatch {
+        super::observe::RunnerWatch::new(self.shared.clone())
+    }
+
     /// The service's name.
     ///
     /// # Examples

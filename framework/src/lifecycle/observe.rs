@@ -30,9 +30,7 @@ pub(crate) fn runner_starts(shared: &Arc<Shared>) {
     if observers.is_empty() {
         return;
     }
-    let watch = RunnerWatch {
-        shared: shared.clone(),
-    };
+    let watch = RunnerWatch::new(shared.clone());
     for observer in observers {
         observer(&watch);
     }
@@ -45,6 +43,10 @@ pub(crate) struct RunnerWatch {
 }
 
 impl RunnerWatch {
+    pub(crate) fn new(shared: Arc<Shared>) -> RunnerWatch {
+        RunnerWatch { shared }
+    }
+
     /// A snapshot of every service.
     pub(crate) fn status(&self) -> Vec<ServiceStatus> {
         self.shared.status()

@@ -4,5 +4,9 @@
 //!
 //! * [`systemd`]: the notify protocol (`Type=notify`, `WatchdogSec=`), on by
 //!   default under `#[servicekit::main]`.
+//! * `http` (feature `http`): `/healthz`, `/readyz`, `/status` and a live status
+//!   page, served by a supervised service.
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod systemd;

@@ -1,0 +1,242 @@
+//! Health, readiness, status and events over HTTP, with a real client on real
+//! sockets, in each state of a runner: starting, ready, a service hung past its
+//! watchdog, a service failed and restarted, stopping; and requests that are
+//! malformed, oversized or a thousand at once, which do not disturb the services.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use servicekit::ops::http::Http;
+use servicekit::{Runner, Service, ServiceState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::sleep;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Sends `request` as is and reads the answer to its end: (status, body).
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.write_all(request).await.expect("sends");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_in_every_state() {
+    let http = Http::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr();
+    let hang = Arc::new(AtomicBool::new(false));
+    let h = hang.clone();
+    let handle = Runner::new()
+        .signals(false)
+        .service(http.service())
+        .service(Service::new("slow", |ctx| async move {
+            sleep(300 * MS).await;
+            ctx.ready();
+            ctx.shutdown_requested().await;
+        }))
+        .service(
+            Service::new("watched", move |ctx| {
+                let h = h.clone();
+                async move {
+                    ctx.ready();
+                    loop {
+                        if ctx.until_shutdown(sleep(50 * MS)).await.is_none() {
+                            return;
+                        }
+                        if h.swap(false, Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        ctx.heartbeat();
+                    }
+                }
+            })
+            .watchdog(Duration::from_millis(300))
+            .shutdown_timeout(Duration::from_millis(700))
+            .backoff(MS, MS),
+        )
+        .service(Service::new("drainer", |ctx| async move {
+            ctx.ready();
+            ctx.shutdown_requested().await;
+            sleep(800 * MS).await;
+        }))
+        .start()
+        .await
+        .unwrap();
+
+    // Starting: alive, not ready, naming what is not.
+    sleep(100 * MS).await;
+    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("slow (running)"), "{body}");
+    assert!(!body.contains("watched"), "{body}");
+
+    // Ready.
+    sleep(400 * MS).await;
+    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".into()));
+    let (code, body) = get(addr, "/status").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["ready"], true);
+    let names: Vec<&str> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "slow", "watched", "drainer"]);
+    let slow = &status["services"][1];
+    assert_eq!(slow["state"], "running");
+    assert_eq!(slow["ready"], true);
+    assert_eq!(slow["runs"], 1);
+    assert_eq!(slow["restarts"], 0);
+    assert!(slow["last_error"].is_null());
+    assert!(slow["uptime_seconds"].as_f64().unwrap() > 0.3);
+
+    // Hung: stale from 300 ms after its last beat until its run is aborted 700 ms
+    // later; unhealthy meanwhile, naming it.
+    hang.store(true, Ordering::SeqCst);
+    sleep(600 * MS).await;
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("stale watchdog: watched"), "{body}");
+    let status: serde_json::Value = serde_json::from_str(&get(addr, "/status").await.1).unwrap();
+    assert_eq!(status["healthy"], false);
+
+    // Restarted: healthy again, the failure in its status.
+    sleep(1000 * MS).await;
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let status: serde_json::Value = serde_json::from_str(&get(addr, "/status").await.1).unwrap();
+    let watched = &status["services"][2];
+    assert_eq!(watched["restarts"], 1);
+    assert_eq!(watched["state"], "running");
+    assert!(
+        watched["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("hung: no heartbeat"),
+        "{watched}"
+    );
+
+    // The page, and the live events.
+    let (code, page) = get(addr, "/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("new EventSource(\"/events\")"));
+    let mut events = TcpStream::connect(addr).await.unwrap();
+    events
+        .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 8192];
+    let n = events.read(&mut first).await.unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(first.contains("text/event-stream"), "{first}");
+
+    // Stopping: the server goes on answering while the drainer stops.
+    handle.shutdown();
+    sleep(200 * MS).await;
+    let (code, body) = get(addr, "/readyz").await;
+    assert_eq!((code, body.as_str()), (503, "not ready: stopping\n"));
+    // The event stream saw the states change, then ends with the server.
+    let mut rest = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), events.read_to_string(&mut rest)).await;
+    assert!(first.contains("data: {\"healthy\":true"), "{first}");
+    assert!(rest.contains("\"state\":\"stopping\""), "{rest}");
+    let report = handle.wait().await.expect("a clean stop");
+    assert_eq!(
+        report.get("http").unwrap().state,
+        ServiceState::Stopped,
+        "{report}"
+    );
+    // Closed for good.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_and_a_thousand_connections_do_not_disturb_the_services() {
+    let http = Http::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr();
+    let handle = Runner::new()
+        .signals(false)
+        .service(http.service())
+        .service(Service::new("steady", |ctx| async move {
+            ctx.ready();
+            ctx.shutdown_requested().await
+        }))
+        .start()
+        .await
+        .unwrap();
+    sleep(100 * MS).await;
+
+    assert_eq!(raw(addr, b"NONSENSE\r\n\r\n").await.0, 400);
+    assert_eq!(get(addr, "/nope").await.0, 404);
+    assert_eq!(
+        raw(
+            addr,
+            b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .0,
+        405
+    );
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let (code, _) = raw(addr, huge.as_bytes()).await;
+    assert!(code == 431 || code == 0, "an oversized request: {code}");
+
+    // A thousand at once: each is answered or closed, nothing else moves.
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        clients.push(tokio::spawn(async move { get(addr, "/healthz").await.0 }));
+    }
+    let mut answered = 0;
+    for c in clients {
+        match c.await.unwrap() {
+            200 => answered += 1,
+            0 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(answered > 0);
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let status = handle.status();
+    assert!(
+        status
+            .iter()
+            .all(|s| s.runs == 1 && s.state == ServiceState::Running)
+    );
+    handle.shutdown();
+    handle.wait().await.unwrap();
+}
+
+#[test]
+fn a_port_in_use_is_an_error_before_anything_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = Http::bind(taken.local_addr().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
