@@ -723,6 +723,10 @@ impl std::error::Error for ServiceFailure {
     }
 }
 
+/// The kinds of failed runs, as metric labels.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) const FAILURE_LABELS: [&str; 5] = ["error", "panic", "task_error", "task_panic", "hung"];
+
 /// One failed run of a service: the error it returned, or the message it panicked with.
 ///
 /// # Examples
@@ -827,6 +831,17 @@ impl ServiceError {
         match &self.kind {
             ServiceErrorKind::Panicked(m) | ServiceErrorKind::TaskPanicked(m) => Some(m),
             _ => None,
+        }
+    }
+
+    /// The index of this failure's kind in [`FAILURE_LABELS`].
+    pub(crate) fn label_index(&self) -> usize {
+        match self.kind {
+            ServiceErrorKind::Returned(_) => 0,
+            ServiceErrorKind::Panicked(_) => 1,
+            ServiceErrorKind::Task(_) => 2,
+            ServiceErrorKind::TaskPanicked(_) => 3,
+            ServiceErrorKind::Hung { .. } => 4,
         }
     }
 

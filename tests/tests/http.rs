@@ -141,6 +141,49 @@ async fn every_endpoint_in_every_state() {
         "{watched}"
     );
 
+    // The metrics, in the Prometheus text format.
+    let (code, text) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(value("servicekit_healthy"), 1.0);
+    assert_eq!(value("servicekit_ready"), 1.0);
+    assert_eq!(
+        value("servicekit_service_failures_total{service=\"watched\",kind=\"hung\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("servicekit_service_failures_total{service=\"watched\",kind=\"error\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("servicekit_service_restarts_total{service=\"watched\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("servicekit_service_runs_total{service=\"watched\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("servicekit_service_state{service=\"slow\",state=\"running\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("servicekit_service_state{service=\"slow\",state=\"stopped\"}"),
+        0.0
+    );
+    // Every sample line is a name, optional labels and a number; every family has
+    // its TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, number) = line.rsplit_once(' ').expect(line);
+        assert!(number.parse::<f64>().is_ok(), "{line}");
+        let name = series.split('{').next().unwrap();
+        assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+    }
+
     // The page, and the live events.
     let (code, page) = get(addr, "/").await;
     assert_eq!(code, 200);

@@ -89,6 +89,12 @@ impl RunnerWatch {
         self.shared.stale_watchdogs()
     }
 
+    /// Failed runs of every service, by kind (`error::FAILURE_LABELS`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn failure_counts(&self) -> Vec<(Arc<str>, [u64; 5])> {
+        self.shared.failure_counts()
+    }
+
     /// The longest shutdown timeout of the services not removed.
     pub(crate) fn max_shutdown_timeout(&self) -> Duration {
         (0..self.shared.slots.len())

@@ -200,6 +200,8 @@ pub(crate) struct SlotInner {
     pub(crate) aborted: bool,
     /// Tied tasks aborted so far, over every run.
     pub(crate) tasks_aborted: usize,
+    /// Failed runs by kind (`error::FAILURE_LABELS`), made by the first.
+    pub(crate) failures: Option<Box<[u64; 5]>>,
 }
 
 /// The tasks tied to a run, and the first failure among them.
@@ -247,6 +249,7 @@ impl Slot {
                 stop_took: None,
                 aborted: false,
                 tasks_aborted: 0,
+                failures: None,
             }),
         }
     }
@@ -804,6 +807,25 @@ impl Shared {
                     && now.saturating_duration_since(self.last_beat(idx)) > period
             })
             .map(|idx| self.slots[idx].shared_name())
+            .collect()
+    }
+
+    /// Failed runs of every service not removed, by kind (`error::FAILURE_LABELS`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn failure_counts(&self) -> Vec<(Arc<str>, [u64; 5])> {
+        (0..self.slots.len())
+            .filter(|&idx| !self.slots[idx].is_removed())
+            .map(|idx| {
+                let slot = &self.slots[idx];
+                let counts = slot
+                    .inner
+                    .lock()
+                    .failures
+                    .as_deref()
+                    .copied()
+                    .unwrap_or_default();
+                (slot.shared_name(), counts)
+            })
             .collect()
     }
 

@@ -6,6 +6,7 @@
 //! | `GET /healthz` | `200 ok` while the runner's control loop runs and no service's watchdog is stale; `503` naming what is wrong otherwise (liveness) |
 //! | `GET /readyz` | `200 ready` once every service is ready (or has ended); `503` naming those that are not, and while stopping (readiness) |
 //! | `GET /status` | JSON: `{"healthy", "ready", "services": [{"name", "state", "ready", "runs", "restarts", "last_error", "uptime_seconds"}]}` |
+//! | `GET /metrics` | the runner's metrics in the Prometheus text format: `servicekit_healthy`, `servicekit_ready`, and per service `servicekit_service_state{state}`, `_ready`, `_runs_total`, `_restarts_total`, `_failures_total{kind}`, `_uptime_seconds` |
 //! | `GET /` | a status page (HTML and CSS, a few lines of script), updated live from `/events` |
 //! | `GET /events` | server-sent events: the `/status` JSON at once and after every change |
 //!
@@ -281,6 +282,10 @@ fn answer(
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },
         "/status" => with_type(text(StatusCode::OK, status_json(watch)), "application/json"),
+        "/metrics" => with_type(
+            text(StatusCode::OK, metrics(watch)),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         "/" => with_type(
             text(StatusCode::OK, PAGE.into()),
             "text/html; charset=utf-8",
@@ -318,6 +323,124 @@ fn readiness(watch: &RunnerWatch) -> Result<(), String> {
     } else {
         Err(format!("not ready: {}", waiting.join(", ")))
     }
+}
+
+/// A label value, escaped for the Prometheus text format.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: its help and type lines, then one line per labelled value.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = String>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for row in rows {
+        let _ = writeln!(out, "{name}{row}");
+    }
+}
+
+/// `/metrics`: the runner's metrics in the Prometheus text format (0.0.4).
+fn metrics(watch: &RunnerWatch) -> String {
+    const STATES: [&str; 7] = [
+        "starting",
+        "running",
+        "restarting",
+        "stopping",
+        "stopped",
+        "failed",
+        "aborted",
+    ];
+    let status = watch.status();
+    let per = |f: fn(&crate::ServiceStatus) -> String| -> Vec<String> {
+        status
+            .iter()
+            .map(|s| format!("{{service=\"{}\"}} {}", label(&s.name), f(s)))
+            .collect()
+    };
+    let mut out = String::new();
+    family(
+        &mut out,
+        "servicekit_healthy",
+        "gauge",
+        "1 while the control loop runs and no watchdog is stale.",
+        [format!(" {}", u8::from(health(watch).is_ok()))],
+    );
+    family(
+        &mut out,
+        "servicekit_ready",
+        "gauge",
+        "1 once every service is ready, and not stopping.",
+        [format!(" {}", u8::from(readiness(watch).is_ok()))],
+    );
+    family(
+        &mut out,
+        "servicekit_service_state",
+        "gauge",
+        "1 for the state each service is in.",
+        status.iter().flat_map(|s| {
+            let (name, now) = (label(&s.name), s.state.to_string());
+            STATES.iter().map(move |st| {
+                format!(
+                    "{{service=\"{name}\",state=\"{st}\"}} {}",
+                    u8::from(now == *st)
+                )
+            })
+        }),
+    );
+    family(
+        &mut out,
+        "servicekit_service_ready",
+        "gauge",
+        "1 while the service's current run is ready.",
+        per(|s| u8::from(s.ready).to_string()),
+    );
+    family(
+        &mut out,
+        "servicekit_service_runs_total",
+        "counter",
+        "Runs started.",
+        per(|s| s.runs.to_string()),
+    );
+    family(
+        &mut out,
+        "servicekit_service_restarts_total",
+        "counter",
+        "Restarts after a failure.",
+        per(|s| s.restarts.to_string()),
+    );
+    family(
+        &mut out,
+        "servicekit_service_uptime_seconds",
+        "gauge",
+        "How long the current run has been going (0 when none is).",
+        per(|s| s.uptime.map_or(0.0, |d| d.as_secs_f64()).to_string()),
+    );
+    family(
+        &mut out,
+        "servicekit_service_failures_total",
+        "counter",
+        "Failed runs, by kind: error, panic, task_error, task_panic, hung.",
+        watch
+            .failure_counts()
+            .into_iter()
+            .flat_map(|(name, counts)| {
+                let name = label(&name);
+                crate::error::FAILURE_LABELS
+                    .iter()
+                    .zip(counts)
+                    .map(move |(kind, n)| format!("{{service=\"{name}\",kind=\"{kind}\"}} {n}"))
+            }),
+    );
+    out
 }
 
 fn status_json(watch: &RunnerWatch) -> String {

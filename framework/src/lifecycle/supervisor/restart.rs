@@ -72,7 +72,11 @@ impl Restarts {
             Some(Err(e)) => {
                 let e = Arc::new(e);
                 tracing::warn!(service = %slot.name, run, error = %Chain(&*e), "service failed");
-                slot.inner.lock().last_error = Some(e.clone());
+                {
+                    let mut inner = slot.inner.lock();
+                    inner.failures.get_or_insert_default()[e.label_index()] += 1;
+                    inner.last_error = Some(e.clone());
+                }
                 shared.emit(|| Event::Failed {
                     service: slot.shared_name(),
                     error: e.clone(),
