@@ -724,7 +724,7 @@ impl std::error::Error for ServiceFailure {
 }
 
 /// The kinds of failed runs, as metric labels.
-#[cfg_attr(not(feature = "http"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "http", feature = "metrics")), allow(dead_code))]
 pub(crate) const FAILURE_LABELS: [&str; 5] = ["error", "panic", "task_error", "task_panic", "hung"];
 
 /// One failed run of a service: the error it returned, or the message it panicked with.

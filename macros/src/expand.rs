@@ -276,11 +276,8 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     let tracing = a.tracing.is_none_or(|t| t.value);
     // Generated here, not in `run_main`: nothing in servicekit imports its
     // operations layer.
-    let enable_systemd = if a.systemd {
-        quote!(#krate::ops::systemd::enable();)
-    } else {
-        quote!()
-    };
+    let systemd = a.systemd;
+    let enable_systemd = quote!(#krate::ops::__main_defaults(#systemd););
     // An explicit `tracing = true` needs the feature: a compile error without it.
     let require_tracing = match a.tracing {
         Some(t) if t.value => quote_spanned!(t.span=> #krate::__require_tracing_subscriber!();),

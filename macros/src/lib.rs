@@ -123,7 +123,8 @@ pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 /// blocking task cannot keep the process alive. Started by systemd with
 /// `Type=notify`, every runner tells it when the services are ready, reloading and
 /// stopping, and pings its watchdog (`servicekit::ops::systemd`); `systemd = false`
-/// turns that off.
+/// turns that off. With servicekit's `metrics` feature, every runner also records
+/// its metrics through the `metrics` facade (`servicekit::ops::metrics`).
 ///
 /// `main` may return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`.
 ///

@@ -4,9 +4,24 @@
 //!
 //! * [`systemd`]: the notify protocol (`Type=notify`, `WatchdogSec=`), on by
 //!   default under `#[servicekit::main]`.
-//! * `http` (feature `http`): `/healthz`, `/readyz`, `/status` and a live status
-//!   page, served by a supervised service.
+//! * `http` (feature `http`): `/healthz`, `/readyz`, `/status`, `/metrics` and a
+//!   live status page, served by a supervised service.
+//! * `metrics` (feature `metrics`): the runners' metrics through the `metrics`
+//!   facade, for the program's own recorder.
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod systemd;
+
+/// What `#[servicekit::main]` turns on: systemd notify (unless `systemd = false`)
+/// and, with the feature `metrics`, the metrics.
+#[doc(hidden)]
+pub fn __main_defaults(systemd: bool) {
+    if systemd {
+        systemd::enable();
+    }
+    #[cfg(feature = "metrics")]
+    metrics::enable();
+}

@@ -1,0 +1,103 @@
+//! The runners' metrics through the [`metrics`] facade (feature `metrics`): what a
+//! program's own recorder (a Prometheus exporter, StatsD, …) then exports. Nothing
+//! is recorded until the program installs a recorder; servicekit installs none.
+//!
+//! With [`enable`] (called by `#[servicekit::main]`), every runner started from
+//! then on records, labelled `service`:
+//!
+//! | metric | kind | |
+//! |---|---|---|
+//! | `servicekit_service_failures_total` | counter | failed runs, also labelled `kind`: `error`, `panic`, `task_error`, `task_panic`, `hung` |
+//! | `servicekit_service_restarts_total` | counter | restarts after a failure |
+//! | `servicekit_service_runs_total` | counter | runs started |
+//! | `servicekit_service_ready` | gauge | 1 while the current run is ready |
+//! | `servicekit_service_running` | gauge | 1 while a run is going |
+//! | `servicekit_service_run_seconds` | histogram | how long each run lasted |
+//!
+//! # Examples
+//!
+//! ```
+//! // With a recorder installed first (e.g. metrics-exporter-prometheus):
+//! servicekit::ops::metrics::enable();
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use tokio::time::Instant;
+
+use crate::error::FAILURE_LABELS;
+use crate::lifecycle::observe::{self, RunnerWatch};
+use crate::lifecycle::{Event, ServiceState};
+
+/// Records the metrics of every runner started from now on. Calling it again does
+/// nothing more.
+///
+/// # Examples
+///
+/// ```
+/// servicekit::ops::metrics::enable();
+/// ```
+pub fn enable() {
+    static ENABLED: OnceLock<()> = OnceLock::new();
+    ENABLED.get_or_init(|| {
+        observe::add_observer(|watch| {
+            drop(tokio::spawn(record(watch.clone())));
+        });
+    });
+}
+
+async fn record(watch: RunnerWatch) {
+    let mut events = watch
+        .bus()
+        .subscription::<Event>()
+        .capacity(4096)
+        .subscribe();
+    // When each service's current run began.
+    let mut running: HashMap<Arc<str>, Instant> = HashMap::new();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(crate::bus::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "metrics: events were missed");
+                continue;
+            }
+            Err(_) => return,
+        };
+        match &*event {
+            Event::Failed { service, error } => {
+                metrics::counter!(
+                    "servicekit_service_failures_total",
+                    "service" => service.to_string(),
+                    "kind" => FAILURE_LABELS[error.label_index()],
+                )
+                .increment(1);
+            }
+            Event::Ready { service } => {
+                metrics::gauge!("servicekit_service_ready", "service" => service.to_string())
+                    .set(1.0);
+            }
+            Event::State { service, state } => {
+                let name = service.to_string();
+                if *state == ServiceState::Running {
+                    running.insert(service.clone(), Instant::now());
+                    metrics::counter!("servicekit_service_runs_total", "service" => name.clone())
+                        .increment(1);
+                    metrics::gauge!("servicekit_service_running", "service" => name).set(1.0);
+                    continue;
+                }
+                if let Some(began) = running.remove(service) {
+                    metrics::histogram!("servicekit_service_run_seconds", "service" => name.clone())
+                        .record(began.elapsed().as_secs_f64());
+                }
+                metrics::gauge!("servicekit_service_running", "service" => name.clone()).set(0.0);
+                metrics::gauge!("servicekit_service_ready", "service" => name.clone()).set(0.0);
+                if *state == ServiceState::Restarting {
+                    metrics::counter!("servicekit_service_restarts_total", "service" => name)
+                        .increment(1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
