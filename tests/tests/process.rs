@@ -47,8 +47,13 @@ impl Proc {
     }
 
     fn spawn_with(path: PathBuf, args: &[&str]) -> Proc {
+        Proc::spawn_env(path, args, &[])
+    }
+
+    fn spawn_env(path: PathBuf, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(&path)
             .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -90,6 +95,12 @@ impl Proc {
     }
 
     /// Waits for a stdout line containing `text`, after the last one matched.
+    /// Waits for a stdout line containing `text` (as `expect_line`) and returns it.
+    fn line_with(&mut self, text: &str) -> String {
+        self.expect_line(text);
+        self.stdout[self.cursor - 1].clone()
+    }
+
     fn expect_line(&mut self, text: &str) {
         if let Some(i) = self.stdout[self.cursor..]
             .iter()
@@ -612,4 +623,81 @@ fn the_hub_example_pipes_fans_out_replays_and_ends_by_itself() {
         "late reader: login donald",
     ];
     assert_eq!(&out[..expected.len()], expected, "{out:#?}");
+}
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn the_operations_example_serves_its_probes_and_stops_on_sigterm() {
+    let mut p = Proc::spawn_env(
+        examples_dir().join("15_operations"),
+        &[],
+        &[("HTTP_ADDR", "127.0.0.1:0")],
+    );
+    let line = p.line_with("status page: http://");
+    let addr = line
+        .trim_start_matches("status page: http://")
+        .trim_end_matches('/')
+        .to_owned();
+    // Not ready until db (1 s) and api are.
+    let (code, body) = http_get(&addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("db"), "{body}");
+    p.expect_line("api: ready");
+    let began = Instant::now();
+    while http_get(&addr, "/readyz").0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(5), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok\n".to_owned()));
+    // The importer fails after 3 s and is restarted: the status says so.
+    let began = Instant::now();
+    loop {
+        let (code, body) = http_get(&addr, "/status");
+        assert_eq!(code, 200);
+        if body.contains("upstream closed the connection during batch 1") {
+            assert!(body.contains("\"name\":\"importer\""), "{body}");
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(8), "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .contains("servicekit_service_failures_total{service=\"importer\",kind=\"error\"} 1"),
+        "{metrics}"
+    );
+    p.signal(SIGTERM);
+    let (status, _, out, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("`db`: stopped after 1 run")),
+        "{out:#?}"
+    );
 }
