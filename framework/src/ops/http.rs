@@ -562,7 +562,19 @@ const PAGE: &str = r#"<!doctype html>
       cell(row, s.last_error || "", "error");
     }
   }
-  new EventSource("/events").onmessage = (e) => render(JSON.parse(e.data));
+  // Uptimes go on between events.
+  let last = null, at = 0;
+  new EventSource("/events").onmessage = (e) => {
+    last = JSON.parse(e.data);
+    at = Date.now();
+    render(last);
+  };
+  setInterval(() => {
+    if (last === null) return;
+    const since = (Date.now() - at) / 1000;
+    render({ ...last, services: last.services.map((s) =>
+      ({ ...s, uptime_seconds: s.uptime_seconds === null ? null : s.uptime_seconds + since })) });
+  }, 1000);
 </script>
 </body>
 </html>
