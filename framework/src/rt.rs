@@ -124,6 +124,33 @@ fn write_unclean(text: &mut String, report: &crate::Report) {
 /// How many services `#[servicekit::main]`'s exit message lists.
 const UNCLEAN_LINES: usize = 20;
 
+/// `#[servicekit::main(http = "...")]` could not listen: the program ends with 1.
+pub fn listen_failed(addr: &str, error: &std::io::Error) -> ExitCode {
+    print_err(&format!("Error: cannot listen on {addr}: {error}\n"));
+    ExitCode::FAILURE
+}
+
+/// What `#[servicekit::main(http = "...")]` expands to, beside `main`: nothing with
+/// the `http` feature, a compile error naming the feature without it.
+#[cfg(feature = "http")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __require_http {
+    () => {};
+}
+
+/// See the other definition.
+#[cfg(not(feature = "http"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __require_http {
+    () => {
+        ::core::compile_error!(
+            "`#[servicekit::main(http = \"...\")]` needs servicekit's `http` feature: enable it, or remove `http = ...`"
+        );
+    };
+}
+
 /// Writes to stderr without panicking: a closed or full stderr loses the text,
 /// never the program (`eprintln!` panics on `EPIPE`).
 fn print_err(text: &str) {

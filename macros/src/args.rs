@@ -55,6 +55,7 @@ mod kw {
     syn::custom_keyword!(tracing);
     syn::custom_keyword!(runtime_shutdown);
     syn::custom_keyword!(systemd);
+    syn::custom_keyword!(http);
 }
 
 /// The keys of one attribute: an enum with one variant per keyword, plus `Crate`
@@ -132,6 +133,7 @@ keys! {
         Tracing => tracing,
         RuntimeShutdown => runtime_shutdown,
         Systemd => systemd,
+        Http => http,
     }
 }
 
@@ -532,6 +534,8 @@ pub(crate) struct MainArgs {
     pub(crate) tracing: Option<At<bool>>,
     /// `systemd = false` turns the notify protocol off.
     pub(crate) systemd: bool,
+    /// `http = "addr"`: serve health, status and metrics there.
+    pub(crate) http: Option<LitStr>,
     pub(crate) runtime_shutdown: Dur,
     pub(crate) krate: Option<syn::Path>,
 }
@@ -544,6 +548,7 @@ impl MainArgs {
             worker_threads: None,
             tracing: None,
             systemd: true,
+            http: None,
             runtime_shutdown: Dur {
                 nanos: 1_000_000_000,
                 span: Span::call_site(),
@@ -600,6 +605,16 @@ impl MainArgs {
                         ));
                     }
                 },
+                MainKey::Http => {
+                    let addr = lit_str("http", v)?;
+                    if addr.value().is_empty() {
+                        return Err(syn::Error::new(
+                            addr.span(),
+                            "`http` must be an address such as \"127.0.0.1:9090\"",
+                        ));
+                    }
+                    out.http = Some(addr);
+                }
                 MainKey::Systemd => match v {
                     Expr::Lit(ExprLit {
                         lit: Lit::Bool(b), ..

@@ -277,6 +277,15 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     // Generated here, not in `run_main`: nothing in servicekit imports its
     // operations layer.
     let systemd = a.systemd;
+    let serve_http = match &a.http {
+        None => quote!(),
+        Some(addr) => quote_spanned! {addr.span()=>
+            #krate::__require_http!();
+            if let ::core::result::Result::Err(e) = #krate::ops::__main_http(#addr) {
+                return #krate::__private::listen_failed(#addr, &e);
+            }
+        },
+    };
     let enable_systemd = quote!(#krate::ops::__main_defaults(#systemd););
     // An explicit `tracing = true` needs the feature: a compile error without it.
     let require_tracing = match a.tracing {
@@ -298,6 +307,7 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         #vis fn #ident() -> ::std::process::ExitCode {
             #require_tracing
+            #serve_http
             #enable_systemd
             #krate::__private::run_main(
                 #krate::__private::MainConfig {

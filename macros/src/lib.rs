@@ -123,7 +123,10 @@ pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
 /// blocking task cannot keep the process alive. Started by systemd with
 /// `Type=notify`, every runner tells it when the services are ready, reloading and
 /// stopping, and pings its watchdog (`servicekit::ops::systemd`); `systemd = false`
-/// turns that off. With servicekit's `metrics` feature, every runner also records
+/// turns that off. `http = "127.0.0.1:9090"` (servicekit's `http` feature) binds
+/// that address before the body runs (a port in use ends the program with 1 and a
+/// clear message) and serves `/healthz`, `/readyz`, `/status`, `/metrics` and the
+/// status page of the first runner the body starts. With servicekit's `metrics` feature, every runner also records
 /// its metrics through the `metrics` facade (`servicekit::ops::metrics`).
 ///
 /// `main` may return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`.

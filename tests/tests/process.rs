@@ -701,3 +701,37 @@ fn the_operations_example_serves_its_probes_and_stops_on_sigterm() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn main_with_http_serves_the_first_runner_and_a_port_in_use_ends_it_first() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_main_http"));
+    let addr = "127.0.0.1:39517";
+    // Taken: the program ends with 1 before its body runs.
+    {
+        let _taken = std::net::TcpListener::bind(addr).expect("the test's port is free");
+        let p = Proc::spawn(bin.clone());
+        let (status, elapsed, out, err) = p.finish(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "stderr: {err}");
+        assert!(elapsed < Duration::from_secs(2));
+        assert!(out.is_empty(), "the body ran: {out:?}");
+        assert!(
+            err.contains("Error: cannot listen on 127.0.0.1:39517:"),
+            "{err}"
+        );
+    }
+    // Free: served.
+    let mut p = Proc::spawn(bin);
+    p.expect_line("started");
+    let began = Instant::now();
+    while http_get(addr, "/readyz").0 != 200 {
+        assert!(began.elapsed() < Duration::from_secs(5), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"name\":\"api\""), "{body}");
+    assert!(body.contains("\"name\":\"http\""), "{body}");
+    p.signal(SIGTERM);
+    let (status, _, _, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+}

@@ -79,11 +79,10 @@ impl ServiceContext {
         }
     }
 
-    /// A read-only view of the runner this run belongs to (for the operations
-    /// layer's services).
-    #[allow(dead_code)]
-    pub(crate) fn watch(&self) -> super::observe::RunnerWatch {
-        super::observe::RunnerWatch::new(self.shared.clone())
+    /// The runner this run belongs to (for `observe::RunnerWatch::of`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The service's name.

@@ -296,72 +296,7 @@ impl RunnerHandle {
     /// # }
     /// ```
     pub fn add(&self, service: Service) -> Result<(), ConfigError> {
-        let shared = &self.shared;
-        let (idx, factory) = {
-            let mut guard = shared.registry();
-            let reg = guard.as_mut().expect("made by `registry`");
-            let name = service.name.as_str();
-            if name.is_empty() {
-                return Err(ConfigError::EmptyName);
-            }
-            if reg.names.contains_key(name) {
-                return Err(ConfigError::DuplicateName(name.to_owned()));
-            }
-            service.config().validate(name, service.has_context)?;
-            let mut deps = Vec::with_capacity(service.dependencies().len());
-            for d in service.dependencies() {
-                if d == name {
-                    return Err(ConfigError::Cycle(vec![name.to_owned(), name.to_owned()]));
-                }
-                let Some(&j) = reg.names.get(d.as_str()) else {
-                    return Err(ConfigError::UnknownDependency {
-                        service: name.to_owned(),
-                        dependency: d.clone(),
-                    });
-                };
-                if reg.removing.contains(&j) {
-                    return Err(ConfigError::Invalid {
-                        service: name.to_owned(),
-                        problem: format!("it depends on `{d}`, which is being removed"),
-                    });
-                }
-                if !deps.contains(&j) {
-                    deps.push(j);
-                }
-            }
-            let group = match service.group_name() {
-                None => NO_GROUP,
-                Some(g) => *shared
-                    .group_index
-                    .get(g)
-                    .ok_or_else(|| ConfigError::UnknownGroup {
-                        member: format!("service `{name}`"),
-                        group: g.to_owned(),
-                    })?,
-            };
-            if !shared.admit() {
-                return Err(ConfigError::NotRunning(name.to_owned()));
-            }
-            let (slot, factory) = service.into_slot(
-                deps.clone(),
-                Vec::new(),
-                group,
-                shared.default_shutdown_timeout(),
-            );
-            let idx = shared.slots.push(slot);
-            reg.names.insert(shared.slots[idx].shared_name(), idx);
-            for d in deps {
-                Shared::add_dependent(reg, &shared.slots, d, idx);
-            }
-            (idx, factory)
-        };
-        supervisor::spawn(shared.clone(), idx, factory, Some(&shared.rt));
-        // A shutdown that began meanwhile may have woken every slot but this one
-        // (see `Slots::push`).
-        if shared.shutting_down.load(Ordering::SeqCst) {
-            shared.slots[idx].wake.notify();
-        }
-        Ok(())
+        add_service(&self.shared, service)
     }
 
     /// Stops a service for good and forgets it: it leaves
@@ -507,6 +442,75 @@ impl RunnerHandle {
         }
         outcome(&self.shared)
     }
+}
+
+/// [`RunnerHandle::add`], for the handle and for observers.
+pub(crate) fn add_service(shared: &Arc<Shared>, service: Service) -> Result<(), ConfigError> {
+    let (idx, factory) = {
+        let mut guard = shared.registry();
+        let reg = guard.as_mut().expect("made by `registry`");
+        let name = service.name.as_str();
+        if name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        if reg.names.contains_key(name) {
+            return Err(ConfigError::DuplicateName(name.to_owned()));
+        }
+        service.config().validate(name, service.has_context)?;
+        let mut deps = Vec::with_capacity(service.dependencies().len());
+        for d in service.dependencies() {
+            if d == name {
+                return Err(ConfigError::Cycle(vec![name.to_owned(), name.to_owned()]));
+            }
+            let Some(&j) = reg.names.get(d.as_str()) else {
+                return Err(ConfigError::UnknownDependency {
+                    service: name.to_owned(),
+                    dependency: d.clone(),
+                });
+            };
+            if reg.removing.contains(&j) {
+                return Err(ConfigError::Invalid {
+                    service: name.to_owned(),
+                    problem: format!("it depends on `{d}`, which is being removed"),
+                });
+            }
+            if !deps.contains(&j) {
+                deps.push(j);
+            }
+        }
+        let group = match service.group_name() {
+            None => NO_GROUP,
+            Some(g) => *shared
+                .group_index
+                .get(g)
+                .ok_or_else(|| ConfigError::UnknownGroup {
+                    member: format!("service `{name}`"),
+                    group: g.to_owned(),
+                })?,
+        };
+        if !shared.admit() {
+            return Err(ConfigError::NotRunning(name.to_owned()));
+        }
+        let (slot, factory) = service.into_slot(
+            deps.clone(),
+            Vec::new(),
+            group,
+            shared.default_shutdown_timeout(),
+        );
+        let idx = shared.slots.push(slot);
+        reg.names.insert(shared.slots[idx].shared_name(), idx);
+        for d in deps {
+            Shared::add_dependent(reg, &shared.slots, d, idx);
+        }
+        (idx, factory)
+    };
+    supervisor::spawn(shared.clone(), idx, factory, Some(&shared.rt));
+    // A shutdown that began meanwhile may have woken every slot but this one
+    // (see `Slots::push`).
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        shared.slots[idx].wake.notify();
+    }
+    Ok(())
 }
 
 fn outcome(shared: &Shared) -> Result<Report> {

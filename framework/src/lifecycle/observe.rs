@@ -47,6 +47,12 @@ impl RunnerWatch {
         RunnerWatch { shared }
     }
 
+    /// The runner `ctx`'s run belongs to (for the operations layer's services).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn of(ctx: &super::ServiceContext) -> RunnerWatch {
+        RunnerWatch::new(ctx.shared().clone())
+    }
+
     /// A snapshot of every service.
     pub(crate) fn status(&self) -> Vec<ServiceStatus> {
         self.shared.status()
@@ -87,6 +93,12 @@ impl RunnerWatch {
     /// Services whose watchdog has gone stale.
     pub(crate) fn stale_watchdogs(&self) -> Vec<Arc<str>> {
         self.shared.stale_watchdogs()
+    }
+
+    /// Adds a service to the runner, as `RunnerHandle::add` does.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn add(&self, service: super::Service) -> Result<(), crate::error::ConfigError> {
+        super::handle::add_service(&self.shared, service)
     }
 
     /// Failed runs of every service, by kind (`error::FAILURE_LABELS`).

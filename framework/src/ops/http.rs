@@ -136,6 +136,22 @@ impl Http {
     }
 }
 
+/// What `#[servicekit::main(http = "...")]` does before `main`'s body: binds
+/// `addr` (an error here ends the program before anything starts) and serves the
+/// first runner the program starts.
+pub(crate) fn serve_first_runner(addr: &str) -> std::io::Result<()> {
+    let http = std::sync::Mutex::new(Some(Http::bind(addr)?));
+    crate::lifecycle::observe::add_observer(move |watch| {
+        let taken = http.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(http) = taken
+            && let Err(e) = watch.add(http.service())
+        {
+            tracing::error!(error = %e, "http: the status service could not be added");
+        }
+    });
+    Ok(())
+}
+
 /// `Runner::new().http(addr)?`: binds and adds the HTTP service.
 ///
 /// # Examples
@@ -165,7 +181,7 @@ impl RunnerHttp for Runner {
 /// [`DRAIN_SERVE`]. Each connection is a task tied to the run.
 async fn serve(ctx: ServiceContext, listener: Arc<StdListener>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener.try_clone()?)?;
-    let watch = ctx.watch();
+    let watch = RunnerWatch::of(&ctx);
     // Cancelled when this run stops serving: ends its connections (and event
     // streams).
     let done = CancellationToken::new();

@@ -15,6 +15,19 @@ pub mod http;
 pub mod metrics;
 pub mod systemd;
 
+/// What `#[servicekit::main(http = "...")]` does first: binds the address (an
+/// error ends the program before anything starts) and serves the first runner.
+#[doc(hidden)]
+pub fn __main_http(addr: &str) -> std::io::Result<()> {
+    #[cfg(feature = "http")]
+    return http::serve_first_runner(addr);
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = addr;
+        Ok(())
+    }
+}
+
 /// What `#[servicekit::main]` turns on: systemd notify (unless `systemd = false`)
 /// and, with the feature `metrics`, the metrics.
 #[doc(hidden)]
