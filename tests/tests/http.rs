@@ -205,7 +205,12 @@ async fn every_endpoint_in_every_state() {
     assert_eq!((code, body.as_str()), (503, "not ready: stopping\n"));
     // The event stream saw the states change, then ends with the server.
     let mut rest = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), events.read_to_string(&mut rest)).await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), events.read_to_string(&mut rest)).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))),
+        "the event stream did not end: {ended:?}"
+    );
     assert!(first.contains("data: {\"healthy\":true"), "{first}");
     assert!(rest.contains("\"state\":\"stopping\""), "{rest}");
     let report = handle.wait().await.expect("a clean stop");

@@ -79,6 +79,12 @@ impl ServiceContext {
         }
     }
 
+    /// How long this service has to stop once asked.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn shutdown_timeout(&self) -> std::time::Duration {
+        self.shared.shutdown_timeout(self.idx)
+    }
+
     /// The runner this run belongs to (for `observe::RunnerWatch::of`).
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -384,16 +390,16 @@ impl ServiceContext {
             tracing::warn!(service = %slot.name, run = self.run, "task spawned after its run ended was not started");
             return;
         }
-        inner
-            .tied
-            .get_or_insert_with(Default::default)
-            .set
-            .spawn(TiedTask {
-                fut: Some(Box::pin(self.shared.frame.enter(fut))),
-                shared: self.shared.clone(),
-                idx: self.idx,
-                run: self.run,
-            });
+        let tied = inner.tied.get_or_insert_with(Default::default);
+        // Tasks that have ended are let go as new ones come: a run that spawns many
+        // short tasks (a server's connections) does not keep them all.
+        while tied.set.try_join_next().is_some() {}
+        tied.set.spawn(TiedTask {
+            fut: Some(Box::pin(self.shared.frame.enter(fut))),
+            shared: self.shared.clone(),
+            idx: self.idx,
+            run: self.run,
+        });
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ReloadSignal, Shared};
+pub(crate) use super::state::ReloadSignal;
+use super::state::Shared;
 use super::status::ServiceStatus;
 use crate::messaging::bus::{EventBus, Subscription};
 
@@ -68,11 +69,6 @@ impl RunnerWatch {
         self.shared.bus().subscribe::<ReloadSignal>()
     }
 
-    /// The services a reload restarts (see `Shared::reload_restarts`).
-    pub(crate) fn reload_restarts(&self) -> Vec<Arc<str>> {
-        self.shared.reload_restarts()
-    }
-
     /// Cancelled when the runner begins to shut down.
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.shared.root.clone()
@@ -105,6 +101,12 @@ impl RunnerWatch {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn failure_counts(&self) -> Vec<(Arc<str>, [u64; 5])> {
         self.shared.failure_counts()
+    }
+
+    /// Whether the runner was started outside any other runner's services (a
+    /// program's main runner, not one nested in a service).
+    pub(crate) fn is_top_level(&self) -> bool {
+        !self.shared.frame.has_parent()
     }
 
     /// The longest shutdown timeout of the services not removed.

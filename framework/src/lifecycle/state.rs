@@ -61,6 +61,8 @@ impl Flags {
     /// The run is being stopped: its `ready()` no longer counts, so a body polled
     /// for the first time after its stop began cannot let dependents start.
     pub(crate) const STOPPING: Flags = Flags(8);
+    /// The run is being stopped because its watchdog found it hung.
+    pub(crate) const HUNG: Flags = Flags(16);
 }
 
 impl BitOr for Flags {
@@ -70,7 +72,7 @@ impl BitOr for Flags {
     }
 }
 
-const RUN_SHIFT: u32 = 4;
+const RUN_SHIFT: u32 = 5;
 
 impl Phase {
     fn new(run: u64, flags: Flags) -> Phase {
@@ -279,7 +281,11 @@ impl Slot {
 }
 
 /// Published on the runner's bus at each reload, for `ServiceContext::reloads`.
-pub(crate) struct ReloadSignal;
+pub(crate) struct ReloadSignal {
+    /// The services the reload restarts, with their run at the reload (taken
+    /// before any restart was asked for).
+    pub(crate) restarting: Vec<(Arc<str>, u64)>,
+}
 
 /// What only services added or removed at runtime need, made by the first lookup
 /// by name that needs it, so a runner whose set never changes pays nothing for it.
@@ -755,6 +761,7 @@ impl Shared {
             return;
         }
         tracing::info!("reloading: restarting every service that does not take reloads itself");
+        let restarting = self.reload_restarts();
         let hook = |idx: usize| self.config(idx).reload == Reload::Hook;
         // A service restarted directly is one with no dependency that restarts: the
         // others go down and come back after their dependencies by the dependency
@@ -765,7 +772,7 @@ impl Shared {
                 slot.wake.notify();
             }
         }
-        self.bus().send(ReloadSignal);
+        self.bus().send(ReloadSignal { restarting });
     }
 
     /// A snapshot of every service not removed (`RunnerHandle::status`).
@@ -800,10 +807,13 @@ impl Shared {
                 let Some(period) = self.config(idx).watchdog else {
                     return false;
                 };
+                // A run being stopped is not watched, unless it is stopped for
+                // hanging.
                 let phase = self.phase(idx);
                 !slot.is_removed()
                     && phase.is_active()
                     && !phase.has_ended()
+                    && (!phase.has(Flags::STOPPING) || phase.has(Flags::HUNG))
                     && now.saturating_duration_since(self.last_beat(idx)) > period
             })
             .map(|idx| self.slots[idx].shared_name())
@@ -831,7 +841,7 @@ impl Shared {
 
     /// The services a reload restarts: those that do not take reloads themselves,
     /// and those that depend on one of them (restarted by the dependency rule).
-    pub(crate) fn reload_restarts(&self) -> Vec<Arc<str>> {
+    pub(crate) fn reload_restarts(&self) -> Vec<(Arc<str>, u64)> {
         let n = self.slots.len();
         let mut restarts: Vec<bool> = (0..n)
             .map(|idx| !self.slots[idx].is_removed() && self.config(idx).reload != Reload::Hook)
@@ -853,7 +863,12 @@ impl Shared {
         }
         (0..n)
             .filter(|&idx| restarts[idx] && !self.phase(idx).has_ended())
-            .map(|idx| self.slots[idx].shared_name())
+            .map(|idx| {
+                (
+                    self.slots[idx].shared_name(),
+                    self.slots[idx].inner.lock().run,
+                )
+            })
             .collect()
     }
 

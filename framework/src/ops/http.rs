@@ -16,14 +16,15 @@
 //! current run's (or `null`).
 //!
 //! Hyper serves it (the leaner choice: axum's routing and extractors would add
-//! weight for five fixed paths). Requests are bounded: headers within 5 s and
-//! 16 KiB, at most 256 connections at once (more are closed at once), only `GET`
-//! and `HEAD`. The listener is bound when the service is made, so a bad address or
+//! weight for a few fixed paths). Requests are bounded: headers within 5 s and
+//! 16 KiB, at most 256 connections at once (more are closed at once) of which 16
+//! event streams, only `GET` and `HEAD`. The listener is bound when the service is made, so a bad address or
 //! a port in use is an error before anything starts; the server is an ordinary
 //! service (named `http`), so its failure is reported and restarted like any other.
-//! Asked to stop, it goes on serving while the other services stop (for at most
-//! 3 s), so a probe sees `/readyz` answer "stopping" rather than a refused
-//! connection.
+//! When the runner shuts down, it goes on serving while the other services stop
+//! (for at most 3 s, and within its own shutdown timeout), so a probe sees
+//! `/readyz` answer "stopping" rather than a refused connection. It takes reloads
+//! itself (`Reload::Hook`): a SIGHUP does not cut the probes.
 //!
 //! # Examples
 //!
@@ -133,6 +134,8 @@ impl Http {
     pub fn service(self) -> Service {
         let listener = self.listener;
         Service::new("http", move |ctx| serve(ctx, listener.clone()))
+            // A reload need not cut the probes and the event streams.
+            .reload(crate::lifecycle::Reload::Hook)
     }
 }
 
@@ -187,16 +190,24 @@ async fn serve(ctx: ServiceContext, listener: Arc<StdListener>) -> std::io::Resu
     let done = CancellationToken::new();
     let _done = done.clone().drop_guard();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(MAX_EVENT_STREAMS));
     ctx.ready();
     let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let accepted = match draining {
             None => match ctx.until_shutdown(listener.accept()).await {
                 Some(accepted) => accepted,
-                None => {
-                    draining = Some(tokio::time::Instant::now() + DRAIN_SERVE);
+                // Only a runner's shutdown is waited out (not a stop or a
+                // restart of this service alone), within its own timeout.
+                None if watch.shutdown_token().is_cancelled() => {
+                    let serve_for = DRAIN_SERVE.min(
+                        ctx.shutdown_timeout()
+                            .saturating_sub(Duration::from_millis(500)),
+                    );
+                    draining = Some(tokio::time::Instant::now() + serve_for);
                     continue;
                 }
+                None => break,
             },
             Some(until) => {
                 let others_ended = watch
@@ -225,10 +236,14 @@ async fn serve(ctx: ServiceContext, listener: Arc<StdListener>) -> std::io::Resu
             drop(stream);
             continue;
         };
-        let (watch, done) = (watch.clone(), done.clone());
+        let site = Site {
+            watch: watch.clone(),
+            stop: done.clone(),
+            streams: streams.clone(),
+        };
         ctx.spawn(async move {
             let _permit = permit;
-            connection(stream, watch, done).await;
+            connection(stream, site).await;
         });
     }
     Ok(())
@@ -238,14 +253,22 @@ async fn serve(ctx: ServiceContext, listener: Arc<StdListener>) -> std::io::Resu
 /// services still stop (within its default shutdown timeout).
 const DRAIN_SERVE: Duration = Duration::from_secs(3);
 
-async fn connection(stream: tokio::net::TcpStream, watch: RunnerWatch, stop: CancellationToken) {
-    let handler = {
-        let stop = stop.clone();
-        hyper::service::service_fn(move |req| {
-            let (watch, stop) = (watch.clone(), stop.clone());
-            async move { Ok::<_, Infallible>(answer(&req, &watch, &stop)) }
-        })
-    };
+/// What every connection of a run shares.
+#[derive(Clone)]
+struct Site {
+    watch: RunnerWatch,
+    /// Cancelled when the run stops serving.
+    stop: CancellationToken,
+    /// Room for event streams.
+    streams: Arc<Semaphore>,
+}
+
+async fn connection(stream: tokio::net::TcpStream, site: Site) {
+    let stop = site.stop.clone();
+    let handler = hyper::service::service_fn(move |req| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(answer(&req, &site)) }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -280,13 +303,15 @@ fn with_type(mut response: Response<Body>, kind: &'static str) -> Response<Body>
     response
 }
 
-fn answer(
-    req: &Request<hyper::body::Incoming>,
-    watch: &RunnerWatch,
-    stop: &CancellationToken,
-) -> Response<Body> {
+fn answer(req: &Request<hyper::body::Incoming>, site: &Site) -> Response<Body> {
+    let watch = &site.watch;
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return response;
     }
     match req.uri().path() {
         "/healthz" => match health(watch) {
@@ -306,7 +331,10 @@ fn answer(
             text(StatusCode::OK, PAGE.into()),
             "text/html; charset=utf-8",
         ),
-        "/events" => with_type(events(watch.clone(), stop.clone()), "text/event-stream"),
+        "/events" => with_type(
+            events(watch.clone(), site.stop.clone(), &site.streams),
+            "text/event-stream",
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
@@ -484,8 +512,16 @@ fn status_json(watch: &RunnerWatch) -> String {
 }
 
 /// `/events`: the status at once, then after every event of the runner (at most
-/// ten a second), until the run or the runner ends.
-fn events(watch: RunnerWatch, stop: CancellationToken) -> Response<Body> {
+/// ten a second), and a comment every 15 s (which finds a peer that left), until
+/// the run or the runner ends. At most [`MAX_EVENT_STREAMS`] at once: the probes
+/// keep their room.
+fn events(watch: RunnerWatch, stop: CancellationToken, streams: &Arc<Semaphore>) -> Response<Body> {
+    let Ok(permit) = streams.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many event streams\n".into(),
+        );
+    };
     let subscription = watch
         .bus()
         .subscription::<Event>()
@@ -493,10 +529,11 @@ fn events(watch: RunnerWatch, stop: CancellationToken) -> Response<Body> {
         .overflow(crate::bus::Overflow::DropOldest)
         .subscribe();
     let finished = watch.finished();
-    let state = (true, watch, subscription, stop, finished);
+    let state = (true, watch, subscription, stop, finished, permit);
     let stream = futures::stream::unfold(
         state,
-        |(first, watch, mut subscription, stop, finished)| async move {
+        |(first, watch, mut subscription, stop, finished, permit)| async move {
+            let mut ping = false;
             if !first {
                 tokio::select! {
                     r = subscription.recv() => {
@@ -504,24 +541,41 @@ fn events(watch: RunnerWatch, stop: CancellationToken) -> Response<Body> {
                             return None;
                         }
                     }
+                    () = tokio::time::sleep(KEEPALIVE) => ping = true,
                     () = stop.cancelled() => return None,
                     () = finished.cancelled() => return None,
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                // What came meanwhile is in the status already.
-                while subscription.try_recv().is_ok() {}
+                if !ping {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // What came meanwhile is in the status already.
+                    while subscription.try_recv().is_ok() {}
+                }
             }
-            let frame = Frame::data(Bytes::from(format!("data: {}\n\n", status_json(&watch))));
+            let text = if ping {
+                ": ping\n\n".to_owned()
+            } else {
+                format!("data: {}\n\n", status_json(&watch))
+            };
             Some((
-                Ok::<_, Infallible>(frame),
-                (false, watch, subscription, stop, finished),
+                Ok::<_, Infallible>(Frame::data(Bytes::from(text))),
+                (false, watch, subscription, stop, finished, permit),
             ))
         },
     );
-    Response::new(BodyExt::boxed_unsync(StreamBody::new(StreamExt::boxed(
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(StreamExt::boxed(
         stream,
-    ))))
+    ))));
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    response
 }
+
+/// Event streams served at once.
+const MAX_EVENT_STREAMS: usize = 16;
+/// How often an idle event stream sends a comment.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The status page: a table, refreshed from `/events`.
 const PAGE: &str = r#"<!doctype html>

@@ -8,7 +8,7 @@
 //! | metric | kind | |
 //! |---|---|---|
 //! | `servicekit_service_failures_total` | counter | failed runs, also labelled `kind`: `error`, `panic`, `task_error`, `task_panic`, `hung` |
-//! | `servicekit_service_restarts_total` | counter | restarts after a failure |
+//! | `servicekit_service_restarts_total` | counter | restart delays begun: after a failure, or a clean end under `restart = "always"` |
 //! | `servicekit_service_runs_total` | counter | runs started |
 //! | `servicekit_service_ready` | gauge | 1 while the current run is ready |
 //! | `servicekit_service_running` | gauge | 1 while a run is going |
@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
 use crate::error::FAILURE_LABELS;
-use crate::lifecycle::observe::{self, RunnerWatch};
+use crate::lifecycle::observe;
 use crate::lifecycle::{Event, ServiceState};
 
 /// Records the metrics of every runner started from now on. Calling it again does
@@ -42,21 +42,30 @@ pub fn enable() {
     static ENABLED: OnceLock<()> = OnceLock::new();
     ENABLED.get_or_init(|| {
         observe::add_observer(|watch| {
-            drop(tokio::spawn(record(watch.clone())));
+            // Subscribed now, before the runner's first event.
+            let events = watch
+                .bus()
+                .subscription::<Event>()
+                .capacity(4096)
+                .subscribe();
+            drop(tokio::spawn(record(watch.finished(), events)));
         });
     });
 }
 
-async fn record(watch: RunnerWatch) {
-    let mut events = watch
-        .bus()
-        .subscription::<Event>()
-        .capacity(4096)
-        .subscribe();
+async fn record(
+    finished: tokio_util::sync::CancellationToken,
+    mut events: crate::bus::Subscription<Event>,
+) {
     // When each service's current run began.
     let mut running: HashMap<Arc<str>, Instant> = HashMap::new();
     loop {
-        let event = match events.recv().await {
+        let received = tokio::select! {
+            r = events.recv() => r,
+            // A bus given to the runner outlives it.
+            () = finished.cancelled() => return,
+        };
+        let event = match received {
             Ok(event) => event,
             Err(crate::bus::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "metrics: events were missed");

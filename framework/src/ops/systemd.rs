@@ -1,8 +1,9 @@
 //! systemd's notify protocol, for units with `Type=notify` and `WatchdogSec=`.
 //!
 //! With [`enable`] (which `#[servicekit::main]` calls unless told
-//! `systemd = false`), every runner the program starts tells the service manager,
-//! over the datagram socket named by `NOTIFY_SOCKET`:
+//! `systemd = false`), the program's main runner (the first it starts outside any
+//! other runner's services) tells the service manager, over the datagram socket
+//! named by `NOTIFY_SOCKET`:
 //!
 //! | message | when |
 //! |---|---|
@@ -11,7 +12,7 @@
 //! | `RELOADING=1`, then `READY=1` | at a reload (SIGHUP), and once the services it restarts are ready again |
 //! | `STOPPING=1` | when the shutdown begins |
 //! | `EXTEND_TIMEOUT_USEC=…` | every second of the shutdown while services still stop within their own timeouts |
-//! | `WATCHDOG=1` | every half of `WATCHDOG_USEC`, while the runner's control task runs and no service's watchdog ([`Service::watchdog`](crate::Service::watchdog)) is stale |
+//! | `WATCHDOG=1` | every half of `WATCHDOG_USEC`, while the runner's control task runs and no service's watchdog ([`Service::watchdog`](crate::Service::watchdog)) is stale (a running run past it, or a hung one still being stopped) |
 //!
 //! So systemd restarts a process that is really stuck (its runtime blocked, its
 //! control task dead, or a service hung past its watchdog), and waits for a long
@@ -45,19 +46,25 @@ pub fn enable() -> bool {
 
 #[cfg(unix)]
 mod imp {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use tokio::time::Instant;
 
-    use crate::lifecycle::observe::{self, RunnerWatch};
+    use crate::bus::{Overflow, RecvError, Subscription};
+    use crate::lifecycle::observe::{self, ReloadSignal, RunnerWatch};
     use crate::lifecycle::{Event, ServiceState};
 
-    /// Turns the notify protocol on for every runner started from now on, if the
-    /// process was started with `NOTIFY_SOCKET`; returns whether it was. Calling it
-    /// again does nothing more.
+    /// Turns the notify protocol on for the program's main runner, if the process
+    /// was started with `NOTIFY_SOCKET`; returns whether it was. Calling it again
+    /// does nothing more.
+    ///
+    /// The runner followed is the first one the program starts outside any other
+    /// runner's services: one voice to the service manager (a runner nested in a
+    /// service, or a second one, does not tell it it is stopping).
     ///
     /// # Examples
     ///
@@ -74,15 +81,20 @@ mod imp {
             };
             let socket = Arc::new(socket);
             let watchdog = watchdog_interval();
+            let followed = AtomicBool::new(false);
             observe::add_observer(move |watch| {
-                let (socket, watch) = (socket.clone(), watch.clone());
-                drop(tokio::spawn(notify(watch, socket, watchdog)));
+                if !watch.is_top_level() || followed.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                // Subscribed now, before the runner's first event.
+                let follow = Follow::new(watch.clone(), socket.clone(), watchdog);
+                drop(tokio::spawn(follow.run()));
             });
             true
         })
     }
 
-    /// Half of `WATCHDOG_USEC`, if it is set for this process.
+    /// Half of `WATCHDOG_USEC` (at least 1 ms), if it is set for this process.
     fn watchdog_interval() -> Option<Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
         if let Ok(pid) = std::env::var("WATCHDOG_PID")
@@ -90,7 +102,7 @@ mod imp {
         {
             return None;
         }
-        (usec > 0).then(|| Duration::from_micros(usec / 2))
+        (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
     }
 
     /// The service manager's socket.
@@ -144,65 +156,101 @@ mod imp {
         }
     }
 
-    /// Follows one runner until it ends, telling the service manager.
-    async fn notify(watch: RunnerWatch, socket: Arc<Socket>, watchdog: Option<Duration>) {
-        // Lossy: every event only prompts a look at the status.
-        let mut events = watch
-            .bus()
-            .subscription::<Event>()
-            .capacity(1024)
-            .overflow(crate::bus::Overflow::DropOldest)
-            .subscribe();
-        let mut reloads = watch.reloads();
-        let stopping = watch.shutdown_token();
-        let finished = watch.finished();
-        let mut state = Notifier {
-            socket,
-            ready_sent: false,
-            reloading: None,
-            status: String::new(),
-            stopping: None,
-        };
-        let mut pings = watchdog.map(|every| {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
-        let mut drain = tokio::time::interval(Duration::from_secs(1));
-        state.look(&watch);
-        loop {
-            tokio::select! {
-                biased;
-                () = finished.cancelled() => break,
-                () = stopping.cancelled(), if state.stopping.is_none() => {
-                    state.socket.send("STOPPING=1");
-                    state.stopping = Some(Drain { progress: Instant::now(), ended: ended(&watch) });
-                    drain.reset();
-                }
-                ev = events.recv() => match ev {
-                    Ok(ev) => {
-                        if let (Event::Ready { service }, Some(waiting)) = (&*ev, &mut state.reloading) {
-                            waiting.remove(service);
+    /// The notifier of one runner, subscribed when it starts.
+    struct Follow {
+        watch: RunnerWatch,
+        events: Subscription<Event>,
+        reloads: Subscription<ReloadSignal>,
+        socket: Arc<Socket>,
+        watchdog: Option<Duration>,
+    }
+
+    impl Follow {
+        fn new(watch: RunnerWatch, socket: Arc<Socket>, watchdog: Option<Duration>) -> Follow {
+            // Lossy: every event only prompts a look at the status.
+            let events = watch
+                .bus()
+                .subscription::<Event>()
+                .capacity(1024)
+                .overflow(Overflow::DropOldest)
+                .subscribe();
+            let reloads = watch.reloads();
+            Follow {
+                watch,
+                events,
+                reloads,
+                socket,
+                watchdog,
+            }
+        }
+
+        /// Follows the runner until it has ended, telling the service manager.
+        async fn run(self) {
+            let Follow {
+                watch,
+                mut events,
+                mut reloads,
+                socket,
+                watchdog,
+            } = self;
+            let stopping = watch.shutdown_token();
+            let finished = watch.finished();
+            let mut state = Notifier {
+                socket,
+                ready_sent: false,
+                reloading: None,
+                status: String::new(),
+                stopping: None,
+            };
+            let mut pings = watchdog.map(|every| {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval
+            });
+            let mut drain = tokio::time::interval(Duration::from_secs(1));
+            // The runner's bus closes before the runner has ended (its scope's tasks
+            // still get their time): the other arms go on until then.
+            let mut bus_open = true;
+            state.look(&watch);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = finished.cancelled() => break,
+                    () = stopping.cancelled(), if state.stopping.is_none() => {
+                        state.socket.send("STOPPING=1");
+                        state.reloading = None;
+                        state.stopping = Some(Drain { progress: Instant::now(), ended: ended(&watch) });
+                        drain.reset();
+                    }
+                    r = reloads.recv(), if bus_open => match r {
+                        Ok(reload) => {
+                            if state.stopping.is_none() {
+                                state.socket.send("RELOADING=1");
+                                state.reloading = Some(reload.restarting.iter().cloned().collect());
+                                state.look(&watch);
+                            }
                         }
-                        state.look(&watch);
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(_) => bus_open = false,
+                    },
+                    ev = events.recv(), if bus_open => match ev {
+                        Ok(_) | Err(RecvError::Lagged(_)) => {
+                            // What came meanwhile is in the status already.
+                            while events.try_recv().is_ok() {}
+                            state.look(&watch);
+                        }
+                        Err(_) => bus_open = false,
+                    },
+                    _ = tick(&mut pings) => {
+                        let stale = watch.stale_watchdogs();
+                        if watch.control_alive() && stale.is_empty() {
+                            state.socket.send("WATCHDOG=1");
+                        } else {
+                            tracing::warn!(?stale, "systemd watchdog: not pinging");
+                        }
                     }
-                    Err(crate::bus::RecvError::Lagged(_)) => state.look(&watch),
-                    Err(_) => break,
-                },
-                Ok(_) = reloads.recv() => {
-                    state.socket.send("RELOADING=1");
-                    state.reloading = Some(watch.reload_restarts().into_iter().collect());
-                    state.look(&watch);
+                    _ = drain.tick(), if state.stopping.is_some() => state.extend(&watch),
                 }
-                _ = tick(&mut pings) => {
-                    let stale = watch.stale_watchdogs();
-                    if watch.control_alive() && stale.is_empty() {
-                        state.socket.send("WATCHDOG=1");
-                    } else {
-                        tracing::warn!(?stale, "systemd watchdog: not pinging");
-                    }
-                }
-                _ = drain.tick(), if state.stopping.is_some() => state.extend(&watch),
             }
         }
     }
@@ -228,8 +276,8 @@ mod imp {
     struct Notifier {
         socket: Arc<Socket>,
         ready_sent: bool,
-        /// During a reload: the services it restarts not yet ready again.
-        reloading: Option<HashSet<Arc<str>>>,
+        /// During a reload: the services it restarts, with their run at the reload.
+        reloading: Option<HashMap<Arc<str>, u64>>,
         /// The last `STATUS=` sent.
         status: String,
         stopping: Option<Drain>,
@@ -242,8 +290,8 @@ mod imp {
     }
 
     impl Notifier {
-        /// Sends what the current status calls for: the first `READY=1`, the end of a
-        /// reload, a changed `STATUS=`.
+        /// Sends what the current status calls for: the first `READY=1`, the end of
+        /// a reload, a changed `STATUS=`.
         fn look(&mut self, watch: &RunnerWatch) {
             let status = watch.status();
             let all_ready = status.iter().all(|s| s.ready || s.state.is_terminal());
@@ -251,9 +299,19 @@ mod imp {
                 self.ready_sent = true;
                 self.socket.send("READY=1");
             }
-            if self.reloading.as_ref().is_some_and(HashSet::is_empty) && all_ready {
-                self.reloading = None;
-                self.socket.send("READY=1");
+            // A reload is over once each service it restarts runs again and is
+            // ready, or has ended, or is gone.
+            if let Some(restarting) = &self.reloading {
+                let back = restarting.iter().all(|(name, run)| {
+                    status
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .is_none_or(|s| s.state.is_terminal() || (s.runs > *run && s.ready))
+                });
+                if back && all_ready {
+                    self.reloading = None;
+                    self.socket.send("READY=1");
+                }
             }
             let count = |f: fn(ServiceState) -> bool| status.iter().filter(|s| f(s.state)).count();
             let line = format!(

@@ -330,7 +330,12 @@ impl Supervisor {
                 result = Some(r);
             }
         }
-        shared.set_phase(idx, run, Flags::ACTIVE | Flags::STOPPING);
+        let hung = if matches!(reason, Some(Reason::Hung { .. })) {
+            Flags::HUNG
+        } else {
+            Flags::NONE
+        };
+        shared.set_phase(idx, run, Flags::ACTIVE | Flags::STOPPING | hung);
         let has_dependents = shared.has_dependents(idx);
         if has_dependents {
             // Pairs with `claim`: the look for active dependents (`wind_down`) comes

@@ -108,6 +108,13 @@ impl Tasks {
 }
 
 impl Frame {
+    /// Whether the frame was made inside another scope.
+    pub(crate) fn has_parent(&self) -> bool {
+        self.parent.is_some()
+    }
+}
+
+impl Frame {
     /// A scope's frame. `bus: None` gives it a new bus of its own.
     pub(crate) fn new(
         name: Arc<str>,
