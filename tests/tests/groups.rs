@@ -431,6 +431,8 @@ async fn a_member_that_gives_up_under_a_parent_is_brought_back_with_its_group() 
     // it whole: x afresh, and y.
     assert_eq!(runs(&h), pairs(&[("x", 3), ("y", 3)]));
     assert_eq!(h.status()[0].state, ServiceState::Running);
+    // Both of x's failures were restarts: its count never goes back.
+    assert_eq!(h.status()[0].restarts, 2);
     h.shutdown();
     h.wait().await.expect("the parent took both");
 }

@@ -172,7 +172,14 @@ impl Restarts {
             };
             if escalation == Escalation::Absorbed && cfg.restart != Restart::Never {
                 tracing::warn!(service = %slot.name, error = %Chain(&*error), "service gave up; its group restarts");
-                **this = Restarts::default();
+                // Afresh: its window and backoff start over; its count of
+                // restarts goes on (a counter never goes back).
+                let count = this.count + 1;
+                **this = Restarts {
+                    count,
+                    ..Restarts::default()
+                };
+                slot.inner.lock().restarts = count;
                 return Next::After(cfg.backoff_base);
             }
             tracing::error!(service = %slot.name, restarts = this.count, error = %Chain(&*error), "service gave up");
