@@ -61,6 +61,8 @@ async fn record(
     let mut running: HashMap<Arc<str>, Instant> = HashMap::new();
     loop {
         let received = tokio::select! {
+            // Every event published before the runner ended is recorded first.
+            biased;
             r = events.recv() => r,
             // A bus given to the runner outlives it.
             () = finished.cancelled() => return,
