@@ -83,3 +83,14 @@ pub fn paused_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a current-thread runtime")
 }
+
+/// Starts `services` on a runner without signal handling; panics on a
+/// configuration error.
+pub async fn start(services: Vec<servicekit::Service>) -> servicekit::RunnerHandle {
+    servicekit::Runner::new()
+        .signals(false)
+        .services(services)
+        .start()
+        .await
+        .expect("valid configuration")
+}

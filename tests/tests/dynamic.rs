@@ -8,20 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use servicekit::error::{ConfigError, RemoveError, UnknownService};
-use servicekit::{Restart, Runner, RunnerHandle, Service, ServiceState};
-use servicekit_tests::Log;
+use servicekit::{Restart, Service, ServiceState};
+use servicekit_tests::{Log, start};
 use tokio::time::sleep;
 
 const MS: Duration = Duration::from_millis(1);
-
-async fn start(services: Vec<Service>) -> RunnerHandle {
-    Runner::new()
-        .signals(false)
-        .services(services)
-        .start()
-        .await
-        .expect("valid configuration")
-}
 
 /// A service that logs its starts and stops, ready after `ready_after`.
 fn tracked(name: &str, log: &Log, ready_after: Duration) -> Service {

@@ -8,20 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use servicekit::error::FailureKind;
-use servicekit::{Error, Restart, Runner, RunnerHandle, Service, ServiceState};
-use servicekit_tests::DropFlag;
+use servicekit::{Error, Restart, Service, ServiceState};
+use servicekit_tests::{DropFlag, start};
 use tokio::time::sleep;
 
 const MS: Duration = Duration::from_millis(1);
-
-async fn start(services: Vec<Service>) -> RunnerHandle {
-    Runner::new()
-        .signals(false)
-        .services(services)
-        .start()
-        .await
-        .expect("valid configuration")
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_clean_shutdown_reports_every_service() {

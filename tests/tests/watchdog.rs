@@ -9,21 +9,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use servicekit::error::{ConfigError, FailureKind};
-use servicekit::{Error, Event, Restart, Runner, RunnerHandle, Service, ServiceState};
-use servicekit_tests::{DropFlag, Log};
+use servicekit::{Error, Event, Restart, Runner, Service, ServiceState};
+use servicekit_tests::{DropFlag, Log, start};
 use tokio::time::{Instant, sleep};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
-
-async fn start(services: Vec<Service>) -> RunnerHandle {
-    Runner::new()
-        .signals(false)
-        .services(services)
-        .start()
-        .await
-        .expect("valid configuration")
-}
 
 /// Collects the hung failures of `service` from an event stream, until it ends.
 async fn hung_errors(

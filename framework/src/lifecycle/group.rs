@@ -200,9 +200,8 @@ pub(crate) struct GroupRt {
     pub(crate) within: Duration,
     pub(crate) on_give_up: OnGiveUp,
     pub(crate) parent: Option<usize>,
-    /// Restarts of members within the current window (one field: room for more
-    /// bookkeeping under the same lock).
-    pub(crate) window: Mutex<(VecDeque<Instant>,)>,
+    /// Restarts of members within the current window.
+    pub(crate) window: Mutex<VecDeque<Instant>>,
 }
 
 /// A runner's groups, and their indices by name.
@@ -264,7 +263,7 @@ pub(crate) fn resolve(groups: Vec<Group>) -> Result<Groups, ConfigError> {
             within: g.within,
             on_give_up: g.on_give_up,
             parent,
-            window: Mutex::new((VecDeque::new(),)),
+            window: Mutex::new(VecDeque::new()),
         })
         .collect();
     Ok((rt, index))

@@ -55,7 +55,7 @@ pub(super) fn member_gave_up(shared: &Shared, idx: usize) -> Escalation {
     let Some(g) = group_of(shared, idx) else {
         return Escalation::NoGroup;
     };
-    let restarts = shared.groups[g].window.lock().0.len() as u32;
+    let restarts = shared.groups[g].window.lock().len() as u32;
     give_up(shared, g, idx, restarts)
 }
 
@@ -79,8 +79,7 @@ fn record(shared: &Shared, g: usize) -> Result<(), u32> {
         return Ok(());
     }
     let now = Instant::now();
-    let mut guard = group.window.lock();
-    let window = &mut guard.0;
+    let mut window = group.window.lock();
     while window
         .front()
         .is_some_and(|&t| now.saturating_duration_since(t) >= group.within)
@@ -213,7 +212,7 @@ fn restart(shared: &Shared, mut targets: Vec<usize>, culprit: usize) {
 fn reset_windows(shared: &Shared, g: usize) {
     for h in 0..shared.groups.len() {
         if member_of(shared, h as u32, g).is_some() {
-            shared.groups[h].window.lock().0.clear();
+            shared.groups[h].window.lock().clear();
         }
     }
 }
