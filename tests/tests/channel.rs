@@ -464,11 +464,29 @@ struct ModelCustomer {
 struct Model {
     closed: bool,
     customers: Vec<Option<ModelCustomer>>,
+    /// For `Channel::stats`: messages sent, losses reported to customers, cut-offs.
+    sent: u64,
+    lagged_reported: u64,
+    cut_offs: u64,
 }
 
 impl Model {
     fn connected(&self) -> usize {
         self.customers.iter().flatten().filter(|c| !c.gone).count()
+    }
+
+    /// What `Channel::stats` should say: the slowest connected customer's backlog,
+    /// and the losses reported plus those not yet seen.
+    fn stats(&self) -> (u64, u64, u64, u64) {
+        let live = || self.customers.iter().flatten().filter(|c| !c.gone);
+        let depth = live().map(|c| c.queue.len() as u64).max().unwrap_or(0);
+        let pending: u64 = live().map(|c| c.lagged).sum();
+        (
+            self.sent,
+            depth,
+            self.lagged_reported + pending,
+            self.cut_offs,
+        )
     }
 
     fn try_send(&mut self, msg: u32) -> Result<(), TrySendError<u32>> {
@@ -500,6 +518,7 @@ impl Model {
                     }
                     Overflow::Disconnect => {
                         c.cut = true;
+                        self.cut_offs += 1;
                         continue;
                     }
                     Overflow::Block => unreachable!("checked above"),
@@ -507,6 +526,7 @@ impl Model {
             }
             c.queue.push_back(msg);
         }
+        self.sent += 1;
         Ok(())
     }
 
@@ -517,6 +537,7 @@ impl Model {
             return Err(TryRecvError::Recv(RecvError::Closed));
         }
         if c.lagged > 0 {
+            self.lagged_reported += c.lagged;
             return Err(TryRecvError::Recv(RecvError::Lagged(std::mem::take(
                 &mut c.lagged,
             ))));
@@ -614,6 +635,14 @@ fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(ch.customer_count(), model.connected());
+        let stats = ch.stats();
+        prop_assert_eq!(
+            (stats.sent, stats.depth, stats.lagged, stats.cut_off),
+            model.stats(),
+            "stats (sent, depth, lagged, cut off)"
+        );
+        prop_assert_eq!(stats.customers, model.connected());
+        prop_assert_eq!(stats.closed, model.closed);
         for (i, c) in real.iter().enumerate() {
             if let (Some(c), Some(m)) = (c, &model.customers[i])
                 && !m.done

@@ -288,3 +288,97 @@ fn a_port_in_use_is_an_error_before_anything_starts() {
     let err = Http::bind(taken.local_addr().unwrap()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_depth_and_lag_of_an_exported_hubs_channels_are_in_metrics() {
+    use servicekit::channel::Overflow;
+    use servicekit::hub::Hub;
+
+    let hub = Hub::<u32>::new();
+    servicekit::ops::channels::export("test \"hub\"", &hub);
+    let events = hub.channel("events").unwrap();
+    let mut slow = events.connect_with(10);
+    let _lossy = events
+        .customer()
+        .capacity(2)
+        .overflow(Overflow::DropOldest)
+        .connect();
+    for i in 0..7 {
+        events.try_send(i).unwrap();
+    }
+    slow.try_recv().unwrap();
+    let jobs = hub.queue("jobs").unwrap();
+    for i in 0..3 {
+        jobs.try_send(i).unwrap();
+    }
+
+    let http = Http::bind("127.0.0.1:0").unwrap();
+    let addr = http.local_addr();
+    let handle = Runner::new()
+        .signals(false)
+        .service(http.service())
+        .start()
+        .await
+        .unwrap();
+    sleep(100 * MS).await;
+    let scrape = || async {
+        let (code, text) = get(addr, "/metrics").await;
+        assert_eq!(code, 200);
+        text
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let ch =
+        |metric: &str, name: &str| format!("{metric}{{hub=\"test \\\"hub\\\"\",name=\"{name}\"}}");
+
+    let text = scrape().await;
+    assert_eq!(
+        value(&text, &ch("servicekit_channel_customers", "events")),
+        2.0
+    );
+    assert_eq!(
+        value(&text, &ch("servicekit_channel_sent_total", "events")),
+        7.0
+    );
+    // `slow` has 6 of 7 to receive; the lossy customer kept 2 of 7.
+    assert_eq!(value(&text, &ch("servicekit_channel_depth", "events")), 6.0);
+    assert_eq!(
+        value(&text, &ch("servicekit_channel_lagged_total", "events")),
+        5.0
+    );
+    assert_eq!(
+        value(&text, &ch("servicekit_channel_cut_off_total", "events")),
+        0.0
+    );
+    assert_eq!(value(&text, &ch("servicekit_queue_depth", "jobs")), 3.0);
+    assert_eq!(
+        value(&text, &ch("servicekit_queue_sent_total", "jobs")),
+        3.0
+    );
+    assert!(text.contains("# TYPE servicekit_channel_lagged_total counter"));
+    assert!(text.contains("# TYPE servicekit_queue_depth gauge"));
+    // Each family's samples are together, after its TYPE line, as the format asks.
+    let mut seen = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        if seen.last() != Some(&name) {
+            assert!(!seen.contains(&name), "{name} is split:\n{text}");
+            seen.push(name);
+        }
+    }
+
+    // The figures follow the channel, at each scrape.
+    while slow.try_recv().is_ok() {}
+    let text = scrape().await;
+    assert_eq!(value(&text, &ch("servicekit_channel_depth", "events")), 2.0);
+
+    // A dropped hub leaves the export.
+    drop((hub, events, jobs, slow, _lossy));
+    let text = scrape().await;
+    assert!(!text.contains("servicekit_channel_depth"), "{text}");
+    handle.shutdown();
+    handle.wait().await.unwrap();
+}

@@ -1,5 +1,6 @@
 //! The runners' metrics through the `metrics` facade, caught by a debugging
-//! recorder: failures by kind, restarts, runs, readiness and run lengths.
+//! recorder: failures by kind, restarts, runs, readiness and run lengths, and the
+//! depth of an exported hub's queue.
 //!
 //! One test function: the recorder is global.
 
@@ -16,6 +17,10 @@ async fn failures_restarts_runs_and_readiness_are_recorded() {
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("the only recorder");
     servicekit::ops::metrics::enable();
+    let hub = servicekit::hub::Hub::<u32>::new();
+    servicekit::ops::channels::export("main", &hub);
+    let jobs = hub.queue("jobs").unwrap();
+    jobs.try_send(1).unwrap();
 
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
@@ -41,6 +46,10 @@ async fn failures_restarts_runs_and_readiness_are_recorded() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Sampled when the runner started (depth 1), then every second.
+    jobs.try_send(2).unwrap();
+    jobs.try_send(3).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     handle.shutdown();
     handle.wait().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -84,5 +93,11 @@ async fn failures_restarts_runs_and_readiness_are_recorded() {
     match find("servicekit_service_ready", &[svc]) {
         Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 0.0, "stopped: not ready"),
         other => panic!("ready: {other:?}"),
+    }
+    let queue = [("hub", "main"), ("name", "jobs")];
+    assert_eq!(counter("servicekit_queue_sent_total", &queue), 3);
+    match find("servicekit_queue_depth", &queue) {
+        Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 3.0),
+        other => panic!("queue depth: {other:?}"),
     }
 }

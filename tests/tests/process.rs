@@ -692,6 +692,17 @@ fn the_operations_example_serves_its_probes_and_stops_on_sigterm() {
             .contains("servicekit_service_failures_total{service=\"importer\",kind=\"error\"} 1"),
         "{metrics}"
     );
+    // The hub's queue is exported: jobs queued by `api`, taken by `importer`.
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("servicekit_queue_sent_total{hub=\"main\",name=\"jobs\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no queue in {metrics}"));
+    assert!(sent >= 10, "{metrics}");
+    assert!(
+        metrics.contains("servicekit_queue_capacity{hub=\"main\",name=\"jobs\"} 1000"),
+        "{metrics}"
+    );
     p.signal(SIGTERM);
     let (status, _, out, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");

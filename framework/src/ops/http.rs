@@ -6,7 +6,7 @@
 //! | `GET /healthz` | `200 ok` while the runner's control loop runs and no service's watchdog is stale; `503` naming what is wrong otherwise (liveness) |
 //! | `GET /readyz` | `200 ready` once every service is ready (or has ended); `503` naming those that are not, and while stopping (readiness) |
 //! | `GET /status` | JSON: `{"healthy", "ready", "services": [{"name", "state", "ready", "runs", "restarts", "last_error", "uptime_seconds"}]}` |
-//! | `GET /metrics` | the runner's metrics in the Prometheus text format: `servicekit_healthy`, `servicekit_ready`, and per service `servicekit_service_state{state}`, `_ready`, `_runs_total`, `_restarts_total`, `_failures_total{kind}`, `_uptime_seconds` |
+//! | `GET /metrics` | the runner's metrics in the Prometheus text format: `servicekit_healthy`, `servicekit_ready`, and per service `servicekit_service_state{state}`, `_ready`, `_runs_total`, `_restarts_total`, `_failures_total{kind}`, `_uptime_seconds`; and the depth and lag of the channels and queues of every hub given to [`channels::export`](super::channels::export) |
 //! | `GET /` | a status page (HTML and CSS, a few lines of script), updated live from `/events` |
 //! | `GET /events` | server-sent events: the `/status` JSON at once and after every change |
 //!
@@ -484,7 +484,34 @@ fn metrics(watch: &RunnerWatch) -> String {
                     .map(move |(kind, n)| format!("{{service=\"{name}\",kind=\"{kind}\"}} {n}"))
             }),
     );
+    channel_families(&mut out);
     out
+}
+
+/// The exported hubs' channels and queues ([`super::channels`]), one family per
+/// metric as the format requires.
+fn channel_families(out: &mut String) {
+    let samples = super::channels::sample();
+    // (name, type, help, rows), in the order first seen.
+    let mut families: Vec<(&'static str, bool, &'static str, Vec<String>)> = Vec::new();
+    for sample in &samples {
+        let labels = format!(
+            "{{hub=\"{}\",name=\"{}\"}}",
+            label(&sample.hub),
+            label(&sample.stats.name)
+        );
+        for m in sample.metrics() {
+            let row = format!("{labels} {}", m.value);
+            match families.iter_mut().find(|f| f.0 == m.name) {
+                Some(f) => f.3.push(row),
+                None => families.push((m.name, m.counter, m.help, vec![row])),
+            }
+        }
+    }
+    for (name, counter, help, rows) in families {
+        let kind = if counter { "counter" } else { "gauge" };
+        family(out, name, kind, help, rows);
+    }
 }
 
 fn status_json(watch: &RunnerWatch) -> String {

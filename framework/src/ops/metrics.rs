@@ -14,6 +14,9 @@
 //! | `servicekit_service_running` | gauge | 1 while a run is going |
 //! | `servicekit_service_run_seconds` | histogram | how long each run lasted |
 //!
+//! and, every second while a runner runs, the depth and lag of the channels and
+//! queues of every hub given to [`channels::export`](super::channels::export).
+//!
 //! # Examples
 //!
 //! ```
@@ -59,6 +62,8 @@ async fn record(
 ) {
     // When each service's current run began.
     let mut running: HashMap<Arc<str>, Instant> = HashMap::new();
+    let mut sample = tokio::time::interval(super::channels::SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             // Every event published before the runner ended is recorded first.
@@ -66,6 +71,10 @@ async fn record(
             r = events.recv() => r,
             // A bus given to the runner outlives it.
             () = finished.cancelled() => return,
+            _ = sample.tick() => {
+                record_channels();
+                continue;
+            }
         };
         let event = match received {
             Ok(event) => event,
@@ -109,6 +118,23 @@ async fn record(
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The exported hubs' channels and queues, through the facade.
+fn record_channels() {
+    for sample in super::channels::sample() {
+        let labels = [
+            ("hub", sample.hub.clone()),
+            ("name", sample.stats.name.clone()),
+        ];
+        for m in sample.metrics() {
+            if m.counter {
+                metrics::counter!(m.name, &labels).absolute(m.value);
+            } else {
+                metrics::gauge!(m.name, &labels).set(m.value as f64);
+            }
         }
     }
 }

@@ -8,7 +8,11 @@
 //!   live status page, served by a supervised service.
 //! * `metrics` (feature `metrics`): the runners' metrics through the `metrics`
 //!   facade, for the program's own recorder.
+//! * `channels` (either feature): the depth and lag of a hub's named channels and
+//!   queues, for both exporters above.
 
+#[cfg(any(feature = "http", feature = "metrics"))]
+pub mod channels;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "metrics")]

@@ -196,6 +196,7 @@ impl<T: Clone> Customer<T> {
             return None;
         }
         let lost = floor - pos;
+        self.shared.lagged.fetch_add(lost, Ordering::Relaxed);
         let in_batch = (lost as usize).min(self.local.len());
         self.local.drain(..in_batch);
         if self.cursor.advance_by(lost) {
@@ -236,6 +237,7 @@ impl<T: Clone> Customer<T> {
             && pos < lag_floor(tail, cap)
         {
             let lost = lag_floor(tail, cap) - pos;
+            self.shared.lagged.fetch_add(lost, Ordering::Relaxed);
             self.cursor.advance_by(lost);
             inner.release(&self.cursor);
             return Poll::Ready(Err(RecvError::Lagged(lost)));

@@ -448,6 +448,82 @@ impl<T: Clone> Channel<T> {
     pub fn has_customers(&self) -> bool {
         self.customer_count() > 0
     }
+
+    /// A snapshot of the channel's load: its customers, how far the slowest one is
+    /// behind, and what was lost. It takes the channel's lock once and reads every
+    /// customer's position, so it is meant for a metrics scrape, not a hot loop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::channel::{Channel, Overflow};
+    ///
+    /// let ch = Channel::bounded(8);
+    /// let mut slow = ch.connect();
+    /// let _lossy = ch.customer().capacity(2).overflow(Overflow::DropOldest).connect();
+    /// for i in 0..5 {
+    ///     ch.try_send(i).unwrap();
+    /// }
+    /// slow.try_recv().unwrap();
+    /// let stats = ch.stats();
+    /// assert_eq!(stats.customers, 2);
+    /// assert_eq!(stats.sent, 5);
+    /// assert_eq!(stats.depth, 4); // `slow` has 4 messages to receive
+    /// assert_eq!(stats.lagged, 3); // `_lossy` kept only the last 2 of 5
+    /// ```
+    pub fn stats(&self) -> ChannelStats {
+        let lagged = self.shared.lagged.load(Ordering::Relaxed);
+        let inner = self.shared.lock();
+        let tail = inner.tail();
+        let mut stats = ChannelStats {
+            customers: inner.count,
+            sent: tail,
+            depth: 0,
+            lagged,
+            cut_off: inner.cut_offs,
+            closed: inner.closed,
+        };
+        for c in inner.slots.iter().flatten().filter(|c| !c.closed) {
+            let mut from = c.cursor.pos();
+            if let (Overflow::DropOldest, Some(cap)) = (c.overflow, c.capacity) {
+                // Lost, though the customer has not looked yet.
+                let floor = ring::lag_floor(tail, cap);
+                stats.lagged += floor.saturating_sub(from);
+                from = from.max(floor);
+            }
+            let to = c.cut_at.map_or(tail, |cut| cut.min(tail));
+            stats.depth = stats.depth.max(to.saturating_sub(from));
+        }
+        stats
+    }
+}
+
+/// A snapshot of a [`Channel`]'s load, from [`Channel::stats`].
+///
+/// # Examples
+///
+/// ```
+/// let ch = servicekit::Channel::<u8>::bounded(4);
+/// let stats = ch.stats();
+/// assert_eq!((stats.customers, stats.sent, stats.depth), (0, 0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// Customers connected.
+    pub customers: usize,
+    /// Messages sent since the channel was made.
+    pub sent: u64,
+    /// Messages the slowest customer has yet to receive (its backlog, buffered or in
+    /// its batch). With blocking customers this is what holds senders back.
+    pub depth: u64,
+    /// Messages `DropOldest` customers lost by falling behind (each customer's loss
+    /// counted once; [`RecvError::Lagged`] tells the customer).
+    pub lagged: u64,
+    /// `Disconnect` customers cut off for falling behind.
+    pub cut_off: u64,
+    /// Whether the channel is closed.
+    pub closed: bool,
 }
 
 /// Builds a [`Channel`] with its settings; from [`Channel::builder`].

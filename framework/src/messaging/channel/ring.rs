@@ -147,6 +147,8 @@ pub(super) struct Inner<T> {
     /// How many customers have `SENDER_WAITS` set: parked senders are woken when the
     /// last of them makes room, not at every receive of every customer.
     pub(super) blocked: usize,
+    /// How many `Disconnect` customers were cut off for falling behind.
+    pub(super) cut_offs: u64,
 }
 
 /// Most messages sent between two scans of the customers' cursors.
@@ -271,6 +273,9 @@ pub(super) struct Shared<T> {
     /// customers receiving from their batch (see [`lag_floor`]).
     pub(super) tail: AtomicU64,
     pub(super) handles: AtomicUsize,
+    /// Messages `DropOldest` customers were told they lost (added when they find out,
+    /// off the hot path).
+    pub(super) lagged: AtomicU64,
     pub(super) default_capacity: Option<usize>,
     pub(super) no_customers: NoCustomers,
 }
@@ -296,10 +301,12 @@ impl<T> Shared<T> {
                 lossy: Vec::new(),
                 dropping: Vec::new(),
                 blocked: 0,
+                cut_offs: 0,
                 replay: replay as u64,
             }),
             tail: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
+            lagged: AtomicU64::new(0),
             default_capacity,
             no_customers,
         }
@@ -500,7 +507,12 @@ impl<T> Inner<T> {
     pub(super) fn overflow_lossy(&mut self) {
         let tail = self.tail() - 1;
         let mut cut = false;
-        let Inner { slots, lossy, .. } = self;
+        let Inner {
+            slots,
+            lossy,
+            cut_offs,
+            ..
+        } = self;
         for &i in lossy.iter() {
             let Some(c) = slots[i].as_mut().filter(|c| !c.closed) else {
                 continue;
@@ -509,6 +521,7 @@ impl<T> Inner<T> {
             let cursor = c.cursor.pos();
             if tail + 1 - cursor > cap && c.cut_at.is_none() {
                 c.cut_at = Some(tail);
+                *cut_offs += 1;
                 // A cut-off customer no longer holds back a sender parked on it
                 // (`try_commit_all`).
                 cut |= c.cursor.is_flagged();

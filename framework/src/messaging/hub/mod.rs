@@ -71,8 +71,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::messaging::channel::{Channel, Customer, NoCustomers, SendError, TrySendError};
-use crate::messaging::queue::Queue;
+use crate::messaging::channel::{
+    Channel, ChannelStats, Customer, NoCustomers, SendError, TrySendError,
+};
+use crate::messaging::queue::{Queue, QueueStats};
 
 pub use config::{ConfigError, HubConfig, NameConfig, PrefixConfig};
 pub use io::{HubReader, HubWriter};
@@ -723,4 +725,104 @@ impl<T: Clone + Send + 'static> Hub<T> {
     pub fn is_closed(&self) -> bool {
         self.state().closed
     }
+
+    /// A snapshot of every name's load, sorted by name: what
+    /// `servicekit::ops::channels` exports as metrics. The hub's lock is held only
+    /// to list the names; each channel and queue is then read on its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::hub::{Hub, Load};
+    /// let hub = Hub::<u8>::new();
+    /// let _c = hub.connect("events").unwrap();
+    /// hub.channel("events").unwrap().try_send(1).unwrap();
+    /// hub.queue("jobs").unwrap().try_send(2).unwrap();
+    /// let stats = hub.stats();
+    /// assert_eq!(stats[0].name, "events");
+    /// assert!(matches!(stats[0].load, Load::Channel(c) if c.depth == 1 && c.customers == 1));
+    /// assert!(matches!(stats[1].load, Load::Queue(q) if q.depth == 1));
+    /// ```
+    pub fn stats(&self) -> Vec<NameStats> {
+        let named: Vec<(String, Named<T>)> = {
+            let state = self.state();
+            state
+                .names
+                .iter()
+                .map(|(name, named)| {
+                    let named = match named {
+                        Named::Channel(e) => Named::Channel(Entry {
+                            channel: e.channel.clone(),
+                            writers: e.writers.clone(),
+                        }),
+                        Named::Queue(q) => Named::Queue(q.clone()),
+                    };
+                    (name.clone(), named)
+                })
+                .collect()
+        };
+        named
+            .into_iter()
+            .map(|(name, named)| NameStats {
+                name,
+                load: match named {
+                    Named::Channel(e) => Load::Channel(e.channel.stats()),
+                    Named::Queue(q) => Load::Queue(q.stats()),
+                },
+            })
+            .collect()
+    }
+
+    /// A handle that does not keep the hub alive (for exporters).
+    #[cfg(any(feature = "http", feature = "metrics"))]
+    pub(crate) fn downgrade(&self) -> WeakHub<T> {
+        WeakHub(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A [`Hub`] that is not kept alive by this handle.
+#[cfg(any(feature = "http", feature = "metrics"))]
+pub(crate) struct WeakHub<T>(std::sync::Weak<HubInner<T>>);
+
+#[cfg(any(feature = "http", feature = "metrics"))]
+impl<T> WeakHub<T> {
+    pub(crate) fn upgrade(&self) -> Option<Hub<T>> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
+/// One name's load, from [`Hub::stats`].
+///
+/// # Examples
+///
+/// ```
+/// let hub = servicekit::hub::Hub::<u8>::new();
+/// hub.queue("jobs").unwrap();
+/// assert_eq!(hub.stats()[0].name, "jobs");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NameStats {
+    /// The channel's or queue's name.
+    pub name: String,
+    /// Its load.
+    pub load: Load,
+}
+
+/// The load of a hub's channel or queue.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::hub::{Hub, Load};
+/// let hub = Hub::<u8>::new();
+/// hub.channel("a").unwrap();
+/// assert!(matches!(hub.stats()[0].load, Load::Channel(_)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A broadcast channel's.
+    Channel(ChannelStats),
+    /// A work queue's.
+    Queue(QueueStats),
 }

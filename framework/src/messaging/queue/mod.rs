@@ -115,6 +115,8 @@ impl<T> fmt::Debug for Queue<T> {
 /// The state every handle of one queue shares, behind one lock.
 struct State<T> {
     items: VecDeque<T>,
+    /// Items ever sent.
+    sent: u64,
     /// The bound; `usize::MAX` when unbounded.
     cap: usize,
     closed: bool,
@@ -262,6 +264,7 @@ impl<T> Shared<T> {
         }
         let was_notified = st.send_waiters.remove(slot);
         st.items.push_back(item);
+        st.sent += 1;
         // One wake-up per operation at most (a second one makes the runtime wake
         // another worker): a receiver for the new item, else the turn of the next
         // waiting sender if there is room for it too. A woken receiver passes the
@@ -524,6 +527,7 @@ impl<T> Queue<T> {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     items: VecDeque::new(),
+                    sent: 0,
                     cap: cap.unwrap_or(usize::MAX),
                     closed: false,
                     senders: 1,
@@ -669,6 +673,50 @@ impl<T> Queue<T> {
     pub fn capacity(&self) -> Option<usize> {
         self.shared.cap
     }
+
+    /// A snapshot of the queue's load, for a metrics scrape.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = servicekit::Queue::bounded(4);
+    /// let rx = q.receiver();
+    /// q.try_send(1).unwrap();
+    /// q.try_send(2).unwrap();
+    /// rx.try_recv().unwrap();
+    /// let stats = q.stats();
+    /// assert_eq!((stats.depth, stats.sent, stats.capacity), (1, 2, Some(4)));
+    /// ```
+    pub fn stats(&self) -> QueueStats {
+        let st = self.shared.lock();
+        QueueStats {
+            depth: st.items.len(),
+            sent: st.sent,
+            capacity: self.shared.cap,
+            closed: st.closed,
+        }
+    }
+}
+
+/// A snapshot of a [`Queue`]'s load, from [`Queue::stats`].
+///
+/// # Examples
+///
+/// ```
+/// let stats = servicekit::Queue::<u8>::unbounded().stats();
+/// assert_eq!((stats.depth, stats.capacity), (0, None));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Items waiting for a receiver.
+    pub depth: usize,
+    /// Items sent since the queue was made.
+    pub sent: u64,
+    /// The bound, if any.
+    pub capacity: Option<usize>,
+    /// Whether the queue is closed.
+    pub closed: bool,
 }
 
 /// The receiving side of a [`Queue`]: `recv`, `try_recv`, and a [`Stream`] that ends
