@@ -11,7 +11,9 @@
 //! First, the cold start a program really pays: 10,000 and 100,000 idle services
 //! started once and stopped in a fresh process on a fresh 2-worker runtime per
 //! repetition, against bare
-//! tokio and tokio-graceful-shutdown (`--cold` for this part alone, `--warm` to skip it).
+//! tokio and tokio-graceful-shutdown (`--cold` for this part alone, `--warm` to skip it);
+//! built with `--features http`, also servicekit with an idle HTTP server among the
+//! services, against servicekit without (what turning `http` on costs).
 //!
 //! Run: `cargo bench -p servicekit --bench lifecycle` (`-- --reps 21` for more,
 //! `-- --no-restarts` to skip (c), `-- --profile-start` to run only servicekit's start/stop
@@ -119,6 +121,12 @@ async fn baseline_once() -> Sample {
 }
 
 async fn servicekit_once() -> Sample {
+    servicekit_with(false).await
+}
+
+/// servicekit's start and stop, with `http` an idle HTTP server (feature `http`)
+/// among the services, as `Runner::http` adds it.
+async fn servicekit_with(http: bool) -> Sample {
     RUNNING.store(0, Ordering::Release);
     let region = Region::new(GLOBAL);
     let t0 = Instant::now();
@@ -131,12 +139,19 @@ async fn servicekit_once() -> Sample {
         })
         .collect();
     let build = t0.elapsed();
-    let handle = Runner::new()
-        .signals(false)
-        .services(services)
-        .start()
-        .await
-        .expect("valid");
+    let runner = Runner::new().signals(false).services(services);
+    #[cfg(feature = "http")]
+    let runner = if http {
+        use servicekit::ops::http::RunnerHttp;
+        runner.http("127.0.0.1:0").expect("a free port")
+    } else {
+        runner
+    };
+    assert!(
+        cfg!(feature = "http") || !http,
+        "the http side needs --features http"
+    );
+    let handle = runner.start().await.expect("valid");
     let start = t0.elapsed();
     all_running().await;
     let running = t0.elapsed();
@@ -261,7 +276,17 @@ async fn tgs_once() -> Sample {
 /// One figure of a cold sample (time until every body runs, stop time).
 type Measure = fn(&(Duration, Duration)) -> Duration;
 
-const SIDES: [&str; 3] = ["bare tokio", "servicekit", "tokio-graceful-shutdown"];
+/// With `--features http`, a fourth side: servicekit with an idle HTTP server.
+const SIDES: [&str; 4] = [
+    "bare tokio",
+    "servicekit",
+    "tokio-graceful-shutdown",
+    "servicekit + idle http",
+];
+
+fn sides() -> usize {
+    if cfg!(feature = "http") { 4 } else { 3 }
+}
 
 /// One cold start: side `side` of [`SIDES`] on a fresh runtime, in a process of its
 /// own (started by [`cold`]); prints its times in nanoseconds.
@@ -271,7 +296,8 @@ fn cold_child(side: usize) {
         match side {
             0 => baseline_once().await,
             1 => servicekit_once().await,
-            _ => tgs_once().await,
+            2 => tgs_once().await,
+            _ => servicekit_with(true).await,
         }
     });
     drop(rt);
@@ -284,9 +310,9 @@ fn cold_child(side: usize) {
 /// the start and the stop are timed, inside the process.
 fn cold(reps: usize) {
     let exe = std::env::current_exe().expect("the bench binary");
-    let mut samples: [Vec<(Duration, Duration)>; 3] = Default::default();
+    let mut samples: [Vec<(Duration, Duration)>; 4] = Default::default();
     for _ in 0..reps {
-        for (side, out) in samples.iter_mut().enumerate() {
+        for (side, out) in samples.iter_mut().enumerate().take(sides()) {
             let output = std::process::Command::new(&exe)
                 .args([
                     "--cold-child",
@@ -317,22 +343,26 @@ fn cold(reps: usize) {
         ("start + stop", |x| x.0 + x.1),
     ];
     for (what, f) in measures {
-        for (name, v) in SIDES.iter().zip(&samples) {
+        for (name, v) in SIDES.iter().zip(&samples).take(sides()) {
             let (m, lo, hi) = stats(v.iter().map(|x| f(x).as_secs_f64() * 1e3).collect());
             println!(
                 "  {:<50} {m:>10.2} ms [{lo:.2} .. {hi:.2}]",
                 format!("{what}, {name}")
             );
         }
-        for peer in [0, 2] {
-            let ratios = samples[1]
+        let mut pairs = vec![(1, 0), (1, 2)];
+        if sides() == 4 {
+            pairs.push((3, 1));
+        }
+        for (side, peer) in pairs {
+            let ratios = samples[side]
                 .iter()
                 .zip(&samples[peer])
                 .map(|(s, p)| f(s).as_secs_f64() / f(p).as_secs_f64());
             let (m, lo, hi) = stats(ratios.collect());
             println!(
                 "  {:<50} {m:>10.2} x  [{lo:.2} .. {hi:.2}]",
-                format!("{what}, servicekit/{}", SIDES[peer])
+                format!("{what}, {}/{}", SIDES[side], SIDES[peer])
             );
         }
     }

@@ -86,6 +86,12 @@ impl RunnerWatch {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Returns once every service but one (the caller's own) has ended.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) async fn until_one_left(&self) {
+        self.shared.until_one_left().await;
+    }
+
     /// Services whose watchdog has gone stale.
     pub(crate) fn stale_watchdogs(&self) -> Vec<Arc<str>> {
         self.shared.stale_watchdogs()

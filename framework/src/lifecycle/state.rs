@@ -333,6 +333,8 @@ pub(crate) struct Shared {
     /// Supervisors still running; `ended` is notified when it reaches zero.
     live: AtomicUsize,
     ended: Notify,
+    /// Notified when `live` reaches one.
+    one_left: Notify,
     /// When the runner started its services: the start of every first run that
     /// waits for no dependency.
     pub(crate) started: Instant,
@@ -376,6 +378,7 @@ impl Shared {
             failures: Mutex::new(Vec::new()),
             aborted: Mutex::new(Vec::new()),
             ended: Notify::new(),
+            one_left: Notify::new(),
             started: Instant::now(),
         }
     }
@@ -405,8 +408,24 @@ impl Shared {
         if self.removers.load(Ordering::SeqCst) > 0 {
             self.slot_ended.notify_waiters();
         }
-        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.ended.notify_waiters();
+        match self.live.fetch_sub(1, Ordering::AcqRel) {
+            1 => self.ended.notify_waiters(),
+            2 => self.one_left.notify_waiters(),
+            _ => {}
+        }
+    }
+
+    /// Waits until at most one supervisor is still running (for a service that
+    /// serves while the others stop: the HTTP server).
+    pub(crate) async fn until_one_left(&self) {
+        loop {
+            let notified = self.one_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.load(Ordering::Acquire) <= 1 {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -209,19 +209,12 @@ async fn serve(ctx: ServiceContext, listener: Arc<StdListener>) -> std::io::Resu
                 }
                 None => break,
             },
-            Some(until) => {
-                let others_ended = watch
-                    .status()
-                    .iter()
-                    .all(|s| s.state.is_terminal() || &*s.name == ctx.name());
-                if others_ended || tokio::time::Instant::now() >= until {
-                    break;
-                }
-                match tokio::time::timeout(Duration::from_millis(50), listener.accept()).await {
-                    Ok(accepted) => accepted,
-                    Err(_) => continue,
-                }
-            }
+            Some(until) => tokio::select! {
+                accepted = listener.accept() => accepted,
+                // This service is the last one left.
+                () = watch.until_one_left() => break,
+                () = tokio::time::sleep_until(until) => break,
+            },
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
