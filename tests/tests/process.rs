@@ -746,3 +746,152 @@ fn main_with_http_serves_the_first_runner_and_a_port_in_use_ends_it_first() {
     let (status, _, _, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");
 }
+
+/// Every endpoint, each time: `(/healthz, /readyz, /status as JSON, /metrics)`.
+struct Probe {
+    healthz: (u16, String),
+    readyz: (u16, String),
+    status: serde_json::Value,
+    metrics: String,
+}
+
+impl Probe {
+    fn take(addr: &str) -> Probe {
+        let (code, status) = http_get(addr, "/status");
+        assert_eq!(code, 200, "{status}");
+        let (code, metrics) = http_get(addr, "/metrics");
+        assert_eq!(code, 200, "{metrics}");
+        Probe {
+            healthz: http_get(addr, "/healthz"),
+            readyz: http_get(addr, "/readyz"),
+            status: serde_json::from_str(&status).expect("/status is JSON"),
+            metrics,
+        }
+    }
+
+    /// Takes probes until `done` holds for one (within 10 s), and returns it.
+    fn until(addr: &str, what: &str, done: impl Fn(&Probe) -> bool) -> Probe {
+        let began = Instant::now();
+        loop {
+            let p = Probe::take(addr);
+            if done(&p) {
+                return p;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "never {what}: {:?} {:?} {}",
+                p.healthz,
+                p.readyz,
+                p.status
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn service(&self, name: &str) -> &serde_json::Value {
+        self.status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.status))
+    }
+
+    /// The value of one series of `/metrics` (which must be there).
+    fn metric(&self, series: &str) -> f64 {
+        self.metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{}", self.metrics))
+    }
+}
+
+#[test]
+fn every_endpoint_of_a_real_process_in_every_state() {
+    let dir = std::env::temp_dir().join(format!("servicekit-http-states-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let touch = |name: &str| std::fs::write(dir.join(name), b"").unwrap();
+    let mut p = Proc::spawn_env(
+        PathBuf::from(env!("CARGO_BIN_EXE_http_states")),
+        &[],
+        &[("STATE_DIR", dir.to_str().unwrap())],
+    );
+    let addr = p
+        .line_with("http://")
+        .trim_start_matches("http://")
+        .to_owned();
+
+    // Starting: alive, not ready, naming the service that is not.
+    let probe = Probe::until(&addr, "served", |p| p.healthz.0 == 200);
+    assert_eq!(probe.readyz.0, 503);
+    assert!(probe.readyz.1.contains("slow"), "{:?}", probe.readyz);
+    assert_eq!(probe.status["ready"], false);
+    assert_eq!(probe.service("slow")["ready"], false);
+    assert_eq!(probe.metric("servicekit_ready"), 0.0);
+    assert_eq!(
+        probe.metric("servicekit_service_ready{service=\"slow\"}"),
+        0.0
+    );
+    let (code, page) = http_get(&addr, "/");
+    assert_eq!(code, 200);
+    assert!(page.contains("<html"), "{page}");
+
+    // Ready.
+    touch("ready");
+    let probe = Probe::until(&addr, "ready", |p| p.readyz.0 == 200);
+    assert_eq!(probe.readyz.1, "ready\n");
+    assert_eq!(probe.healthz, (200, "ok\n".to_owned()));
+    assert_eq!(probe.status["healthy"], true);
+    assert_eq!(probe.service("slow")["state"], "running");
+    assert_eq!(probe.metric("servicekit_ready"), 1.0);
+
+    // One failing: its error in the status and the metrics, restarted after 100 ms.
+    touch("fail");
+    let probe = Probe::until(&addr, "restarted after failing", |p| {
+        p.service("flaky")["restarts"] == 1 && p.service("flaky")["state"] == "running"
+    });
+    assert_eq!(
+        probe.service("flaky")["last_error"],
+        "service `flaky` run 1 failed: flaky: lost its upstream"
+    );
+    assert_eq!(
+        probe.metric("servicekit_service_failures_total{service=\"flaky\",kind=\"error\"}"),
+        1.0
+    );
+    assert_eq!(probe.healthz.0, 200);
+
+    // One hung: unhealthy, naming it, until its run is aborted and restarted.
+    touch("hang");
+    let probe = Probe::until(&addr, "unhealthy", |p| p.healthz.0 == 503);
+    assert!(
+        probe.healthz.1.contains("stale watchdog: watched"),
+        "{:?}",
+        probe.healthz
+    );
+    assert_eq!(probe.status["healthy"], false);
+    let probe = Probe::until(&addr, "healthy again", |p| {
+        p.healthz.0 == 200 && p.service("watched")["restarts"] == 1
+    });
+    assert!(
+        probe.service("watched")["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("hung: no heartbeat"),
+        "{}",
+        probe.status
+    );
+    assert_eq!(
+        probe.metric("servicekit_service_failures_total{service=\"watched\",kind=\"hung\"}"),
+        1.0
+    );
+
+    // Stopping: the server answers while `drainer` takes its second.
+    p.signal(SIGTERM);
+    let probe = Probe::until(&addr, "stopping", |p| p.readyz.0 == 503);
+    assert_eq!(probe.readyz.1, "not ready: stopping\n");
+    assert_eq!(probe.service("drainer")["state"], "stopping");
+    assert_eq!(probe.metric("servicekit_ready"), 0.0);
+    let (status, _, _, err) = p.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
