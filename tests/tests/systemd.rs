@@ -2,7 +2,7 @@
 //! manager (a datagram socket named by `NOTIFY_SOCKET`, `WATCHDOG_USEC`) for the
 //! `notify` program and checks what it is told: `READY=1` after the last service is
 //! ready, `WATCHDOG=1` pings that stop while a service's watchdog is stale and
-//! come back, `RELOADING=1` then `READY=1` around SIGHUP, `STOPPING=1` and
+//! come back, `RELOADING=1` (with `MONOTONIC_USEC`) then `READY=1` around SIGHUP, `STOPPING=1` and
 //! `EXTEND_TIMEOUT_USEC` during the drain at SIGTERM.
 
 #![cfg(target_os = "linux")]
@@ -130,6 +130,7 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
 
     // Reload.
     let reload_at = began.elapsed();
+    let sent_hup = monotonic_usec();
     signal(pid, SIGHUP);
     wait_until(reload_at + Duration::from_millis(3000));
     // Stop.
@@ -172,6 +173,17 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
         names[4..].iter().all(|n| *n == "EXTEND_TIMEOUT_USEC"),
         "{sequence:?}"
     );
+    // `RELOADING=1` carries when it was sent on CLOCK_MONOTONIC, after the SIGHUP
+    // (what `Type=notify-reload` checks).
+    let reloading = &sequence[1].1;
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(
+        (sent_hup..sent_hup + 2_000_000).contains(&usec),
+        "{usec} against {sent_hup}"
+    );
     let at = |i: usize| sequence[i].0;
     assert!(at(1) >= reload_at);
     // Ready again once db, api and the drainer (1.5 s to stop) are back.
@@ -179,4 +191,10 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     assert!(at(3) >= stop_at);
     assert!(at(4) - at(3) >= Duration::from_millis(900), "{sequence:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Now on CLOCK_MONOTONIC, in microseconds.
+fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }

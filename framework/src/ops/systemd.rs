@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `READY=1` | once every service is ready (called `ctx.ready()`, or has no context) or has ended |
 //! | `STATUS=3 running, 1 restarting, 0 failed` | whenever those counts change |
-//! | `RELOADING=1`, then `READY=1` | at a reload (SIGHUP), and once the services it restarts are ready again |
+//! | `RELOADING=1` + `MONOTONIC_USEC=…`, then `READY=1` | at a reload (SIGHUP), and once the services it restarts are ready again (so `Type=notify-reload` works too) |
 //! | `STOPPING=1` | when the shutdown begins |
 //! | `EXTEND_TIMEOUT_USEC=…` | every second of the shutdown while services still stop within their own timeouts |
 //! | `WATCHDOG=1` | every half of `WATCHDOG_USEC`, while the runner's control task runs and no service's watchdog ([`Service::watchdog`](crate::Service::watchdog)) is stale (a running run past it, or a hung one still being stopped) |
@@ -19,6 +19,11 @@
 //! drain as long as it makes progress. Without `NOTIFY_SOCKET` nothing is done;
 //! a message that cannot be sent is logged and dropped, never an error of the
 //! program. A `WATCHDOG_PID` naming another process turns the pings off.
+//!
+//! `NOTIFY_SOCKET` stays in the environment (removing it is `unsafe` in a threaded
+//! program): a child process the program starts inherits it. With systemd's default
+//! `NotifyAccess=main`, what a child sends there is ignored; do not set
+//! `NotifyAccess=all` for a program whose children speak the protocol too.
 //!
 //! # Examples
 //!
@@ -135,6 +140,19 @@ mod imp {
         }
     }
 
+    /// `RELOADING=1` with the time it was sent on `CLOCK_MONOTONIC`, which
+    /// `Type=notify-reload` needs to match the reload to the signal it sent.
+    fn reloading() -> String {
+        #[cfg(target_os = "linux")]
+        {
+            let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+            format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+        }
+        #[cfg(not(target_os = "linux"))]
+        "RELOADING=1".to_owned()
+    }
+
     /// `NOTIFY_SOCKET`: a path, or `@name` for an abstract socket (Linux).
     fn socket_addr(name: &[u8]) -> Option<std::os::unix::net::SocketAddr> {
         match name.first()? {
@@ -225,7 +243,7 @@ mod imp {
                     r = reloads.recv(), if bus_open => match r {
                         Ok(reload) => {
                             if state.stopping.is_none() {
-                                state.socket.send("RELOADING=1");
+                                state.socket.send(&reloading());
                                 state.reloading = Some(reload.restarting.iter().cloned().collect());
                                 state.look(&watch);
                             }
