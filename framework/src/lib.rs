@@ -93,6 +93,7 @@ pub mod lifecycle;
 pub mod error;
 mod guard;
 pub mod ops;
+mod remote;
 
 #[doc(hidden)]
 #[path = "rt.rs"]
@@ -107,6 +108,8 @@ pub use lifecycle::{
     ServiceState, ServiceStatus, Strategy, TaskGroup, run_services,
 };
 pub use messaging::{bus, channel, hub, pipeline, queue};
+#[cfg(feature = "redis")]
+pub use remote::redis;
 
 pub use channel::{Channel, Customer};
 pub use pipeline::{Pipeline, stage};

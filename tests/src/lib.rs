@@ -1,5 +1,8 @@
 //! Shared helpers for servicekit's integration, process and UI tests.
 
+mod redis_server;
+pub use redis_server::RedisServer;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

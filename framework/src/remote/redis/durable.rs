@@ -1,0 +1,778 @@
+//! The durable reader: a consumer in a stream's consumer group, on a connection of
+//! its own (a blocking read holds its connection; its response timeout is above the
+//! block time, unlike the client's 500 ms default, which strands entries in the
+//! pending list).
+//!
+//! Each round: send the acknowledgements the customer made, reclaim what dead
+//! consumers left pending when due (`XAUTOCLAIM`), then read. A new reader first
+//! reads its own pending entries (a restarted consumer of the same name), then new
+//! ones. It waits for room in the customer's buffer rather than drop anything. An
+//! error drops the connection; it is made again with a jittered backoff, forever,
+//! and nothing is missed (unacknowledged entries stay pending).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::customer::{Buffer, Item, Message, RemoteCustomer};
+use super::envelope::Kind;
+use super::ephemeral::{BACKOFF_MIN, jittered, next_backoff};
+use super::{DecodeError, RecvError, Shared};
+
+/// Where a new consumer group starts reading. It applies only when the group is
+/// made: a group that exists goes on from where it was.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::redis::{Consumer, Start};
+/// let replay = Consumer::fan_out("audit").start(Start::Beginning);
+/// let from = Consumer::fan_out("audit-2").start(Start::After("1700000000000-0".into()));
+/// # drop((replay, from));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Start {
+    /// Only what is sent after the group is made (the default).
+    #[default]
+    New,
+    /// Everything still in the stream.
+    Beginning,
+    /// What comes after this stream id.
+    After(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    FanOut,
+    WorkQueue,
+    Private,
+}
+
+/// How a durable customer consumes: its group, name, start, acknowledgements,
+/// reclaiming and dead letters. For [`RedisChannel::connect_as`](super::RedisChannel::connect_as).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use servicekit::redis::Consumer;
+///
+/// let worker = Consumer::work_queue()
+///     .auto_ack(true)
+///     .reclaim_after(Duration::from_secs(10))
+///     .max_deliveries(3);
+/// # drop(worker);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    mode: Mode,
+    group: String,
+    name: String,
+    start: Start,
+    auto_ack: bool,
+    reclaim_after: Duration,
+    max_deliveries: u64,
+    block: Duration,
+    batch: usize,
+}
+
+fn unique_name() -> String {
+    format!("{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+impl Consumer {
+    fn new(mode: Mode, group: String) -> Consumer {
+        Consumer {
+            mode,
+            group,
+            name: unique_name(),
+            start: Start::New,
+            auto_ack: false,
+            reclaim_after: Duration::from_secs(30),
+            max_deliveries: 5,
+            block: Duration::from_secs(1),
+            batch: 64,
+        }
+    }
+
+    /// A fan-out customer: group `name` receives every message, whatever other
+    /// groups do. A customer that connects again with the same name goes on where
+    /// the group was, beginning with what was delivered to its predecessor and not
+    /// acknowledged; several customers with one name share its messages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let audit = servicekit::redis::Consumer::fan_out("audit");
+    /// # drop(audit);
+    /// ```
+    pub fn fan_out(name: impl Into<String>) -> Consumer {
+        // One consumer name per group: a customer that connects again under the
+        // name reads what its predecessor left pending at once.
+        Consumer::new(Mode::FanOut, name.into()).name("fan-out")
+    }
+
+    /// A work-queue customer: every work-queue customer of the channel is in one
+    /// group (`workers`, or [`group`](Self::group)), so each message goes to one of
+    /// them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let worker = servicekit::redis::Consumer::work_queue();
+    /// # drop(worker);
+    /// ```
+    pub fn work_queue() -> Consumer {
+        Consumer::new(Mode::WorkQueue, "workers".to_owned())
+    }
+
+    /// What [`RedisChannel::connect`](super::RedisChannel::connect) uses: a group of
+    /// its own, removed when the customer is closed.
+    pub(crate) fn private() -> Consumer {
+        Consumer::new(Mode::Private, format!("customer-{}", unique_name()))
+    }
+
+    /// Another group name for a work queue (several independent pools).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let resizers = servicekit::redis::Consumer::work_queue().group("resizers");
+    /// # drop(resizers);
+    /// ```
+    pub fn group(mut self, name: impl Into<String>) -> Consumer {
+        self.group = name.into();
+        self
+    }
+
+    /// This consumer's name within its group (for a work queue, unique per customer
+    /// by default: the process id and a random part; for a fan-out group, one name).
+    /// A process that restarts with the same name gets back what it left pending at
+    /// once, without waiting for the reclaim.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let worker = servicekit::redis::Consumer::work_queue().name("worker-1");
+    /// # drop(worker);
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Consumer {
+        self.name = name.into();
+        self
+    }
+
+    /// Where a group made now starts ([`Start::New`] by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use servicekit::redis::{Consumer, Start};
+    /// let replay = Consumer::fan_out("late").start(Start::Beginning);
+    /// # drop(replay);
+    /// ```
+    pub fn start(mut self, start: Start) -> Consumer {
+        self.start = start;
+        self
+    }
+
+    /// Acknowledges each message when `recv` is called again (the handler of the
+    /// previous one returned), instead of by [`RemoteCustomer::ack`]. A handler
+    /// that fails and stops receiving leaves its message pending, to be delivered
+    /// again. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let worker = servicekit::redis::Consumer::work_queue().auto_ack(true);
+    /// # drop(worker);
+    /// ```
+    pub fn auto_ack(mut self, on: bool) -> Consumer {
+        self.auto_ack = on;
+        self
+    }
+
+    /// How long an entry may stay pending, unacknowledged, with another consumer
+    /// of the group before this one claims it (30 s by default). Choose it above
+    /// the longest time a handler takes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let worker = servicekit::redis::Consumer::work_queue().reclaim_after(Duration::from_secs(60));
+    /// # drop(worker);
+    /// ```
+    pub fn reclaim_after(mut self, idle: Duration) -> Consumer {
+        self.reclaim_after = idle;
+        self
+    }
+
+    /// After this many deliveries without an acknowledgement, a reclaimed entry
+    /// goes to the dead-letter stream (`{name}:dead`) instead of a customer (5 by
+    /// default; `u64::MAX` never).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let worker = servicekit::redis::Consumer::work_queue().max_deliveries(3);
+    /// # drop(worker);
+    /// ```
+    pub fn max_deliveries(mut self, n: u64) -> Consumer {
+        assert!(n > 0, "max_deliveries must be at least 1");
+        self.max_deliveries = n;
+        self
+    }
+
+    /// How many entries are read at once (64 by default).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let fast = servicekit::redis::Consumer::fan_out("bulk").batch(256);
+    /// # drop(fast);
+    /// ```
+    pub fn batch(mut self, n: usize) -> Consumer {
+        assert!(n > 0, "a batch must read at least one entry");
+        self.batch = n;
+        self
+    }
+}
+
+/// A stream entry: its id and its envelope (`None`: deleted or without one).
+type Entry = (String, Option<Vec<u8>>);
+
+fn bulk(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    bulk(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+fn items(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => &[],
+    }
+}
+
+/// `[id, [field, value, ...]]` entries.
+fn parse_entries(v: &Value) -> Vec<Entry> {
+    items(v)
+        .iter()
+        .filter_map(|entry| {
+            let parts = items(entry);
+            let id = text(parts.first()?)?;
+            let fields = match parts.get(1) {
+                Some(Value::Map(pairs)) => pairs
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect(),
+                Some(v) => items(v).to_vec(),
+                None => Vec::new(),
+            };
+            let envelope = fields
+                .chunks(2)
+                .find(|kv| text(&kv[0]).as_deref() == Some("e"))
+                .and_then(|kv| kv.get(1).and_then(bulk));
+            Some((id, envelope))
+        })
+        .collect()
+}
+
+/// The entries of an `XREADGROUP` reply for one stream (nil: none).
+fn read_reply(v: &Value) -> Vec<Entry> {
+    match v {
+        Value::Map(pairs) => pairs
+            .first()
+            .map(|(_, entries)| parse_entries(entries))
+            .unwrap_or_default(),
+        _ => items(v)
+            .first()
+            .map(|stream| parse_entries(items(stream).get(1).unwrap_or(&Value::Nil)))
+            .unwrap_or_default(),
+    }
+}
+
+fn is_code(e: &redis::RedisError, code: &str) -> bool {
+    e.code() == Some(code)
+}
+
+/// Makes the group if it does not exist.
+async fn ensure_group(
+    conn: &mut redis::aio::MultiplexedConnection,
+    shared: &Shared,
+    consumer: &Consumer,
+) -> Result<(), redis::RedisError> {
+    let start = match &consumer.start {
+        Start::New => "$",
+        Start::Beginning => "0",
+        Start::After(id) => id.as_str(),
+    };
+    let made: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&shared.keys.stream)
+        .arg(&consumer.group)
+        .arg(start)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match made {
+        Err(e) if !is_code(&e, "BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn open_reader(
+    shared: &Shared,
+    consumer: &Consumer,
+) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
+    let timeout = shared.options.connect_timeout;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(consumer.block + timeout));
+    let attempt = async {
+        let mut conn = shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        ensure_group(&mut conn, shared, consumer).await?;
+        Ok(conn)
+    };
+    tokio::time::timeout(timeout + Duration::from_millis(100), attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer from Redis within the connect timeout",
+            )))
+        })
+}
+
+pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
+    shared: Arc<Shared>,
+    consumer: Consumer,
+) -> Result<RemoteCustomer<T>, RecvError> {
+    let conn = open_reader(&shared, &consumer)
+        .await
+        .map_err(RecvError::Redis)?;
+    let buffer = Buffer::new(shared.options.buffer);
+    let stop = CancellationToken::new();
+    let auto_ack = consumer.auto_ack;
+    let reader = Reader {
+        shared,
+        consumer,
+        buffer: buffer.clone(),
+        stop: stop.clone(),
+    };
+    tokio::spawn(reader.run(conn));
+    Ok(RemoteCustomer::new(buffer, stop, auto_ack))
+}
+
+struct Reader<T> {
+    shared: Arc<Shared>,
+    consumer: Consumer,
+    buffer: Arc<Buffer<T>>,
+    stop: CancellationToken,
+}
+
+/// Why a round ended the reading.
+enum Ended {
+    /// The channel is closed and everything before the close was handed over.
+    Closed,
+    /// The customer went.
+    Stopped,
+}
+
+impl<T: DeserializeOwned> Reader<T> {
+    async fn run(self, conn: redis::aio::MultiplexedConnection) {
+        let ended = self.read(conn).await;
+        if let Ended::Closed = ended {
+            self.buffer.end();
+            // Acknowledgements still come for what the customer holds.
+            loop {
+                tokio::select! {
+                    () = self.stop.cancelled() => break,
+                    () = self.buffer.wake_reader.notified() => self.flush_acks().await,
+                }
+            }
+        }
+        self.flush_acks().await;
+        // What the customer had not taken goes back to the group at once.
+        let unread = self.buffer.drain_ids();
+        self.release(unread).await;
+        if self.consumer.mode == Mode::Private {
+            let mut conn = self.shared.conn.clone();
+            let _: Result<(), _> = redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&self.shared.keys.stream)
+                .arg(&self.consumer.group)
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+
+    /// Sends the acknowledgements the customer made; keeps them on failure.
+    async fn flush_acks(&self) {
+        let ids = self.buffer.take_acks();
+        if ids.is_empty() {
+            return;
+        }
+        let mut conn = self.shared.conn.clone();
+        let acked: Result<(), _> = redis::cmd("XACK")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = acked {
+            tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: acknowledgements kept for later");
+            self.buffer.return_acks(ids);
+        }
+    }
+
+    /// Hands entries delivered to this consumer back to its group: marked idle for
+    /// the reclaim time, so the next reclaim of any consumer takes them (a
+    /// successor with this name reads them first thing anyway).
+    async fn release(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut conn = self.shared.conn.clone();
+        let released: Result<Value, _> = redis::cmd("XCLAIM")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg(0)
+            .arg(&ids)
+            .arg("IDLE")
+            .arg(self.consumer.reclaim_after.as_millis() as u64)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: entries left pending for the reclaim");
+        }
+    }
+
+    /// Waits for room in the customer's buffer, sending acknowledgements meanwhile.
+    async fn room(&self) -> bool {
+        loop {
+            let notified = self.buffer.wake_reader.notified();
+            if self.buffer.has_room() {
+                return true;
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return false,
+                () = notified => self.flush_acks().await,
+            }
+        }
+    }
+
+    async fn read(&self, first: redis::aio::MultiplexedConnection) -> Ended {
+        let mut conn = Some(first);
+        // Own pending entries first (a consumer of this name that went away).
+        let mut own_pending = true;
+        let mut next_reclaim = Instant::now();
+        let mut reclaim_cursor = "0-0".to_owned();
+        let mut delay = BACKOFF_MIN;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ended::Stopped;
+            }
+            self.flush_acks().await;
+            if !self.room().await {
+                return Ended::Stopped;
+            }
+            let c = match &mut conn {
+                Some(c) => c,
+                None => {
+                    tokio::select! {
+                        () = self.stop.cancelled() => return Ended::Stopped,
+                        () = tokio::time::sleep(jittered(delay)) => {}
+                    }
+                    match open_reader(&self.shared, &self.consumer).await {
+                        Ok(c) => {
+                            tracing::info!(channel = %self.shared.keys.name, "redis: stream reader connected again");
+                            self.buffer.push(Item::Err(RecvError::Reconnected {
+                                may_have_missed: false,
+                            }));
+                            delay = BACKOFF_MIN;
+                            own_pending = true;
+                            conn.insert(c)
+                        }
+                        Err(e) => {
+                            tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: reconnect failed");
+                            delay = next_backoff(delay);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let round = if Instant::now() >= next_reclaim {
+                next_reclaim = Instant::now()
+                    + (self.consumer.reclaim_after / 2).max(Duration::from_millis(100));
+                self.reclaim(c, &mut reclaim_cursor).await
+            } else {
+                self.read_some(c, &mut own_pending, next_reclaim).await
+            };
+            match round {
+                Ok(None) => {}
+                Ok(Some(ended)) => return ended,
+                Err(e) if is_code(&e, "NOGROUP") => {
+                    // The stream or group went (deleted, or a server without its
+                    // data): made again at the next connection.
+                    tracing::warn!(channel = %self.shared.keys.name, "redis: consumer group missing, making it again");
+                    conn = None;
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %self.shared.keys.name, error = %e, "redis: stream reader lost its connection");
+                    self.buffer.push(Item::Err(RecvError::Redis(e)));
+                    conn = None;
+                }
+            }
+        }
+    }
+
+    /// One `XREADGROUP`; acknowledgements the customer makes meanwhile are sent on
+    /// the shared connection.
+    async fn read_some(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        own_pending: &mut bool,
+        until: Instant,
+    ) -> Result<Option<Ended>, redis::RedisError> {
+        let room = self.consumer.batch;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg("COUNT")
+            .arg(room);
+        if !*own_pending {
+            // Not past the next reclaim.
+            let block = self
+                .consumer
+                .block
+                .min(until.saturating_duration_since(Instant::now()));
+            cmd.arg("BLOCK").arg((block.as_millis() as u64).max(1));
+        }
+        cmd.arg("STREAMS")
+            .arg(&self.shared.keys.stream)
+            .arg(if *own_pending { "0" } else { ">" });
+        let read = cmd.query_async::<Value>(conn);
+        tokio::pin!(read);
+        let reply = loop {
+            tokio::select! {
+                r = &mut read => break r?,
+                () = self.buffer.wake_reader.notified() => self.flush_acks().await,
+                () = self.stop.cancelled() => {
+                    // The read goes on at the server: what it gets is this
+                    // consumer's now, so it is handed back to the group.
+                    let limit = self.consumer.block + self.shared.options.connect_timeout;
+                    if let Ok(Ok(reply)) = tokio::time::timeout(limit, read).await {
+                        let ids = read_reply(&reply).into_iter().map(|(id, _)| id).collect();
+                        self.release(ids).await;
+                    }
+                    return Ok(Some(Ended::Stopped));
+                }
+            }
+        };
+        let entries = read_reply(&reply);
+        if entries.is_empty() {
+            if *own_pending {
+                *own_pending = false;
+                return Ok(None);
+            }
+            // Nothing new for this group: closed means done.
+            let mut shared_conn = self.shared.conn.clone();
+            let closed: bool = redis::cmd("EXISTS")
+                .arg(&self.shared.keys.closed)
+                .query_async(&mut shared_conn)
+                .await?;
+            return Ok(closed.then_some(Ended::Closed));
+        }
+        for (id, envelope) in entries {
+            // An own pending entry was delivered before (its count is in XPENDING;
+            // 2 is the least it can be).
+            let deliveries = if *own_pending { 2 } else { 1 };
+            if self.deliver(id, envelope, deliveries).await? {
+                return Ok(Some(Ended::Closed));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands one entry over; returns whether it was the close record.
+    async fn deliver(
+        &self,
+        id: String,
+        envelope: Option<Vec<u8>>,
+        deliveries: u64,
+    ) -> Result<bool, redis::RedisError> {
+        let Some(bytes) = envelope else {
+            // Trimmed away while pending, or written without an envelope field.
+            self.buffer.ack_later(id);
+            return Ok(false);
+        };
+        match self.shared.options.codec.decode::<T>(&bytes) {
+            Ok(envelope) if envelope.k == Kind::Close => {
+                self.buffer.ack_later(id);
+                self.flush_acks().await;
+                Ok(true)
+            }
+            Ok(envelope) => {
+                let sent_at = envelope.sent_at();
+                self.buffer.push(Item::Msg(Message {
+                    id,
+                    sent_at,
+                    payload: envelope.p.expect("checked by decode"),
+                    deliveries,
+                }));
+                Ok(false)
+            }
+            Err(reason) => {
+                self.dead_letter(&id, &bytes, deliveries, &reason).await?;
+                self.buffer.malformed(
+                    RecvError::Decode(DecodeError {
+                        id: Some(id),
+                        reason,
+                    }),
+                    false,
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Moves an entry to the dead-letter stream and acknowledges it, in one
+    /// transaction.
+    async fn dead_letter(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        deliveries: u64,
+        reason: &str,
+    ) -> Result<(), redis::RedisError> {
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&keys.dead)
+            .arg("*")
+            .arg("e")
+            .arg(bytes)
+            .arg("id")
+            .arg(id)
+            .arg("group")
+            .arg(&self.consumer.group)
+            .arg("deliveries")
+            .arg(deliveries)
+            .arg("reason")
+            .arg(reason)
+            .ignore()
+            .cmd("XACK")
+            .arg(&keys.stream)
+            .arg(&self.consumer.group)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Claims entries other consumers left pending past `reclaim_after`; those
+    /// delivered `max_deliveries` times already go to the dead letters.
+    async fn reclaim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        cursor: &mut String,
+    ) -> Result<Option<Ended>, redis::RedisError> {
+        let keys = &self.shared.keys;
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&keys.stream)
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg(self.consumer.reclaim_after.as_millis() as u64)
+            .arg(cursor.as_str())
+            .arg("COUNT")
+            .arg(self.consumer.batch)
+            .query_async(conn)
+            .await?;
+        let parts = items(&reply);
+        *cursor = parts
+            .first()
+            .and_then(text)
+            .unwrap_or_else(|| "0-0".to_owned());
+        let claimed = parts.get(1).map(parse_entries).unwrap_or_default();
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        tracing::info!(channel = %keys.name, count = claimed.len(), "redis: reclaimed entries another consumer left pending");
+        let counts = self.delivery_counts(conn, &claimed).await?;
+        for (id, envelope) in claimed {
+            let deliveries = counts.iter().find(|(i, _)| *i == id).map_or(2, |(_, n)| *n);
+            if deliveries > self.consumer.max_deliveries {
+                let bytes = envelope.unwrap_or_default();
+                let reason = format!("not acknowledged after {} deliveries", deliveries - 1);
+                self.dead_letter(&id, &bytes, deliveries - 1, &reason)
+                    .await?;
+                continue;
+            }
+            if self.deliver(id, envelope, deliveries).await? {
+                return Ok(Some(Ended::Closed));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many times each claimed entry has now been delivered (the claim
+    /// counted).
+    async fn delivery_counts(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        claimed: &[Entry],
+    ) -> Result<Vec<(String, u64)>, redis::RedisError> {
+        let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {
+            return Ok(Vec::new());
+        };
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg(&first.0)
+            .arg(&last.0)
+            .arg(claimed.len())
+            .arg(&self.consumer.name)
+            .query_async(conn)
+            .await?;
+        Ok(items(&reply)
+            .iter()
+            .filter_map(|row| {
+                let row = items(row);
+                let id = text(row.first()?)?;
+                let n = match row.get(3)? {
+                    Value::Int(n) => *n as u64,
+                    _ => return None,
+                };
+                Some((id, n))
+            })
+            .collect())
+    }
+}

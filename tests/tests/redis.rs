@@ -1,0 +1,439 @@
+//! `servicekit::redis` against a real `redis-server` that each test starts on its
+//! own port: opening (and its errors), both deliveries, fan-out and work queues,
+//! acknowledgements, reclaiming, dead letters, replay, the sticky close, and
+//! malformed messages among good ones.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use servicekit::redis::{
+    Codec, Consumer, OpenError, Options, RecvError, RedisChannel, RemoteCustomer, SendError, Start,
+};
+use servicekit_tests::RedisServer;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    item: String,
+}
+
+fn order(id: u64) -> Order {
+    Order {
+        id,
+        item: format!("item-{id}"),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The next message's payload, skipping nothing: any error fails the test.
+async fn next<T: std::fmt::Debug>(c: &mut RemoteCustomer<T>) -> T {
+    match c.recv_timeout(WAIT).await {
+        Ok(m) => m.payload,
+        Err(e) => panic!("expected a message, got {e:?}"),
+    }
+}
+
+async fn expect_closed<T: std::fmt::Debug>(c: &mut RemoteCustomer<T>) {
+    match c.recv_timeout(WAIT).await {
+        Err(RecvError::Closed) => {}
+        other => panic!("expected closed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_says_what_is_wrong_and_does_not_hang() {
+    let err = RedisChannel::<u8>::open("http://x", "a", Options::ephemeral())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Url { .. }), "{err}");
+
+    // Nothing listens there: refused at once.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let began = std::time::Instant::now();
+    let err = RedisChannel::<u8>::open(
+        format!("redis://127.0.0.1:{port}/"),
+        "a",
+        Options::ephemeral(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OpenError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(2));
+
+    // A listener that never answers: the connect timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    let options = Options::ephemeral().connect_timeout(Duration::from_millis(300));
+    let began = std::time::Instant::now();
+    let err = RedisChannel::<u8>::open(url, "a", options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Timeout { .. }), "{err}");
+    assert!(began.elapsed() < Duration::from_secs(2));
+
+    // A wrong password.
+    let server = RedisServer::start_with(&["--requirepass", "right"]);
+    let url = format!("redis://:wrong@127.0.0.1:{}/", server.port());
+    let err = RedisChannel::<u8>::open(url, "a", Options::ephemeral())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Auth { .. }), "{err}");
+    let url = format!("redis://:right@127.0.0.1:{}/", server.port());
+    RedisChannel::<u8>::open(url, "a", Options::ephemeral())
+        .await
+        .expect("the right password");
+
+    // Names that cannot be a hash tag.
+    for bad in ["", "a{b}", "a\nb"] {
+        let err = RedisChannel::<u8>::open(server.url(), bad, Options::ephemeral())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OpenError::Name { .. }), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_fans_out_to_every_customer_and_closes_for_everyone() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<Order>::open(server.url(), "orders", Options::ephemeral())
+        .await
+        .unwrap();
+    let mut a = ch.connect().await.unwrap();
+    let mut b = ch.connect().await.unwrap();
+    ch.send(&order(1)).await.unwrap();
+    ch.send_batch(&[order(2), order(3)]).await.unwrap();
+    for c in [&mut a, &mut b] {
+        for id in 1..=3 {
+            assert_eq!(next(c).await, order(id));
+        }
+    }
+    // Another process's handle sees the same channel.
+    let other = RedisChannel::<Order>::open(server.url(), "orders", Options::ephemeral())
+        .await
+        .unwrap();
+    other.send(&order(4)).await.unwrap();
+    assert!(other.close().await.unwrap());
+    assert!(!ch.close().await.unwrap(), "closed once");
+    // Each drains what came before the close, then sees it.
+    for c in [&mut a, &mut b] {
+        assert_eq!(next(c).await, order(4));
+        expect_closed(c).await;
+        assert!(c.is_closed());
+    }
+    // Sticky: sends fail, a later customer sees the close too.
+    assert!(matches!(ch.send(&order(5)).await, Err(SendError::Closed)));
+    assert!(matches!(
+        ch.send_batch(&[order(5)]).await,
+        Err(SendError::Closed)
+    ));
+    assert!(ch.is_closed().await.unwrap());
+    let mut late = ch.connect().await.unwrap();
+    expect_closed(&mut late).await;
+    // Deleted, the name starts afresh.
+    ch.delete().await.unwrap();
+    let mut fresh = ch.connect().await.unwrap();
+    ch.send(&order(6)).await.unwrap();
+    assert_eq!(next(&mut fresh).await, order(6));
+}
+
+#[tokio::test]
+async fn an_ephemeral_customer_that_falls_behind_is_told_how_many_it_lost() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "fast", Options::ephemeral().buffer(10))
+        .await
+        .unwrap();
+    let mut slow = ch.connect().await.unwrap();
+    let all: Vec<u64> = (0..100).collect();
+    ch.send_batch(&all).await.unwrap();
+    ch.close().await.unwrap();
+    // Give the reader time to take everything in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let mut lost = 0;
+    loop {
+        match slow.recv_timeout(WAIT).await {
+            Ok(m) => got.push(m.payload),
+            Err(RecvError::Lagged(n)) => lost += n,
+            Err(RecvError::Closed) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(got, (90..100).collect::<Vec<_>>(), "the newest are kept");
+    assert_eq!(lost, 90);
+}
+
+#[tokio::test]
+async fn durable_fan_out_groups_each_get_everything_and_resume_where_they_were() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<Order>::open(server.url(), "orders", Options::durable())
+        .await
+        .unwrap();
+    let mut billing = ch.connect_as(Consumer::fan_out("billing")).await.unwrap();
+    let mut shipping = ch.connect_as(Consumer::fan_out("shipping")).await.unwrap();
+    ch.send_batch(&[order(1), order(2)]).await.unwrap();
+    for c in [&mut billing, &mut shipping] {
+        for id in 1..=2 {
+            let msg = c.recv_timeout(WAIT).await.unwrap();
+            assert_eq!(msg.payload, order(id));
+            assert_eq!(msg.deliveries, 1);
+            c.ack(&msg);
+        }
+    }
+    // Billing goes away; what is sent meanwhile waits for its group.
+    drop(billing);
+    ch.send(&order(3)).await.unwrap();
+    assert_eq!(next(&mut shipping).await, order(3));
+    let mut billing = ch.connect_as(Consumer::fan_out("billing")).await.unwrap();
+    assert_eq!(next(&mut billing).await, order(3));
+}
+
+#[tokio::test]
+async fn a_work_queue_gives_each_message_to_one_worker() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "jobs", Options::durable())
+        .await
+        .unwrap();
+    let worker = || ch.connect_as(Consumer::work_queue().auto_ack(true).batch(4));
+    let (w1, w2) = (worker().await.unwrap(), worker().await.unwrap());
+    let jobs: Vec<u64> = (0..200).collect();
+    ch.send_batch(&jobs).await.unwrap();
+    ch.close().await.unwrap();
+    let take = |mut w: RemoteCustomer<u64>| async move {
+        let mut got = Vec::new();
+        loop {
+            match w.recv_timeout(WAIT).await {
+                Ok(m) => got.push(m.payload),
+                Err(RecvError::Closed) => return got,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    };
+    let (a, b) = tokio::join!(take(w1), take(w2));
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both worked: {} / {}",
+        a.len(),
+        b.len()
+    );
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, jobs, "each job once");
+}
+
+#[tokio::test]
+async fn a_late_customer_replays_from_the_start_or_from_an_id() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(
+        server.url(),
+        "history",
+        Options::durable().codec(Codec::MessagePack),
+    )
+    .await
+    .unwrap();
+    // Nobody connected: a durable send is kept.
+    ch.send_batch(&[1, 2, 3]).await.unwrap();
+    let mut all = ch
+        .connect_as(Consumer::fan_out("all").start(Start::Beginning))
+        .await
+        .unwrap();
+    let first = all.recv_timeout(WAIT).await.unwrap();
+    assert_eq!(first.payload, 1);
+    assert_eq!(next(&mut all).await, 2);
+    assert_eq!(next(&mut all).await, 3);
+    let mut after = ch
+        .connect_as(Consumer::fan_out("after").start(Start::After(first.id.clone())))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut after).await, 2);
+    // A plain `connect` starts at new messages.
+    let mut now = ch.connect().await.unwrap();
+    ch.send(&4).await.unwrap();
+    assert_eq!(next(&mut now).await, 4);
+    // Closed: each drains, then sees it; a later replaying customer too.
+    ch.close().await.unwrap();
+    assert_eq!(next(&mut all).await, 4);
+    expect_closed(&mut all).await;
+    expect_closed(&mut now).await;
+    assert_eq!(next(&mut after).await, 3);
+    assert_eq!(next(&mut after).await, 4);
+    expect_closed(&mut after).await;
+    let mut late = ch
+        .connect_as(Consumer::fan_out("late").start(Start::Beginning))
+        .await
+        .unwrap();
+    for n in 1..=4 {
+        assert_eq!(next(&mut late).await, n);
+    }
+    expect_closed(&mut late).await;
+}
+
+#[tokio::test]
+async fn what_a_dead_consumer_left_pending_is_reclaimed_then_dead_lettered() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "work", Options::durable())
+        .await
+        .unwrap();
+    let consumer = || {
+        Consumer::work_queue()
+            .reclaim_after(Duration::from_millis(200))
+            .max_deliveries(2)
+    };
+    let mut dies = ch.connect_as(consumer()).await.unwrap();
+    ch.send_batch(&[1, 2]).await.unwrap();
+    // Takes both, acknowledges neither, and dies.
+    assert_eq!(next(&mut dies).await, 1);
+    assert_eq!(next(&mut dies).await, 2);
+    drop(dies);
+    // Another worker reclaims them after 200 ms (second delivery), and fails too.
+    let mut second = ch.connect_as(consumer()).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = second.recv_timeout(WAIT).await.unwrap();
+        assert_eq!(m.deliveries, 2);
+        got.push(m.payload);
+    }
+    got.sort_unstable();
+    assert_eq!(got, [1, 2]);
+    drop(second);
+    // A third would be over the limit: they go to the dead letters instead.
+    let mut third = ch.connect_as(consumer()).await.unwrap();
+    assert!(matches!(
+        third.recv_timeout(Duration::from_secs(1)).await,
+        Err(RecvError::Timeout)
+    ));
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    loop {
+        let dead: usize = redis::cmd("XLEN")
+            .arg("{work}:dead")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if dead == 2 {
+            break;
+        }
+        assert!(began.elapsed() < WAIT, "{dead} dead letters");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("{work}:stream")
+        .arg("workers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(summary) = pending else {
+        panic!("{pending:?}")
+    };
+    assert_eq!(summary[0], redis::Value::Int(0), "nothing left pending");
+}
+
+/// 1,000 malformed payloads among good ones, from another writer: every good one
+/// received in order, every bad one reported and counted, and the customer goes on.
+#[tokio::test]
+async fn malformed_messages_are_reported_and_counted_and_the_good_ones_all_arrive() {
+    let server = RedisServer::start();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for delivery in ["ephemeral", "durable"] {
+        let options = if delivery == "ephemeral" {
+            Options::ephemeral().buffer(4096)
+        } else {
+            Options::durable()
+        };
+        let name = format!("mixed-{delivery}");
+        let ch = RedisChannel::<Order>::open(server.url(), &name, options)
+            .await
+            .unwrap();
+        let mut c = ch.connect().await.unwrap();
+        let bad: [&[u8]; 5] = [
+            b"not json at all",
+            br#"{"v":2,"k":"data","id":"x","ts":0,"p":{"id":1,"item":"a"}}"#,
+            br#"{"v":1,"k":"data","id":"x","ts":0,"p":"not an order"}"#,
+            br#"{"v":1,"k":"data","id":"x","ts":0}"#,
+            b"\x92\x01\x02",
+        ];
+        let mut sent_bad = 0;
+        for i in 0..1000u64 {
+            ch.send(&order(i)).await.unwrap();
+            let payload = bad[i as usize % bad.len()];
+            let _: () = if delivery == "ephemeral" {
+                redis::cmd("PUBLISH")
+                    .arg(format!("{{{name}}}:pub"))
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            } else {
+                redis::cmd("XADD")
+                    .arg(format!("{{{name}}}:stream"))
+                    .arg("*")
+                    .arg("e")
+                    .arg(payload)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(drop)
+                    .unwrap()
+            };
+            sent_bad += 1;
+        }
+        ch.close().await.unwrap();
+        let mut good = Vec::new();
+        let mut reported = 0;
+        loop {
+            match c.recv_timeout(WAIT).await {
+                Ok(m) => {
+                    good.push(m.payload.id);
+                    c.ack(&m);
+                }
+                Err(RecvError::Decode(e)) => {
+                    reported += 1;
+                    assert!(!e.reason.is_empty());
+                }
+                Err(RecvError::Closed) => break,
+                Err(e) => panic!("{delivery}: {e:?}"),
+            }
+        }
+        assert_eq!(good, (0..1000).collect::<Vec<_>>(), "{delivery}");
+        assert_eq!(reported, sent_bad, "{delivery}");
+        assert_eq!(c.malformed(), sent_bad as u64, "{delivery}");
+        if delivery == "durable" {
+            // Nothing lost: the bad ones are in the dead letters.
+            let dead: usize = redis::cmd("XLEN")
+                .arg(format!("{{{name}}}:dead"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(dead, 1000);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_customer_closed_by_its_owner_stops_and_others_go_on() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "c", Options::ephemeral())
+        .await
+        .unwrap();
+    let mut a = ch.connect().await.unwrap();
+    let mut b = ch.connect().await.unwrap();
+    a.close();
+    assert!(a.is_closed());
+    expect_closed(&mut a).await;
+    ch.send(&1).await.unwrap();
+    assert_eq!(next(&mut b).await, 1);
+    assert!(!ch.is_closed().await.unwrap());
+}
