@@ -97,12 +97,26 @@ impl<T> Buffer<T> {
 
     /// Ephemeral: a full buffer drops its oldest message.
     pub(crate) fn push_lossy(&self, item: Item<T>) {
-        let mut state = self.lock();
-        if state.items.len() >= state.cap {
-            state.items.pop_front();
-            state.lagged += 1;
+        self.push_lossy_all(vec![item]);
+    }
+
+    /// As [`push_lossy`](Self::push_lossy), under one lock, with one wake-up; a
+    /// message that does not decode is counted.
+    pub(crate) fn push_lossy_all(&self, items: Vec<Item<T>>) {
+        if items.is_empty() {
+            return;
         }
-        state.items.push_back(item);
+        let mut state = self.lock();
+        for item in items {
+            if matches!(item, Item::Err(RecvError::Decode(_))) {
+                state.malformed += 1;
+            }
+            if state.items.len() >= state.cap {
+                state.items.pop_front();
+                state.lagged += 1;
+            }
+            state.items.push_back(item);
+        }
         Self::wake(state);
     }
 
@@ -119,13 +133,10 @@ impl<T> Buffer<T> {
         Self::wake(state);
     }
 
-    pub(crate) fn malformed(&self, error: RecvError, lossy: bool) {
+    /// Durable: a message that does not decode, counted.
+    pub(crate) fn malformed(&self, error: RecvError) {
         self.lock().malformed += 1;
-        if lossy {
-            self.push_lossy(Item::Err(error));
-        } else {
-            self.push(Item::Err(error));
-        }
+        self.push(Item::Err(error));
     }
 
     /// The channel is closed: the customer drains, then sees `Closed`.
@@ -304,9 +315,12 @@ impl<T> RemoteCustomer<T> {
         }
         match state.items.pop_front() {
             Some(item) => {
+                let was_full = state.items.len() + 1 == state.cap;
                 drop(state);
                 // A durable reader may wait for room.
-                self.buffer.wake_reader.notify_one();
+                if was_full {
+                    self.buffer.wake_reader.notify_one();
+                }
                 Poll::Ready(match item {
                     Item::Msg(msg) => {
                         if let Some(last) = &mut self.auto_ack {

@@ -650,13 +650,10 @@ impl<T: DeserializeOwned> Reader<T> {
             }
             Err(reason) => {
                 self.dead_letter(&id, &bytes, deliveries, &reason).await?;
-                self.buffer.malformed(
-                    RecvError::Decode(DecodeError {
-                        id: Some(id),
-                        reason,
-                    }),
-                    false,
-                );
+                self.buffer.malformed(RecvError::Decode(DecodeError {
+                    id: Some(id),
+                    reason,
+                }));
                 Ok(false)
             }
         }

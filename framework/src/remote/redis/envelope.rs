@@ -68,10 +68,14 @@ impl<P> Envelope<P> {
 
 /// A fresh envelope id: this process's random prefix and a counter.
 pub(crate) fn new_id() -> String {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    use std::fmt::Write;
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| fastrand::u64(..));
-    format!("{prefix:016x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let prefix = PREFIX.get_or_init(|| format!("{:016x}-", fastrand::u64(..)));
+    let mut id = String::with_capacity(prefix.len() + 12);
+    id.push_str(prefix);
+    let _ = write!(id, "{:x}", NEXT.fetch_add(1, Ordering::Relaxed));
+    id
 }
 
 fn now_ms() -> u64 {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,9 @@ use super::{DecodeError, RecvError, Shared};
 /// may take.
 const PING_EVERY: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most messages handed over at once.
+const BURST: usize = 256;
 
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -88,7 +91,16 @@ async fn read<T: DeserializeOwned>(
                 () = stop.cancelled() => return,
                 msg = stream.next() => match msg {
                     Some(msg) => {
-                        if forward(&shared, msg.get_payload_bytes(), &buffer) {
+                        // What else has arrived goes over with it: one lock, one
+                        // wake-up per burst rather than per message.
+                        let mut burst = vec![msg];
+                        while burst.len() < BURST {
+                            match stream.next().now_or_never() {
+                                Some(Some(msg)) => burst.push(msg),
+                                _ => break,
+                            }
+                        }
+                        if forward(&shared, &burst, &buffer) {
                             return;
                         }
                     }
@@ -129,26 +141,37 @@ async fn read<T: DeserializeOwned>(
     }
 }
 
-/// Hands one published payload to the customer; returns whether it was the close.
-fn forward<T: DeserializeOwned>(shared: &Shared, bytes: &[u8], buffer: &Buffer<T>) -> bool {
-    match shared.options.codec.decode::<T>(bytes) {
-        Ok(envelope) if envelope.k == Kind::Close => {
-            buffer.end();
-            true
-        }
-        Ok(envelope) => {
-            let sent_at = envelope.sent_at();
-            buffer.push_lossy(Item::Msg(Message {
-                id: envelope.id,
-                sent_at,
-                payload: envelope.p.expect("checked by decode"),
-                deliveries: 1,
-            }));
-            false
-        }
-        Err(reason) => {
-            buffer.malformed(RecvError::Decode(DecodeError { id: None, reason }), true);
-            false
+/// Hands published payloads to the customer; returns whether one was the close
+/// (what follows it is not delivered).
+fn forward<T: DeserializeOwned>(shared: &Shared, burst: &[redis::Msg], buffer: &Buffer<T>) -> bool {
+    let mut items = Vec::with_capacity(burst.len());
+    let mut closed = false;
+    for msg in burst {
+        match shared.options.codec.decode::<T>(msg.get_payload_bytes()) {
+            Ok(envelope) if envelope.k == Kind::Close => {
+                closed = true;
+                break;
+            }
+            Ok(envelope) => {
+                let sent_at = envelope.sent_at();
+                items.push(Item::Msg(Message {
+                    id: envelope.id,
+                    sent_at,
+                    payload: envelope.p.expect("checked by decode"),
+                    deliveries: 1,
+                }));
+            }
+            Err(reason) => {
+                items.push(Item::Err(RecvError::Decode(DecodeError {
+                    id: None,
+                    reason,
+                })));
+            }
         }
     }
+    buffer.push_lossy_all(items);
+    if closed {
+        buffer.end();
+    }
+    closed
 }

@@ -1,0 +1,369 @@
+//! `servicekit::redis` against raw redis-rs doing the same work, in the same run,
+//! on a `redis-server` this bench starts on a free loopback port:
+//!
+//! (a) ephemeral throughput: 100,000 messages sent in batches of 64 and received by
+//!     one subscriber. Raw: a pipeline of 64 `PUBLISH` on a multiplexed connection,
+//!     a `PubSub` stream that decodes each payload. servicekit: `send_batch` (one
+//!     script call per batch, which also refuses sends after a close) and a
+//!     `RemoteCustomer` (envelope decoded, buffer, reconnecting reader).
+//! (b) durable throughput with acknowledgements: the same through a stream. Raw:
+//!     pipelined `XADD`, a loop of `XREADGROUP COUNT 64` and one `XACK` per batch.
+//!     servicekit: `send_batch` and a fan-out customer that acknowledges each message.
+//! (c) one-message latency, ephemeral: send one, wait for it; 2,000 times.
+//!
+//! The payload is the same small struct, JSON-encoded on both sides.
+//!
+//! Run: `cargo bench -p servicekit --features redis --bench redis` (`-- --reps 9`;
+//! with `REDIS_BENCH_CPU=1` it also prints the CPU time the server and the bench
+//! process spent on each side of the ephemeral part).
+
+mod common;
+use common::{arg, stats};
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use servicekit::redis::{Consumer, Options, RedisChannel};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tick {
+    seq: u64,
+    symbol: String,
+    price: f64,
+}
+
+fn tick(seq: u64) -> Tick {
+    Tick {
+        seq,
+        symbol: "ACME".to_owned(),
+        price: 101.25,
+    }
+}
+
+const MESSAGES: u64 = 100_000;
+const BATCH: usize = 64;
+
+struct Server {
+    child: Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("servicekit-bench-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", dir.to_str().expect("UTF-8"), "--save", ""])
+            .args(["--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+            dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn flush(url: &str) {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+}
+
+/// Messages per second through raw pub/sub.
+async fn raw_ephemeral(url: &str) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("raw-eph").await.unwrap();
+    let receiver = tokio::spawn(async move {
+        let mut stream = pubsub.into_on_message();
+        let mut n = 0;
+        while n < MESSAGES {
+            let msg = stream.next().await.unwrap();
+            let t: Tick = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            assert_eq!(t.seq, n);
+            n += 1;
+        }
+    });
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let began = Instant::now();
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for &seq in chunk {
+            pipe.cmd("PUBLISH")
+                .arg("raw-eph")
+                .arg(serde_json::to_vec(&tick(seq)).unwrap())
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    receiver.await.unwrap();
+    MESSAGES as f64 / began.elapsed().as_secs_f64()
+}
+
+async fn servicekit_ephemeral(url: &str) -> f64 {
+    let ch = RedisChannel::<Tick>::open(url, "sk-eph", Options::ephemeral().buffer(1 << 20))
+        .await
+        .unwrap();
+    let mut customer = ch.connect().await.unwrap();
+    let receiver = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let m = customer.recv().await.unwrap();
+            assert_eq!(m.payload.seq, n);
+        }
+    });
+    let began = Instant::now();
+    let ticks: Vec<Tick> = (0..MESSAGES).map(tick).collect();
+    for chunk in ticks.chunks(BATCH) {
+        ch.send_batch(chunk).await.unwrap();
+    }
+    receiver.await.unwrap();
+    MESSAGES as f64 / began.elapsed().as_secs_f64()
+}
+
+/// Entries per second through a raw stream, read by a group and acknowledged.
+async fn raw_durable(url: &str) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("raw-dur")
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
+    let mut reader = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    let mut acker = conn.clone();
+    let receiver = tokio::spawn(async move {
+        let mut n = 0;
+        while n < MESSAGES {
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg("raw-dur")
+                .arg(">")
+                .query_async(&mut reader)
+                .await
+                .unwrap();
+            let mut ids = Vec::new();
+            for key in reply.keys {
+                for entry in key.ids {
+                    let bytes: Vec<u8> = entry.get("e").unwrap();
+                    let t: Tick = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(t.seq, n);
+                    n += 1;
+                    ids.push(entry.id);
+                }
+            }
+            if !ids.is_empty() {
+                let _: () = redis::cmd("XACK")
+                    .arg("raw-dur")
+                    .arg("g")
+                    .arg(&ids)
+                    .query_async(&mut acker)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let began = Instant::now();
+    for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for &seq in chunk {
+            pipe.cmd("XADD")
+                .arg("raw-dur")
+                .arg("*")
+                .arg("e")
+                .arg(serde_json::to_vec(&tick(seq)).unwrap())
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    receiver.await.unwrap();
+    MESSAGES as f64 / began.elapsed().as_secs_f64()
+}
+
+async fn servicekit_durable(url: &str) -> f64 {
+    let ch = RedisChannel::<Tick>::open(url, "sk-dur", Options::durable())
+        .await
+        .unwrap();
+    let mut customer = ch.connect_as(Consumer::fan_out("g")).await.unwrap();
+    let receiver = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let m = customer.recv().await.unwrap();
+            assert_eq!(m.payload.seq, n);
+            customer.ack(&m);
+        }
+    });
+    let began = Instant::now();
+    let ticks: Vec<Tick> = (0..MESSAGES).map(tick).collect();
+    for chunk in ticks.chunks(BATCH) {
+        ch.send_batch(chunk).await.unwrap();
+    }
+    receiver.await.unwrap();
+    MESSAGES as f64 / began.elapsed().as_secs_f64()
+}
+
+const ROUND_TRIPS: usize = 2000;
+
+/// Median microseconds from sending one message to receiving it, raw.
+async fn raw_latency(url: &str) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("raw-lat").await.unwrap();
+    let mut stream = pubsub.into_on_message();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for seq in 0..ROUND_TRIPS as u64 {
+        let began = Instant::now();
+        let _: () = redis::cmd("PUBLISH")
+            .arg("raw-lat")
+            .arg(serde_json::to_vec(&tick(seq)).unwrap())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let msg = stream.next().await.unwrap();
+        let t: Tick = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+        assert_eq!(t.seq, seq);
+        samples.push(began.elapsed().as_secs_f64() * 1e6);
+    }
+    stats(samples).0
+}
+
+async fn servicekit_latency(url: &str) -> f64 {
+    let ch = RedisChannel::<Tick>::open(url, "sk-lat", Options::ephemeral())
+        .await
+        .unwrap();
+    let mut customer = ch.connect().await.unwrap();
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for seq in 0..ROUND_TRIPS as u64 {
+        let began = Instant::now();
+        ch.send(&tick(seq)).await.unwrap();
+        let m = customer.recv().await.unwrap();
+        assert_eq!(m.payload.seq, seq);
+        samples.push(began.elapsed().as_secs_f64() * 1e6);
+    }
+    stats(samples).0
+}
+
+fn main() {
+    let reps = arg("--reps", 5);
+    let server = Server::start();
+    let rt = common::runtime();
+    let url = server.url.clone();
+    let mut results: [Vec<f64>; 6] = Default::default();
+    let pid = server.child.id();
+    let cpu_of = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    };
+    let me = std::process::id();
+    let cpu = move || (cpu_of(pid), cpu_of(me));
+    rt.block_on(async {
+        for _ in 0..reps {
+            flush(&url).await;
+            let c0 = cpu();
+            results[0].push(raw_ephemeral(&url).await);
+            let c1 = cpu();
+            results[1].push(servicekit_ephemeral(&url).await);
+            let c2 = cpu();
+            if std::env::var_os("REDIS_BENCH_CPU").is_some() {
+                eprintln!(
+                    "CPU (redis-server, bench): raw {:.2} s + {:.2} s, servicekit {:.2} s + {:.2} s",
+                    c1.0 - c0.0,
+                    c1.1 - c0.1,
+                    c2.0 - c1.0,
+                    c2.1 - c1.1
+                );
+            }
+            flush(&url).await;
+            results[2].push(raw_durable(&url).await);
+            results[3].push(servicekit_durable(&url).await);
+            flush(&url).await;
+            results[4].push(raw_latency(&url).await);
+            results[5].push(servicekit_latency(&url).await);
+        }
+    });
+    println!(
+        "redis bench: {MESSAGES} messages in batches of {BATCH}, {reps} interleaved repetitions, {}",
+        common::runtime_name()
+    );
+    println!("(median [min .. max]; ratio = median of each repetition's servicekit/raw)");
+    let rows = [
+        ("ephemeral throughput", "msg/s", 0),
+        ("durable throughput, acknowledged", "msg/s", 2),
+        ("one-message latency, ephemeral (p50)", "µs", 4),
+    ];
+    for (what, unit, i) in rows {
+        for (side, v) in [
+            ("raw redis-rs", &results[i]),
+            ("servicekit", &results[i + 1]),
+        ] {
+            let (m, lo, hi) = stats(v.clone());
+            println!(
+                "  {:<52} {m:>12.0} {unit} [{lo:.0} .. {hi:.0}]",
+                format!("{what}, {side}")
+            );
+        }
+        let ratios = results[i + 1]
+            .iter()
+            .zip(&results[i])
+            .map(|(s, r)| s / r)
+            .collect();
+        let (m, lo, hi) = stats(ratios);
+        println!(
+            "  {:<52} {m:>12.2} x  [{lo:.2} .. {hi:.2}]",
+            format!("{what}, servicekit/raw")
+        );
+    }
+}
