@@ -190,3 +190,87 @@ async fn what_a_killed_consumer_process_held_is_reclaimed_by_another() {
         "{taken:?} not in {redelivered:?}"
     );
 }
+
+/// Two runners (as two processes would) bridged through Redis: a local channel
+/// sent out by `forward_from`, brought in by `forward_to_as`. The server is killed
+/// mid-stream and back after a second: the outbound bridge fails, is restarted by
+/// its runner with backoff, and sends what it held first; every message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_restart_with_backoff_and_lose_nothing_when_redis_goes_away() {
+    use servicekit::{Channel, Runner};
+
+    let mut server = RedisServer::start();
+    let remote = RedisChannel::<u64>::open(server.url(), "bridged", Options::durable())
+        .await
+        .unwrap();
+    let outgoing = Channel::<u64>::bounded(1000);
+    let incoming = Channel::<u64>::bounded(1000);
+    let mut received = incoming.connect();
+    let sender = Runner::new()
+        .signals(false)
+        .service(
+            remote
+                .forward_from(&outgoing)
+                .backoff(Duration::from_millis(100), Duration::from_millis(500)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let receiver = Runner::new()
+        .signals(false)
+        .service(remote.forward_to_as(&incoming, Consumer::fan_out("mirror")))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let produce = async {
+        for i in 0..3000u64 {
+            outgoing.send(i).await.unwrap();
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    };
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.kill();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.restart();
+    };
+    let mut got = BTreeSet::new();
+    let mut duplicates = 0;
+    let consume = async {
+        while got.len() < 3000 {
+            let Ok(i) = tokio::time::timeout(Duration::from_secs(30), received.recv()).await else {
+                panic!(
+                    "{} of 3000 within 30 s; sender {:?}; receiver {:?}",
+                    got.len(),
+                    sender.status(),
+                    receiver.status()
+                );
+            };
+            let i = i.unwrap();
+            if !got.insert(i) {
+                duplicates += 1;
+            }
+        }
+    };
+    tokio::join!(produce, fault, consume);
+    let out = sender
+        .status()
+        .into_iter()
+        .find(|s| &*s.name == "redis:bridged:out")
+        .unwrap();
+    println!(
+        "bridge: 3000 received, {duplicates} duplicates, outbound restarts {}",
+        out.restarts
+    );
+    assert!(
+        out.restarts > 0,
+        "the outbound bridge failed while Redis was away"
+    );
+    assert_eq!(got, (0..3000).collect());
+    sender.shutdown();
+    receiver.shutdown();
+    sender.wait().await.unwrap();
+    receiver.wait().await.unwrap();
+}

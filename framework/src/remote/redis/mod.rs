@@ -45,6 +45,13 @@
 //! the dead-letter stream, so nothing is lost). A bad URL, an unreachable server or
 //! refused credentials are an [`OpenError`] from `open`, within its connect timeout.
 //!
+//! ## Bridges
+//!
+//! [`RedisChannel::forward_from`] sends a local [`Channel`](crate::Channel) to Redis
+//! and [`RedisChannel::forward_to`] / [`forward_to_as`](RedisChannel::forward_to_as)
+//! brings a Redis channel into a local one, each as a [`Service`](crate::Service):
+//! when Redis goes away, the run fails and the runner restarts it with backoff.
+//!
 //! ## Keys
 //!
 //! The keys of channel `name` share the hash tag `{name}`, so a channel lives on one
@@ -66,6 +73,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bridge;
 mod customer;
 mod durable;
 mod envelope;
