@@ -895,3 +895,50 @@ fn every_endpoint_of_a_real_process_in_every_state() {
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_distributed_example_shares_orders_between_workers_and_audits_them_all() {
+    let server = servicekit_tests::RedisServer::start();
+    let p = Proc::spawn_env(
+        examples_dir().join("14_distributed"),
+        &[],
+        &[("REDIS_URL", &server.url()), ("RUST_LOG", "warn")],
+    );
+    let (status, _, out, err) = p.finish(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "stdout: {out:#?}\nstderr: {err}");
+    let handled = |who: &str| -> Vec<Vec<u32>> {
+        out.iter()
+            .filter(|l| l.starts_with(who) && l.contains(": handled "))
+            .map(|l| {
+                let list = l.rsplit_once('[').unwrap().1.trim_end_matches(']');
+                list.split(", ")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let audit = handled("audit");
+    assert_eq!(audit, [(1..=20).collect::<Vec<u32>>()], "{out:#?}");
+    let workers = handled("worker");
+    assert_eq!(workers.len(), 2, "{out:#?}");
+    let mut all: Vec<u32> = workers.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=20).collect::<Vec<u32>>(),
+        "each order once: {out:#?}"
+    );
+    assert!(
+        workers.iter().all(|w| !w.is_empty()),
+        "both worked: {out:#?}"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|l| l.contains("notice: orders are coming"))
+            .count(),
+        3,
+        "{out:#?}"
+    );
+    assert!(out.iter().any(|l| l == "producer: every consumer is done"));
+}

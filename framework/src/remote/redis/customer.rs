@@ -120,10 +120,10 @@ impl<T> Buffer<T> {
         Self::wake(state);
     }
 
-    /// Whether there is room for one more (durable readers wait for it).
-    pub(crate) fn has_room(&self) -> bool {
+    /// How many more fit (durable readers wait for room and read no more).
+    pub(crate) fn room(&self) -> usize {
         let state = self.lock();
-        state.items.len() < state.cap
+        state.cap.saturating_sub(state.items.len())
     }
 
     /// Durable: the caller waited for room; errors go in regardless.

@@ -79,6 +79,7 @@ pub struct Consumer {
     max_deliveries: u64,
     block: Duration,
     batch: usize,
+    prefetch: Option<usize>,
 }
 
 fn unique_name() -> String {
@@ -97,6 +98,7 @@ impl Consumer {
             max_deliveries: 5,
             block: Duration::from_secs(1),
             batch: 64,
+            prefetch: None,
         }
     }
 
@@ -229,6 +231,26 @@ impl Consumer {
     pub fn max_deliveries(mut self, n: u64) -> Consumer {
         assert!(n > 0, "max_deliveries must be at least 1");
         self.max_deliveries = n;
+        self
+    }
+
+    /// How many messages the customer's reader takes ahead of it (the channel's
+    /// [`buffer`](super::Options::buffer) by default). In a work queue, a small
+    /// prefetch shares the messages out between workers; a large one reads faster.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let worker = servicekit::redis::Consumer::work_queue().prefetch(1);
+    /// # drop(worker);
+    /// ```
+    pub fn prefetch(mut self, n: usize) -> Consumer {
+        assert!(n > 0, "a reader must take at least one message ahead");
+        self.prefetch = Some(n);
         self
     }
 
@@ -373,7 +395,7 @@ pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
     let conn = open_reader(&shared, &consumer)
         .await
         .map_err(RecvError::Redis)?;
-    let buffer = Buffer::new(shared.options.buffer);
+    let buffer = Buffer::new(consumer.prefetch.unwrap_or(shared.options.buffer));
     let stop = CancellationToken::new();
     let auto_ack = consumer.auto_ack;
     let reader = Reader {
@@ -476,7 +498,7 @@ impl<T: DeserializeOwned> Reader<T> {
     async fn room(&self) -> bool {
         loop {
             let notified = self.buffer.wake_reader.notified();
-            if self.buffer.has_room() {
+            if self.buffer.room() > 0 {
                 return true;
             }
             tokio::select! {
@@ -559,7 +581,7 @@ impl<T: DeserializeOwned> Reader<T> {
         own_pending: &mut bool,
         until: Instant,
     ) -> Result<Option<Ended>, redis::RedisError> {
-        let room = self.consumer.batch;
+        let room = self.consumer.batch.min(self.buffer.room().max(1));
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.consumer.group)

@@ -1,0 +1,155 @@
+//! Services on several machines, through Redis: a producer process and three
+//! consumer processes. Two `worker`s share the durable channel `orders` as a work
+//! queue (each order handled by one of them, acknowledged once handled) and one
+//! `audit` reads it as a fan-out group (every order). `notices` is ephemeral: every
+//! process hears the producer's notices while it is connected, and no more.
+//!
+//! ```sh
+//! examples/redis/run-14.sh      # starts a local redis-server if none answers, then this
+//! REDIS_URL=redis://host:6379/ cargo run -p servicekit-examples --example 14_distributed
+//! ```
+//!
+//! Without arguments the program is the producer: it starts the three consumers
+//! as processes of its own binary (`worker`, `worker`, `audit`), sends 20 orders
+//! and a notice, closes `orders` (a sticky close every consumer sees, after what
+//! was sent before it) and `notices`, and waits for them. Each consumer is a
+//! servicekit program whose customers run as services: it ends when both channels
+//! are closed, and Ctrl+C stops it cleanly.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use servicekit::redis::{Consumer, Options, RecvError, RedisChannel};
+use servicekit::{Runner, Service, ServiceContext};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    id: u32,
+    item: String,
+}
+
+fn url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+#[servicekit::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let role = std::env::args().nth(1).unwrap_or_default();
+    let orders = RedisChannel::<Order>::open(url(), "orders", Options::durable())
+        .await
+        .map_err(|e| format!("{e} (start one with examples/redis/run-14.sh)"))?;
+    match role.as_str() {
+        "" => produce(orders).await,
+        "worker" | "audit" => consume(orders, role).await,
+        other => Err(format!("unknown role `{other}`: worker, audit, or none").into()),
+    }
+}
+
+/// The producer: starts the consumers, sends, closes, waits.
+async fn produce(
+    orders: RedisChannel<Order>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // A fresh demo: forget what an earlier run left (its close included).
+    orders.delete().await?;
+    let notices = RedisChannel::<String>::open(url(), "notices", Options::ephemeral()).await?;
+    notices.delete().await?;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for role in ["worker", "worker", "audit"] {
+        children.push(
+            Command::new(&exe)
+                .arg(role)
+                .env("REDIS_URL", url())
+                .stdout(Stdio::inherit())
+                .spawn()?,
+        );
+    }
+    // The consumers' groups exist before anything is sent (a group made later
+    // starts at new messages).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    notices.send(&"orders are coming".to_owned()).await?;
+    let batch: Vec<Order> = (1..=20)
+        .map(|id| Order {
+            id,
+            item: format!("item-{id}"),
+        })
+        .collect();
+    orders.send_batch(&batch).await?;
+    println!("producer: sent 20 orders");
+    orders.close().await?;
+    notices.close().await?;
+    for mut child in children {
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(format!("a consumer ended with {status}").into());
+        }
+    }
+    println!("producer: every consumer is done");
+    Ok(())
+}
+
+/// A consumer process: its customers run as services.
+async fn consume(
+    orders: RedisChannel<Order>,
+    role: String,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let me = format!("{role} {}", std::process::id());
+    let notices = RedisChannel::<String>::open(url(), "notices", Options::ephemeral()).await?;
+    let consumer = if role == "worker" {
+        // One order ahead at most: the two workers share them out.
+        Consumer::work_queue().auto_ack(true).prefetch(1)
+    } else {
+        Consumer::fan_out("audit")
+    };
+    let name = me.clone();
+    let handle_orders = Service::new("orders", move |ctx: ServiceContext| {
+        let orders = orders.clone();
+        let consumer = consumer.clone();
+        let me = name.clone();
+        async move {
+            let mut customer = orders.connect_as(consumer).await?;
+            ctx.ready();
+            let mut handled = Vec::new();
+            loop {
+                match ctx.until_shutdown(customer.recv()).await {
+                    None => return Ok(()),
+                    Some(Ok(order)) => {
+                        // ... handle the order; with auto_ack it is acknowledged
+                        // when the next one is asked for ...
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        handled.push(order.payload.id);
+                        if me.starts_with("audit") {
+                            customer.ack(&order);
+                        }
+                    }
+                    Some(Err(RecvError::Closed)) => break,
+                    Some(Err(e)) => eprintln!("{me}: {e}"),
+                }
+            }
+            println!("{me}: handled {} orders: {handled:?}", handled.len());
+            Ok::<_, RecvError>(())
+        }
+    });
+    let name = me.clone();
+    let hear_notices = Service::new("notices", move |ctx: ServiceContext| {
+        let notices = notices.clone();
+        let me = name.clone();
+        async move {
+            let mut customer = notices.connect().await?;
+            ctx.ready();
+            while let Some(Ok(notice)) = ctx.until_shutdown(customer.recv()).await {
+                println!("{me}: notice: {}", notice.payload);
+            }
+            Ok::<_, RecvError>(())
+        }
+    });
+    Runner::new()
+        .service(handle_orders)
+        .service(hear_notices)
+        .start()
+        .await?
+        .wait()
+        .await?;
+    Ok(())
+}
