@@ -437,3 +437,53 @@ async fn a_customer_closed_by_its_owner_stops_and_others_go_on() {
     assert_eq!(next(&mut b).await, 1);
     assert!(!ch.is_closed().await.unwrap());
 }
+
+/// Events of one type on one process's bus reach another process's bus (two
+/// runners and two buses here), through an ephemeral Redis channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_one_bus_reach_another_through_redis() {
+    use servicekit::Runner;
+    use servicekit::bus::EventBus;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct LoggedIn {
+        user: String,
+    }
+
+    let server = RedisServer::start();
+    let remote = RedisChannel::<LoggedIn>::open(server.url(), "logins", Options::ephemeral())
+        .await
+        .unwrap();
+    let (here, there) = (EventBus::new(), EventBus::new());
+    let mut heard = there.subscribe::<LoggedIn>();
+    let a = Runner::new()
+        .signals(false)
+        .service(remote.forward_events_from(&here))
+        .start()
+        .await
+        .unwrap();
+    let b = Runner::new()
+        .signals(false)
+        .service(remote.forward_events_to(&there, None))
+        .start()
+        .await
+        .unwrap();
+    // The inbound bridge is subscribed once its service is ready.
+    while !b.status().iter().all(|s| s.ready) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for user in ["ada", "grace"] {
+        here.send(LoggedIn { user: user.into() });
+    }
+    for user in ["ada", "grace"] {
+        let event = tokio::time::timeout(WAIT, heard.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.user, user);
+    }
+    a.shutdown();
+    b.shutdown();
+    a.wait().await.unwrap();
+    b.wait().await.unwrap();
+}

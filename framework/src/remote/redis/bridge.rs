@@ -1,6 +1,7 @@
-//! Bridges between a local [`Channel`] and a [`RedisChannel`], as supervised
-//! services: when Redis goes away the bridge's run fails and the runner restarts it
-//! with backoff, and nothing taken from one side is dropped on the way.
+//! Bridges between a local [`Channel`] or a type of events on an [`EventBus`] and a
+//! [`RedisChannel`], as supervised services: when Redis goes away the bridge's run
+//! fails and the runner restarts it with backoff, and nothing taken from one side
+//! is dropped on the way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Consumer, RecvError, RedisChannel, SendError};
+use crate::bus::{EventBus, Subscription};
 use crate::channel::{Channel, Customer};
-use crate::lifecycle::Service;
+use crate::lifecycle::{Service, ServiceContext};
 
 /// Most local messages sent to Redis in one batch.
 const BATCH: usize = 64;
@@ -55,55 +57,34 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_from(&self, channel: &Channel<T>) -> Service {
-        let remote = self.clone();
-        let state = Arc::new(tokio::sync::Mutex::new(Outbound {
-            customer: channel.connect(),
-            unsent: Vec::new(),
-        }));
-        patient(Service::new(
-            format!("redis:{}:out", self.name()),
-            move |ctx| {
-                let remote = remote.clone();
-                let state = state.clone();
-                async move {
-                    let mut state = state.lock().await;
-                    ctx.ready();
-                    loop {
-                        if state.unsent.is_empty() {
-                            match ctx.until_shutdown(state.customer.recv()).await {
-                                None => return Ok(()),
-                                Some(Ok(msg)) => state.unsent.push(msg),
-                                Some(Err(crate::channel::RecvError::Lagged(n))) => {
-                                    tracing::warn!(channel = %remote.name(), missed = n, "redis bridge: the local customer lagged");
-                                    continue;
-                                }
-                                Some(Err(_)) => return Ok(()),
-                            }
-                            while state.unsent.len() < BATCH {
-                                match state.customer.try_recv() {
-                                    Ok(msg) => state.unsent.push(msg),
-                                    Err(_) => break,
-                                }
-                            }
-                        }
-                        match remote.send_batch(&state.unsent).await {
-                            Ok(()) => state.unsent.clear(),
-                            // Kept for the next run, after the backoff.
-                            Err(e @ SendError::Redis(_)) => return Err(e),
-                            Err(SendError::Closed) => {
-                                tracing::warn!(channel = %remote.name(), dropped = state.unsent.len(), "redis bridge: the Redis channel is closed; the bridge ends");
-                                state.unsent.clear();
-                                return Ok(());
-                            }
-                            Err(e) => {
-                                state.unsent.clear();
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
-            },
-        ))
+        self.outbound(Source::Channel(channel.connect()))
+    }
+
+    /// As [`forward_from`](Self::forward_from), for the events of type `T`
+    /// published on `bus` (its subscription is made now and kept across runs).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use servicekit::bus::EventBus;
+    /// use servicekit::redis::{Options, RedisChannel};
+    /// use servicekit::Runner;
+    ///
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct UserLoggedIn {
+    ///     user: String,
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = EventBus::new();
+    /// let remote =
+    ///     RedisChannel::<UserLoggedIn>::open("redis://127.0.0.1/", "logins", Options::ephemeral()).await?;
+    /// Runner::new().service(remote.forward_events_from(&bus)).start().await?;
+    /// bus.send(UserLoggedIn { user: "ada".into() }); // to every process on `logins`
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_events_from(&self, bus: &EventBus) -> Service {
+        self.outbound(Source::Bus(bus.subscribe::<T>()))
     }
 
     /// A service that sends every message of this Redis channel to the local
@@ -128,7 +109,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_to(&self, channel: &Channel<T>) -> Service {
-        self.inbound(channel, None)
+        self.inbound(Target::Channel(channel.clone()), None)
     }
 
     /// As [`forward_to`](Self::forward_to), through a durable customer with these
@@ -152,63 +133,206 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_to_as(&self, channel: &Channel<T>, consumer: Consumer) -> Service {
-        self.inbound(channel, Some(consumer))
+        self.inbound(Target::Channel(channel.clone()), Some(consumer))
     }
 
-    fn inbound(&self, channel: &Channel<T>, consumer: Option<Consumer>) -> Service {
+    /// A service that publishes every message of this Redis channel on `bus` as an
+    /// event of type `T`, through a customer made at each run: as
+    /// [`forward_to`](Self::forward_to) with `None`, as
+    /// [`forward_to_as`](Self::forward_to_as) with a consumer. An event nobody
+    /// subscribes to is dropped, as the bus does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use servicekit::bus::EventBus;
+    /// use servicekit::redis::{Options, RedisChannel};
+    /// use servicekit::Runner;
+    ///
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct UserLoggedIn {
+    ///     user: String,
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = EventBus::new();
+    /// let mut logins = bus.subscribe::<UserLoggedIn>();
+    /// let remote =
+    ///     RedisChannel::<UserLoggedIn>::open("redis://127.0.0.1/", "logins", Options::ephemeral()).await?;
+    /// Runner::new().service(remote.forward_events_to(&bus, None)).start().await?;
+    /// let login = logins.recv().await?; // published by another process
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_events_to(&self, bus: &EventBus, consumer: Option<Consumer>) -> Service {
+        self.inbound(Target::Bus(bus.clone()), consumer)
+    }
+
+    fn outbound(&self, source: Source<T>) -> Service {
         let remote = self.clone();
-        let local = channel.clone();
-        patient(Service::new(
-            format!("redis:{}:in", self.name()),
-            move |ctx| {
-                let remote = remote.clone();
-                let local = local.clone();
-                let consumer = consumer.clone();
-                async move {
-                    let connected = match consumer {
-                        Some(c) => remote.connect_as(c).await,
-                        None => remote.connect().await,
-                    };
-                    let mut customer = match connected {
-                        Ok(customer) => customer,
-                        Err(e) => return Err(e),
-                    };
-                    ctx.ready();
-                    loop {
-                        let Some(received) = ctx.until_shutdown(customer.recv()).await else {
-                            return Ok(());
-                        };
-                        match received {
-                            Ok(msg) => {
-                                let Some(sent) =
-                                    ctx.until_shutdown(local.send(msg.payload.clone())).await
-                                else {
-                                    return Ok(());
-                                };
-                                if sent.is_err() {
-                                    // The local channel closed: nothing more to do.
-                                    return Ok(());
-                                }
-                                customer.ack(&msg);
-                            }
-                            Err(RecvError::Closed) => {
-                                local.close();
-                                return Ok(());
-                            }
-                            // The customer reconnects by itself; lagged, malformed: go on.
-                            Err(e) => {
-                                tracing::warn!(channel = %remote.name(), error = %e, "redis bridge");
-                            }
+        let state = Arc::new(tokio::sync::Mutex::new(Outbound {
+            source,
+            unsent: Vec::new(),
+        }));
+        let name = format!("redis:{}:out", self.name());
+        patient(Service::new(name, move |ctx| {
+            run_outbound(ctx, remote.clone(), state.clone())
+        }))
+    }
+
+    fn inbound(&self, target: Target<T>, consumer: Option<Consumer>) -> Service {
+        let remote = self.clone();
+        let name = format!("redis:{}:in", self.name());
+        patient(Service::new(name, move |ctx| {
+            run_inbound(ctx, remote.clone(), target.clone(), consumer.clone())
+        }))
+    }
+}
+
+/// One run of an outbound bridge.
+async fn run_outbound<T>(
+    ctx: ServiceContext,
+    remote: RedisChannel<T>,
+    state: Arc<tokio::sync::Mutex<Outbound<T>>>,
+) -> Result<(), SendError>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let mut state = state.lock().await;
+    let state = &mut *state;
+    ctx.ready();
+    loop {
+        if state.unsent.is_empty() {
+            match ctx.until_shutdown(state.source.next()).await {
+                None | Some(Next::End) => return Ok(()),
+                Some(Next::Msg(msg)) => state.unsent.push(msg),
+                Some(Next::Lagged(n)) => {
+                    tracing::warn!(channel = %remote.name(), missed = n, "redis bridge: the local side lagged");
+                    continue;
+                }
+            }
+            while state.unsent.len() < BATCH {
+                match state.source.try_next() {
+                    Some(msg) => state.unsent.push(msg),
+                    None => break,
+                }
+            }
+        }
+        match remote.send_batch(&state.unsent).await {
+            Ok(()) => state.unsent.clear(),
+            // Kept for the next run, after the backoff.
+            Err(e @ SendError::Redis(_)) => return Err(e),
+            Err(SendError::Closed) => {
+                tracing::warn!(channel = %remote.name(), dropped = state.unsent.len(), "redis bridge: the Redis channel is closed; the bridge ends");
+                state.unsent.clear();
+                return Ok(());
+            }
+            Err(e) => {
+                state.unsent.clear();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// One run of an inbound bridge.
+async fn run_inbound<T>(
+    ctx: ServiceContext,
+    remote: RedisChannel<T>,
+    target: Target<T>,
+    consumer: Option<Consumer>,
+) -> Result<(), RecvError>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let mut customer = match consumer {
+        Some(c) => remote.connect_as(c).await?,
+        None => remote.connect().await?,
+    };
+    ctx.ready();
+    loop {
+        let Some(received) = ctx.until_shutdown(customer.recv()).await else {
+            return Ok(());
+        };
+        match received {
+            Ok(msg) => {
+                match &target {
+                    Target::Channel(local) => {
+                        match ctx.until_shutdown(local.send(msg.payload.clone())).await {
+                            None => return Ok(()),
+                            // The local channel closed: nothing more to do.
+                            Some(Err(_)) => return Ok(()),
+                            Some(Ok(())) => {}
                         }
                     }
+                    Target::Bus(bus) => bus.send(msg.payload.clone()),
                 }
-            },
-        ))
+                customer.ack(&msg);
+            }
+            Err(RecvError::Closed) => {
+                if let Target::Channel(local) = &target {
+                    local.close();
+                }
+                return Ok(());
+            }
+            // The customer reconnects by itself; lagged, malformed: go on.
+            Err(e) => tracing::warn!(channel = %remote.name(), error = %e, "redis bridge"),
+        }
     }
 }
 
 struct Outbound<T> {
-    customer: Customer<T>,
-    /// Taken from the local channel, not yet confirmed by Redis.
+    source: Source<T>,
+    /// Taken from the local side, not yet confirmed by Redis.
     unsent: Vec<T>,
+}
+
+/// Where an outbound bridge takes its messages.
+enum Source<T> {
+    Channel(Customer<T>),
+    Bus(Subscription<T>),
+}
+
+enum Next<T> {
+    Msg(T),
+    Lagged(u64),
+    End,
+}
+
+impl<T: Clone + Send + Sync + 'static> Source<T> {
+    async fn next(&mut self) -> Next<T> {
+        match self {
+            Source::Channel(c) => match c.recv().await {
+                Ok(msg) => Next::Msg(msg),
+                Err(crate::channel::RecvError::Lagged(n)) => Next::Lagged(n),
+                Err(_) => Next::End,
+            },
+            Source::Bus(s) => match s.recv().await {
+                Ok(event) => Next::Msg((*event).clone()),
+                Err(crate::bus::RecvError::Lagged(n)) => Next::Lagged(n),
+                Err(_) => Next::End,
+            },
+        }
+    }
+
+    fn try_next(&mut self) -> Option<T> {
+        match self {
+            Source::Channel(c) => c.try_recv().ok(),
+            Source::Bus(s) => s.try_recv().ok().map(|event| (*event).clone()),
+        }
+    }
+}
+
+/// Where an inbound bridge puts its messages.
+enum Target<T> {
+    Channel(Channel<T>),
+    Bus(EventBus),
+}
+
+impl<T> Clone for Target<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Channel(c) => Target::Channel(c.clone()),
+            Target::Bus(b) => Target::Bus(b.clone()),
+        }
+    }
 }

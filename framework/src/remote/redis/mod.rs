@@ -49,8 +49,12 @@
 //!
 //! [`RedisChannel::forward_from`] sends a local [`Channel`](crate::Channel) to Redis
 //! and [`RedisChannel::forward_to`] / [`forward_to_as`](RedisChannel::forward_to_as)
-//! brings a Redis channel into a local one, each as a [`Service`](crate::Service):
-//! when Redis goes away, the run fails and the runner restarts it with backoff.
+//! brings a Redis channel into a local one;
+//! [`forward_events_from`](RedisChannel::forward_events_from) and
+//! [`forward_events_to`](RedisChannel::forward_events_to) do the same for one type
+//! of events on an [`EventBus`](crate::bus::EventBus). Each is a
+//! [`Service`](crate::Service): when Redis goes away, the run fails and the runner
+//! restarts it with backoff, without a limit.
 //!
 //! ## Keys
 //!
