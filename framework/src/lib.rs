@@ -17,6 +17,11 @@
 //!   reachable through [`bus::ctx`] (see [`bus`]).
 //! * [`Hub`](hub::Hub) holds named channels and queues: broadcast by prefix with a
 //!   report, replay for late customers, byte streams (see [`hub`]).
+//! * `redis::RedisChannel` (feature `redis`) carries typed messages between
+//!   processes and machines through Redis: ephemeral (pub/sub, at most once) or
+//!   durable (streams and consumer groups, at least once), with a sticky close.
+//! * [`ops`]: systemd notify and watchdog, and (features `http`, `metrics`) health,
+//!   readiness, status and metrics over HTTP with a live status page.
 //!
 //! # Example
 //!
@@ -67,6 +72,9 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `serde` | off | `hub::HubConfig` can be deserialized (a hub configured from a file) |
+//! | `http` | off | `ops::http`: `/healthz`, `/readyz`, `/status`, `/metrics` and a live status page (hyper) |
+//! | `metrics` | off | `ops::metrics`: the runners' metrics through the `metrics` facade |
+//! | `redis` | off | `servicekit::redis`: channels across machines over Redis (redis-rs 1.x) |
 //! | `tracing-subscriber` | on | `#[servicekit::main]` installs a `tracing-subscriber` fmt layer on stderr, filtered by `RUST_LOG` (default `info`) |
 //!
 //! A library that depends on servicekit can take it with `default-features = false`
