@@ -314,17 +314,20 @@ async fn what_a_dead_consumer_left_pending_is_reclaimed_then_dead_lettered() {
         .await
         .unwrap();
     let began = std::time::Instant::now();
-    loop {
-        let dead: usize = redis::cmd("XLEN")
-            .arg("{work}:dead")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if dead == 2 {
-            break;
+    let dead = loop {
+        let dead = ch.dead_letters(10).await.unwrap();
+        if dead.len() == 2 {
+            break dead;
         }
-        assert!(began.elapsed() < WAIT, "{dead} dead letters");
+        assert!(began.elapsed() < WAIT, "{dead:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut payloads: Vec<u64> = dead.iter().map(|d| *d.payload.as_ref().unwrap()).collect();
+    payloads.sort_unstable();
+    assert_eq!(payloads, [1, 2]);
+    for d in &dead {
+        assert_eq!((d.group.as_str(), d.deliveries), ("workers", 2), "{d:?}");
+        assert_eq!(d.reason, "not acknowledged after 2 deliveries");
     }
     let pending: redis::Value = redis::cmd("XPENDING")
         .arg("{work}:stream")
@@ -418,6 +421,13 @@ async fn malformed_messages_are_reported_and_counted_and_the_good_ones_all_arriv
                 .await
                 .unwrap();
             assert_eq!(dead, 1000);
+            let letters = ch.dead_letters(5).await.unwrap();
+            assert_eq!(letters.len(), 5);
+            for d in &letters {
+                let reason = &d.payload.as_ref().unwrap_err().reason;
+                assert_eq!(&d.reason, reason, "{d:?}");
+                assert_eq!(d.deliveries, 1, "{d:?}");
+            }
         }
     }
 }
@@ -486,4 +496,33 @@ async fn events_on_one_bus_reach_another_through_redis() {
     b.shutdown();
     a.wait().await.unwrap();
     b.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_durable_channel_is_trimmed_to_about_its_max_len() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "log", Options::durable().max_len(1000))
+        .await
+        .unwrap();
+    let all: Vec<u64> = (0..10_000).collect();
+    ch.send_batch(&all).await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg("{log}:stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // `MAXLEN ~` trims whole nodes: about the bound, never far below it.
+    assert!((1000..1200).contains(&len), "{len} entries kept");
+    // What is kept is the newest.
+    let mut replay = ch
+        .connect_as(Consumer::fan_out("replay").start(Start::Beginning))
+        .await
+        .unwrap();
+    let first = next(&mut replay).await;
+    assert_eq!(first, 10_000 - len as u64);
 }

@@ -276,6 +276,91 @@ impl Consumer {
 /// A stream entry: its id and its envelope (`None`: deleted or without one).
 type Entry = (String, Option<Vec<u8>>);
 
+/// An entry of a channel's dead-letter stream (`{name}:dead`): a message that did
+/// not decode, or was delivered `max_deliveries` times without an
+/// acknowledgement. From [`RedisChannel::dead_letters`](super::RedisChannel::dead_letters).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use servicekit::redis::{Options, RedisChannel};
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let jobs = RedisChannel::<u64>::open("redis://127.0.0.1/", "jobs", Options::durable()).await?;
+/// for dead in jobs.dead_letters(100).await? {
+///     eprintln!("{} ({} deliveries in `{}`): {}", dead.original_id, dead.deliveries, dead.group, dead.reason);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadLetter<T> {
+    /// Its id in the dead-letter stream.
+    pub id: String,
+    /// Its id in the channel's stream.
+    pub original_id: String,
+    /// The consumer group that gave up on it.
+    pub group: String,
+    /// How many times it was delivered.
+    pub deliveries: u64,
+    /// Why it is here.
+    pub reason: String,
+    /// The message, or why it does not decode.
+    pub payload: Result<T, DecodeError>,
+}
+
+/// The oldest `count` dead letters of a channel.
+pub(crate) async fn dead_letters<T: DeserializeOwned>(
+    shared: &Shared,
+    count: usize,
+) -> Result<Vec<DeadLetter<T>>, redis::RedisError> {
+    let mut conn = shared.conn.clone();
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(&shared.keys.dead)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await?;
+    Ok(items(&reply)
+        .iter()
+        .filter_map(|entry| {
+            let parts = items(entry);
+            let id = text(parts.first()?)?;
+            let fields = items(parts.get(1)?);
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| text(&kv[0]).as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1).and_then(bulk))
+            };
+            let as_text = |name: &str| {
+                field(name)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            };
+            let original_id = as_text("id");
+            let payload = shared
+                .options
+                .codec
+                .decode::<T>(&field("e").unwrap_or_default())
+                .and_then(|e| e.p.ok_or_else(|| "a close record".to_owned()))
+                .map_err(|reason| DecodeError {
+                    id: Some(original_id.clone()),
+                    reason,
+                });
+            Some(DeadLetter {
+                id,
+                group: as_text("group"),
+                deliveries: as_text("deliveries").parse().unwrap_or(0),
+                reason: as_text("reason"),
+                original_id,
+                payload,
+            })
+        })
+        .collect())
+}
+
 fn bulk(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b.clone()),

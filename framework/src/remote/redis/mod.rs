@@ -92,7 +92,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use customer::{Message, RemoteCustomer};
-pub use durable::{Consumer, Start};
+pub use durable::{Consumer, DeadLetter, Start};
 pub use envelope::Codec;
 pub use error::{DecodeError, OpenError, RecvError, SendError};
 
@@ -667,6 +667,34 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RedisChannel<T> {
             .arg(&self.shared.keys.closed)
             .query_async(&mut conn)
             .await
+    }
+
+    /// The oldest `count` entries of the channel's dead-letter stream: durable
+    /// messages that did not decode, or that a group delivered
+    /// [`max_deliveries`](Consumer::max_deliveries) times without an
+    /// acknowledgement. They stay there until [`delete`](Self::delete) (or an
+    /// `XDEL` / `XTRIM` of `{name}:dead`).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use servicekit::redis::{Options, RedisChannel};
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ch = RedisChannel::<u64>::open("redis://127.0.0.1/", "jobs", Options::durable()).await?;
+    /// for dead in ch.dead_letters(10).await? {
+    ///     println!("{}: {}", dead.original_id, dead.reason);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn dead_letters(
+        &self,
+        count: usize,
+    ) -> Result<Vec<DeadLetter<T>>, redis::RedisError> {
+        durable::dead_letters(&self.shared, count).await
     }
 
     /// Deletes the channel's keys (stream, dead letters, closed flag, groups): the
