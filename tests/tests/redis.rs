@@ -526,3 +526,186 @@ async fn a_durable_channel_is_trimmed_to_about_its_max_len() {
     let first = next(&mut replay).await;
     assert_eq!(first, 10_000 - len as u64);
 }
+
+/// A fan-out customer that comes back under the same name first gets what its
+/// predecessor held, once each (not the whole pending list at every read), then
+/// new messages.
+#[tokio::test]
+async fn a_returning_fan_out_customer_gets_what_was_held_once() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "held", Options::durable())
+        .await
+        .unwrap();
+    let mut first = ch.connect_as(Consumer::fan_out("reports")).await.unwrap();
+    ch.send_batch(&(0..10).collect::<Vec<_>>()).await.unwrap();
+    for n in 0..10 {
+        assert_eq!(next(&mut first).await, n); // never acknowledged
+    }
+    drop(first);
+    let mut again = ch.connect_as(Consumer::fan_out("reports")).await.unwrap();
+    ch.send_batch(&(10..15).collect::<Vec<_>>()).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        match again.recv_timeout(Duration::from_millis(1500)).await {
+            Ok(m) => {
+                // The first ten were delivered before (and so may a later one be,
+                // to the first customer's read still waiting at the server).
+                assert!(m.payload >= 10 || m.deliveries > 1, "{m:?}");
+                got.push(m.payload);
+                again.ack(&m);
+            }
+            Err(RecvError::Timeout) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(got, (0..15).collect::<Vec<_>>(), "each once, in order");
+}
+
+/// Entries a worker holds in its buffer past `reclaim_after` are not taken back
+/// from it (only other consumers' are reclaimed).
+#[tokio::test]
+async fn a_worker_is_not_reclaimed_from_itself() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "slow", Options::durable())
+        .await
+        .unwrap();
+    let mut worker = ch
+        .connect_as(
+            Consumer::work_queue()
+                .reclaim_after(Duration::from_millis(100))
+                .prefetch(100),
+        )
+        .await
+        .unwrap();
+    ch.send_batch(&(0..50).collect::<Vec<_>>()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for n in 0..50 {
+        let m = worker.recv_timeout(WAIT).await.unwrap();
+        assert_eq!((m.payload, m.deliveries), (n, 1));
+        worker.ack(&m);
+    }
+    assert!(matches!(
+        worker.recv_timeout(Duration::from_millis(500)).await,
+        Err(RecvError::Timeout)
+    ));
+}
+
+/// A closed work queue: a live worker sees `Closed` only after the entries a dead
+/// consumer held were reclaimed and handed over.
+#[tokio::test]
+async fn a_closed_work_queue_ends_only_after_a_dead_workers_entries() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "closing", Options::durable())
+        .await
+        .unwrap();
+    let mut live = ch
+        .connect_as(Consumer::work_queue().reclaim_after(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    // The live worker's reader is parked in its read: these go to it or to a
+    // consumer that reads them by hand and dies (no release, nothing acknowledged).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    live.close();
+    let mut live = ch
+        .connect_as(Consumer::work_queue().reclaim_after(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    drop(live.recv_timeout(Duration::from_millis(10)).await);
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Sent and taken by a consumer that then dies, before the live one looks.
+    let (_, ()) = tokio::join!(async {}, async {
+        ch.send_batch(&[1, 2, 3]).await.unwrap();
+    });
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("dead")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg("{closing}:stream")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    ch.close().await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        match live.recv_timeout(WAIT).await {
+            Ok(m) => {
+                got.push(m.payload);
+                live.ack(&m);
+            }
+            Err(RecvError::Closed) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3], "what the dead consumer held, before closed");
+}
+
+/// A message that keeps failing a fixed-name consumer (the process dies at it
+/// each time) goes to the dead letters after `max_deliveries`, also when it is
+/// only ever delivered to that name again.
+#[tokio::test]
+async fn a_poison_message_for_a_fixed_name_is_dead_lettered() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "poison", Options::durable())
+        .await
+        .unwrap();
+    let consumer = || {
+        Consumer::work_queue()
+            .name("w1")
+            .max_deliveries(2)
+            .start(Start::Beginning)
+    };
+    ch.send(&7).await.unwrap();
+    for attempt in 1..=2 {
+        let mut w = ch.connect_as(consumer()).await.unwrap();
+        let m = w
+            .recv_timeout(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e:?}"));
+        assert_eq!((m.payload, m.deliveries), (7, attempt));
+        drop(w); // dies without acknowledging
+    }
+    let mut w = ch.connect_as(consumer()).await.unwrap();
+    assert!(matches!(
+        w.recv_timeout(Duration::from_millis(700)).await,
+        Err(RecvError::Timeout)
+    ));
+    let dead = ch.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].payload, Ok(7));
+}
+
+/// What a closed worker had taken but not received goes back to the group at
+/// once: another worker gets it without waiting out `reclaim_after`.
+#[tokio::test]
+async fn a_closed_workers_untaken_messages_go_back_at_once() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "handback", Options::durable())
+        .await
+        .unwrap();
+    let worker = || Consumer::work_queue().reclaim_after(Duration::from_secs(30));
+    let mut a = ch.connect_as(worker()).await.unwrap();
+    ch.send_batch(&(0..10).collect::<Vec<_>>()).await.unwrap();
+    let first = a.recv_timeout(WAIT).await.unwrap();
+    a.ack(&first);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the rest in its buffer
+    a.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut b = ch.connect_as(worker()).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        let m = b.recv_timeout(Duration::from_secs(3)).await.unwrap();
+        got.push(m.payload);
+        b.ack(&m);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..10).collect::<Vec<_>>());
+}

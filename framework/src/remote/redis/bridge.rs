@@ -170,7 +170,7 @@ where
     fn outbound(&self, source: Source<T>) -> Service {
         let remote = self.clone();
         let state = Arc::new(tokio::sync::Mutex::new(Outbound {
-            source,
+            source: Some(source),
             unsent: Vec::new(),
         }));
         let name = format!("redis:{}:out", self.name());
@@ -201,9 +201,18 @@ where
     let state = &mut *state;
     ctx.ready();
     loop {
+        // Gone once the bridge has ended for good: a local customer nobody reads
+        // would hold the channel's senders back.
+        let Some(source) = &mut state.source else {
+            return Ok(());
+        };
         if state.unsent.is_empty() {
-            match ctx.until_shutdown(state.source.next()).await {
-                None | Some(Next::End) => return Ok(()),
+            match ctx.until_shutdown(source.next()).await {
+                None => return Ok(()),
+                Some(Next::End) => {
+                    state.source = None;
+                    return Ok(());
+                }
                 Some(Next::Msg(msg)) => state.unsent.push(msg),
                 Some(Next::Lagged(n)) => {
                     tracing::warn!(channel = %remote.name(), missed = n, "redis bridge: the local side lagged");
@@ -211,27 +220,49 @@ where
                 }
             }
             while state.unsent.len() < BATCH {
-                match state.source.try_next() {
+                match source.try_next() {
                     Some(msg) => state.unsent.push(msg),
                     None => break,
                 }
             }
         }
-        match remote.send_batch(&state.unsent).await {
+        let sent = match remote.send_batch(&state.unsent).await {
+            // One message that does not encode: the others go one by one.
+            Err(SendError::Encode(_)) => send_each(&remote, &mut state.unsent).await,
+            other => other,
+        };
+        match sent {
             Ok(()) => state.unsent.clear(),
             // Kept for the next run, after the backoff.
             Err(e @ SendError::Redis(_)) => return Err(e),
             Err(SendError::Closed) => {
                 tracing::warn!(channel = %remote.name(), dropped = state.unsent.len(), "redis bridge: the Redis channel is closed; the bridge ends");
                 state.unsent.clear();
+                state.source = None;
                 return Ok(());
             }
-            Err(e) => {
-                state.unsent.clear();
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Sends `unsent` one by one, dropping (and logging) those that do not encode;
+/// on another error, what is left stays in `unsent`.
+async fn send_each<T>(remote: &RedisChannel<T>, unsent: &mut Vec<T>) -> Result<(), SendError>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    while let Some(msg) = unsent.first() {
+        match remote.send(msg).await {
+            Ok(()) => {}
+            Err(SendError::Encode(e)) => {
+                tracing::error!(channel = %remote.name(), error = %e, "redis bridge: a message that does not encode is dropped");
+            }
+            Err(e) => return Err(e),
+        }
+        unsent.remove(0);
+    }
+    Ok(())
 }
 
 /// One run of an inbound bridge.
@@ -281,7 +312,7 @@ where
 }
 
 struct Outbound<T> {
-    source: Source<T>,
+    source: Option<Source<T>>,
     /// Taken from the local side, not yet confirmed by Redis.
     unsent: Vec<T>,
 }

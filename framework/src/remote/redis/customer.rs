@@ -57,6 +57,8 @@ struct State<T> {
     malformed: u64,
     /// Ids to acknowledge (durable), flushed by the reader.
     acks: Vec<String>,
+    /// Ids of messages a closed customer dropped, for the reader to hand back.
+    untaken: Vec<String>,
 }
 
 /// What a customer and its reader task share.
@@ -77,6 +79,7 @@ impl<T> Buffer<T> {
                 waker: None,
                 malformed: 0,
                 acks: Vec::new(),
+                untaken: Vec::new(),
             }),
             wake_reader: Notify::new(),
         })
@@ -112,8 +115,17 @@ impl<T> Buffer<T> {
                 state.malformed += 1;
             }
             if state.items.len() >= state.cap {
-                state.items.pop_front();
-                state.lagged += 1;
+                // The oldest message goes; the notices (reconnected, malformed)
+                // stay, and are not counted as lost messages.
+                match state.items.iter().position(|i| matches!(i, Item::Msg(_))) {
+                    Some(oldest) => {
+                        state.items.remove(oldest);
+                        state.lagged += 1;
+                    }
+                    None => {
+                        state.items.pop_front();
+                    }
+                }
             }
             state.items.push_back(item);
         }
@@ -151,16 +163,15 @@ impl<T> Buffer<T> {
         self.lock().acks.push(id);
     }
 
-    /// The ids of the messages still buffered (the customer went), emptied.
+    /// The ids of the messages the customer did not take (it went), emptied.
     pub(crate) fn drain_ids(&self) -> Vec<String> {
-        self.lock()
-            .items
-            .drain(..)
-            .filter_map(|item| match item {
-                Item::Msg(m) => Some(m.id),
-                Item::Err(_) => None,
-            })
-            .collect()
+        let mut state = self.lock();
+        let mut ids = std::mem::take(&mut state.untaken);
+        ids.extend(state.items.drain(..).filter_map(|item| match item {
+            Item::Msg(m) => Some(m.id),
+            Item::Err(_) => None,
+        }));
+        ids
     }
 
     pub(crate) fn take_acks(&self) -> Vec<String> {
@@ -368,8 +379,9 @@ impl<T> RemoteCustomer<T> {
     }
 
     /// Stops receiving: the reader sends the acknowledgements it holds and ends;
-    /// what was buffered is dropped, and `recv` says closed. (Dropping the customer
-    /// does the same.) The channel stays open for others.
+    /// what was buffered is dropped (durable: handed back to the group at once),
+    /// and `recv` says closed. Dropping the customer does the same. The channel
+    /// stays open for others.
     ///
     /// # Examples
     ///
@@ -384,9 +396,10 @@ impl<T> RemoteCustomer<T> {
     /// # Ok(()) }
     /// ```
     pub fn close(&mut self) {
-        self.stop.cancel();
         self.done = true;
-        self.buffer.lock().items.clear();
+        let ids = self.buffer.drain_ids();
+        self.buffer.lock().untaken = ids;
+        self.stop.cancel();
         self.buffer.wake_reader.notify_one();
     }
 
@@ -422,6 +435,12 @@ impl<T> RemoteCustomer<T> {
     /// ```
     pub fn malformed(&self) -> u64 {
         self.buffer.lock().malformed
+    }
+}
+
+impl<T> futures::stream::FusedStream for RemoteCustomer<T> {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }
 

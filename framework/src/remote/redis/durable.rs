@@ -105,7 +105,10 @@ impl Consumer {
     /// A fan-out customer: group `name` receives every message, whatever other
     /// groups do. A customer that connects again with the same name goes on where
     /// the group was, beginning with what was delivered to its predecessor and not
-    /// acknowledged; several customers with one name share its messages.
+    /// acknowledged. Several customers with one name share its messages; each
+    /// starts with what the others hold unacknowledged at that moment (delivered
+    /// twice), as its customers share one consumer name, so give them distinct
+    /// [`name`](Self::name)s if that matters.
     ///
     /// # Examples
     ///
@@ -121,7 +124,7 @@ impl Consumer {
 
     /// A work-queue customer: every work-queue customer of the channel is in one
     /// group (`workers`, or [`group`](Self::group)), so each message goes to one of
-    /// them.
+    /// them. It takes 16 ahead of its customer ([`prefetch`](Self::prefetch)).
     ///
     /// # Examples
     ///
@@ -130,7 +133,9 @@ impl Consumer {
     /// # drop(worker);
     /// ```
     pub fn work_queue() -> Consumer {
-        Consumer::new(Mode::WorkQueue, "workers".to_owned())
+        // A worker takes a few ahead, not a whole buffer's worth: the others get
+        // their share, and nothing waits in a buffer until it looks stale.
+        Consumer::new(Mode::WorkQueue, "workers".to_owned()).prefetch(16)
     }
 
     /// What [`RedisChannel::connect`](super::RedisChannel::connect) uses: a group of
@@ -199,8 +204,8 @@ impl Consumer {
     }
 
     /// How long an entry may stay pending, unacknowledged, with another consumer
-    /// of the group before this one claims it (30 s by default). Choose it above
-    /// the longest time a handler takes.
+    /// of the group before this one claims it (30 s by default; `XPENDING IDLE`
+    /// and `XCLAIM`). Choose it above the longest time a handler takes.
     ///
     /// # Examples
     ///
@@ -234,9 +239,11 @@ impl Consumer {
         self
     }
 
-    /// How many messages the customer's reader takes ahead of it (the channel's
-    /// [`buffer`](super::Options::buffer) by default). In a work queue, a small
+    /// How many messages the customer's reader takes ahead of it (16 for a work
+    /// queue, the channel's [`buffer`](super::Options::buffer) otherwise). A small
     /// prefetch shares the messages out between workers; a large one reads faster.
+    /// A message waiting longer than [`reclaim_after`](Self::reclaim_after) counts
+    /// as held, not stale: only other consumers' entries are reclaimed.
     ///
     /// # Panics
     ///
@@ -595,11 +602,14 @@ impl<T: DeserializeOwned> Reader<T> {
 
     async fn read(&self, first: redis::aio::MultiplexedConnection) -> Ended {
         let mut conn = Some(first);
-        // Own pending entries first (a consumer of this name that went away).
-        let mut own_pending = true;
+        // While `Some`, the reader goes through what this consumer name already
+        // holds (a predecessor's entries, or its own before a reconnect), from this
+        // id on; then through new entries.
+        let mut own_from = Some("0".to_owned());
         let mut next_reclaim = Instant::now();
-        let mut reclaim_cursor = "0-0".to_owned();
         let mut delay = BACKOFF_MIN;
+        // The close record (or the closed flag) was seen: no read waits any more.
+        let mut closing = false;
         loop {
             if self.stop.is_cancelled() {
                 return Ended::Stopped;
@@ -622,7 +632,7 @@ impl<T: DeserializeOwned> Reader<T> {
                                 may_have_missed: false,
                             }));
                             delay = BACKOFF_MIN;
-                            own_pending = true;
+                            own_from = Some("0".to_owned());
                             conn.insert(c)
                         }
                         Err(e) => {
@@ -634,11 +644,19 @@ impl<T: DeserializeOwned> Reader<T> {
                 }
             };
             let round = if Instant::now() >= next_reclaim {
-                next_reclaim = Instant::now()
-                    + (self.consumer.reclaim_after / 2).max(Duration::from_millis(100));
-                self.reclaim(c, &mut reclaim_cursor).await
+                next_reclaim = Instant::now() + self.reclaim_every();
+                self.reclaim(c).await.map(|()| None)
+            } else if let Some(from) = &mut own_from {
+                match self.read_own(c, from).await {
+                    Ok(true) => Ok(None),
+                    Ok(false) => {
+                        own_from = None;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
-                self.read_some(c, &mut own_pending, next_reclaim).await
+                self.read_new(c, next_reclaim, &mut closing).await
             };
             match round {
                 Ok(None) => {}
@@ -658,77 +676,201 @@ impl<T: DeserializeOwned> Reader<T> {
         }
     }
 
-    /// One `XREADGROUP`; acknowledgements the customer makes meanwhile are sent on
-    /// the shared connection.
-    async fn read_some(
+    /// How often stale entries are looked for: at least every second, so what a
+    /// closed customer handed back is taken up soon.
+    fn reclaim_every(&self) -> Duration {
+        (self.consumer.reclaim_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// How many entries to read now: a batch, within the room the customer has.
+    fn count(&self) -> usize {
+        self.consumer.batch.min(self.buffer.room().max(1))
+    }
+
+    /// One read of the entries this consumer name holds, after `from`; returns
+    /// whether there were any.
+    async fn read_own(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        own_pending: &mut bool,
+        from: &mut String,
+    ) -> Result<bool, redis::RedisError> {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg("COUNT")
+            .arg(self.count())
+            .arg("STREAMS")
+            .arg(&self.shared.keys.stream)
+            .arg(from.as_str())
+            .query_async(conn)
+            .await?;
+        let entries = read_reply(&reply);
+        let Some(last) = entries.last() else {
+            return Ok(false);
+        };
+        *from = last.0.clone();
+        // Delivered before: their counts (this read added one) decide whether they
+        // are dead letters by now.
+        let counts = self
+            .own_counts(conn, &entries[0].0, &last.0, entries.len())
+            .await?;
+        for (id, envelope) in entries {
+            let deliveries = counts.iter().find(|(i, _)| *i == id).map_or(2, |(_, n)| *n);
+            // A close record among them is acknowledged; the closed flag ends the
+            // reading later.
+            self.hand_over(id, envelope, deliveries).await?;
+        }
+        Ok(true)
+    }
+
+    /// The delivery counts of this consumer's pending entries from `first` to
+    /// `last`.
+    async fn own_counts(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        first: &str,
+        last: &str,
+        count: usize,
+    ) -> Result<Vec<(String, u64)>, redis::RedisError> {
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg(first)
+            .arg(last)
+            .arg(count)
+            .arg(&self.consumer.name)
+            .query_async(conn)
+            .await?;
+        Ok(pending_rows(&reply)
+            .into_iter()
+            .map(|row| (row.id, row.deliveries))
+            .collect())
+    }
+
+    /// One `XREADGROUP` of new entries; acknowledgements the customer makes
+    /// meanwhile are sent on the shared connection.
+    async fn read_new(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
         until: Instant,
+        closing: &mut bool,
     ) -> Result<Option<Ended>, redis::RedisError> {
-        let room = self.consumer.batch.min(self.buffer.room().max(1));
+        // Not past the next reclaim; once closing, only waiting for other
+        // consumers' entries, looked at by the reclaim.
+        let block = self
+            .consumer
+            .block
+            .min(until.saturating_duration_since(Instant::now()));
+        if *closing {
+            tokio::select! {
+                () = self.stop.cancelled() => return Ok(Some(Ended::Stopped)),
+                () = tokio::time::sleep(block.min(Duration::from_millis(100))) => {}
+            }
+            return self.closed_and_done(conn, closing).await;
+        }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.consumer.group)
             .arg(&self.consumer.name)
             .arg("COUNT")
-            .arg(room);
-        if !*own_pending {
-            // Not past the next reclaim.
-            let block = self
-                .consumer
-                .block
-                .min(until.saturating_duration_since(Instant::now()));
-            cmd.arg("BLOCK").arg((block.as_millis() as u64).max(1));
-        }
-        cmd.arg("STREAMS")
+            .arg(self.count())
+            .arg("BLOCK")
+            .arg((block.as_millis() as u64).max(1))
+            .arg("STREAMS")
             .arg(&self.shared.keys.stream)
-            .arg(if *own_pending { "0" } else { ">" });
-        let read = cmd.query_async::<Value>(conn);
-        tokio::pin!(read);
-        let reply = loop {
-            tokio::select! {
-                r = &mut read => break r?,
-                () = self.buffer.wake_reader.notified() => self.flush_acks().await,
-                () = self.stop.cancelled() => {
-                    // The read goes on at the server: what it gets is this
-                    // consumer's now, so it is handed back to the group.
-                    let limit = self.consumer.block + self.shared.options.connect_timeout;
-                    if let Ok(Ok(reply)) = tokio::time::timeout(limit, read).await {
-                        let ids = read_reply(&reply).into_iter().map(|(id, _)| id).collect();
-                        self.release(ids).await;
+            .arg(">");
+        let reply = {
+            let read = cmd.query_async::<Value>(conn);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    r = &mut read => break r?,
+                    () = self.buffer.wake_reader.notified() => self.flush_acks().await,
+                    () = self.stop.cancelled() => {
+                        // The read goes on at the server: what it gets is this
+                        // consumer's now, so it is handed back to the group.
+                        let limit = self.consumer.block + self.shared.options.connect_timeout;
+                        if let Ok(Ok(reply)) = tokio::time::timeout(limit, read).await {
+                            let ids = read_reply(&reply).into_iter().map(|(id, _)| id).collect();
+                            self.release(ids).await;
+                        }
+                        return Ok(Some(Ended::Stopped));
                     }
-                    return Ok(Some(Ended::Stopped));
                 }
             }
         };
         let entries = read_reply(&reply);
         if entries.is_empty() {
-            if *own_pending {
-                *own_pending = false;
-                return Ok(None);
-            }
-            // Nothing new for this group: closed means done.
-            let mut shared_conn = self.shared.conn.clone();
-            let closed: bool = redis::cmd("EXISTS")
-                .arg(&self.shared.keys.closed)
-                .query_async(&mut shared_conn)
-                .await?;
-            return Ok(closed.then_some(Ended::Closed));
+            return self.closed_and_done(conn, closing).await;
         }
         for (id, envelope) in entries {
-            // An own pending entry was delivered before (its count is in XPENDING;
-            // 2 is the least it can be).
-            let deliveries = if *own_pending { 2 } else { 1 };
-            if self.deliver(id, envelope, deliveries).await? {
-                return Ok(Some(Ended::Closed));
-            }
+            // Nothing comes after the close record; whether this customer is done
+            // is for `closed_and_done` to say.
+            *closing |= self.hand_over(id, envelope, 1).await?;
         }
         Ok(None)
     }
 
-    /// Hands one entry over; returns whether it was the close record.
-    async fn deliver(
+    /// After an empty read: whether the channel is closed and this customer is
+    /// done. A work queue's close record goes to one worker, so the others end on
+    /// the closed flag; but only once a second, non-blocking read is empty too (a
+    /// send and the close may have come between the first read and the flag) and
+    /// no other consumer of the group still holds entries (a dead one's must be
+    /// reclaimed first).
+    async fn closed_and_done(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        closing: &mut bool,
+    ) -> Result<Option<Ended>, redis::RedisError> {
+        if !*closing {
+            let closed: bool = redis::cmd("EXISTS")
+                .arg(&self.shared.keys.closed)
+                .query_async(conn)
+                .await?;
+            if !closed {
+                return Ok(None);
+            }
+            *closing = true;
+        }
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg("COUNT")
+            .arg(self.count())
+            .arg("STREAMS")
+            .arg(&self.shared.keys.stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let entries = read_reply(&reply);
+        if !entries.is_empty() {
+            for (id, envelope) in entries {
+                self.hand_over(id, envelope, 1).await?;
+            }
+            return Ok(None);
+        }
+        let summary: Value = redis::cmd("XPENDING")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .query_async(conn)
+            .await?;
+        let others: u64 = items(items(&summary).get(3).unwrap_or(&Value::Nil))
+            .iter()
+            .filter_map(|row| {
+                let row = items(row);
+                let name = text(row.first()?)?;
+                let n: u64 = text(row.get(1)?)?.parse().ok()?;
+                (name != self.consumer.name).then_some(n)
+            })
+            .sum();
+        Ok((others == 0).then_some(Ended::Closed))
+    }
+
+    /// Hands one entry over (or, past `max_deliveries`, to the dead letters);
+    /// returns whether it was the close record.
+    async fn hand_over(
         &self,
         id: String,
         envelope: Option<Vec<u8>>,
@@ -739,6 +881,12 @@ impl<T: DeserializeOwned> Reader<T> {
             self.buffer.ack_later(id);
             return Ok(false);
         };
+        if deliveries > self.consumer.max_deliveries {
+            let reason = format!("not acknowledged after {} deliveries", deliveries - 1);
+            self.dead_letter(&id, &bytes, deliveries - 1, &reason)
+                .await?;
+            return Ok(false);
+        }
         match self.shared.options.codec.decode::<T>(&bytes) {
             Ok(envelope) if envelope.k == Kind::Close => {
                 self.buffer.ack_later(id);
@@ -802,81 +950,79 @@ impl<T: DeserializeOwned> Reader<T> {
             .await
     }
 
-    /// Claims entries other consumers left pending past `reclaim_after`; those
-    /// delivered `max_deliveries` times already go to the dead letters.
+    /// Claims entries other consumers of the group have left pending past
+    /// `reclaim_after` (never this consumer's own: those are in its customer's
+    /// hands); those delivered `max_deliveries` times already go to the dead
+    /// letters.
     async fn reclaim(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-        cursor: &mut String,
-    ) -> Result<Option<Ended>, redis::RedisError> {
+    ) -> Result<(), redis::RedisError> {
         let keys = &self.shared.keys;
-        let reply: Value = redis::cmd("XAUTOCLAIM")
+        let idle = self.consumer.reclaim_after.as_millis() as u64;
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&keys.stream)
+            .arg(&self.consumer.group)
+            .arg("IDLE")
+            .arg(idle)
+            .arg("-")
+            .arg("+")
+            .arg(self.count())
+            .query_async(conn)
+            .await?;
+        let stale: Vec<PendingRow> = pending_rows(&reply)
+            .into_iter()
+            .filter(|row| row.consumer != self.consumer.name)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let reply: Value = redis::cmd("XCLAIM")
             .arg(&keys.stream)
             .arg(&self.consumer.group)
             .arg(&self.consumer.name)
-            .arg(self.consumer.reclaim_after.as_millis() as u64)
-            .arg(cursor.as_str())
-            .arg("COUNT")
-            .arg(self.consumer.batch)
+            .arg(idle)
+            .arg(stale.iter().map(|row| row.id.as_str()).collect::<Vec<_>>())
             .query_async(conn)
             .await?;
-        let parts = items(&reply);
-        *cursor = parts
-            .first()
-            .and_then(text)
-            .unwrap_or_else(|| "0-0".to_owned());
-        let claimed = parts.get(1).map(parse_entries).unwrap_or_default();
+        let claimed = parse_entries(&reply);
         if claimed.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         tracing::info!(channel = %keys.name, count = claimed.len(), "redis: reclaimed entries another consumer left pending");
-        let counts = self.delivery_counts(conn, &claimed).await?;
         for (id, envelope) in claimed {
-            let deliveries = counts.iter().find(|(i, _)| *i == id).map_or(2, |(_, n)| *n);
-            if deliveries > self.consumer.max_deliveries {
-                let bytes = envelope.unwrap_or_default();
-                let reason = format!("not acknowledged after {} deliveries", deliveries - 1);
-                self.dead_letter(&id, &bytes, deliveries - 1, &reason)
-                    .await?;
-                continue;
-            }
-            if self.deliver(id, envelope, deliveries).await? {
-                return Ok(Some(Ended::Closed));
-            }
+            // The claim counted one more delivery.
+            let deliveries = stale
+                .iter()
+                .find(|row| row.id == id)
+                .map_or(2, |row| row.deliveries + 1);
+            self.hand_over(id, envelope, deliveries).await?;
         }
-        Ok(None)
+        Ok(())
     }
+}
 
-    /// How many times each claimed entry has now been delivered (the claim
-    /// counted).
-    async fn delivery_counts(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        claimed: &[Entry],
-    ) -> Result<Vec<(String, u64)>, redis::RedisError> {
-        let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {
-            return Ok(Vec::new());
-        };
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&self.shared.keys.stream)
-            .arg(&self.consumer.group)
-            .arg(&first.0)
-            .arg(&last.0)
-            .arg(claimed.len())
-            .arg(&self.consumer.name)
-            .query_async(conn)
-            .await?;
-        Ok(items(&reply)
-            .iter()
-            .filter_map(|row| {
-                let row = items(row);
-                let id = text(row.first()?)?;
-                let n = match row.get(3)? {
-                    Value::Int(n) => *n as u64,
-                    _ => return None,
-                };
-                Some((id, n))
+/// A row of the extended form of `XPENDING`.
+struct PendingRow {
+    id: String,
+    consumer: String,
+    deliveries: u64,
+}
+
+fn pending_rows(reply: &Value) -> Vec<PendingRow> {
+    items(reply)
+        .iter()
+        .filter_map(|row| {
+            let row = items(row);
+            let deliveries = match row.get(3)? {
+                Value::Int(n) => *n as u64,
+                _ => return None,
+            };
+            Some(PendingRow {
+                id: text(row.first()?)?,
+                consumer: text(row.get(1)?)?,
+                deliveries,
             })
-            .collect())
-    }
+        })
+        .collect()
 }

@@ -41,12 +41,19 @@ pub(crate) enum Kind {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
 pub(crate) struct Envelope<P> {
     pub(crate) v: u8,
     pub(crate) k: Kind,
     pub(crate) id: String,
     pub(crate) ts: u64,
-    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    // Present (whatever its value, `null` included: a `()` or `None` payload) in a
+    // data envelope, absent in a close record.
+    #[serde(
+        default = "none",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub(crate) p: Option<P>,
 }
 
@@ -54,10 +61,16 @@ fn none<P>() -> Option<P> {
     None
 }
 
+fn present<'de, D: serde::Deserializer<'de>, P: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<P>, D::Error> {
+    P::deserialize(d).map(Some)
+}
+
 /// Only the header, to say why an envelope did not decode.
 #[derive(Deserialize)]
 struct Header {
-    v: u8,
+    v: u64,
 }
 
 impl<P> Envelope<P> {
@@ -126,7 +139,7 @@ impl Codec {
                 (Kind::Data, None) => Err("a data envelope without a payload".to_owned()),
                 _ => Ok(e),
             },
-            Ok(e) => Err(self.version_error(e.v)),
+            Ok(e) => Err(self.version_error(e.v.into())),
             Err(reason) => {
                 // A newer format may not decode as this one: name its version.
                 let header: Option<Header> = match self {
@@ -134,14 +147,14 @@ impl Codec {
                     Codec::MessagePack => rmp_serde::from_slice(bytes).ok(),
                 };
                 Err(match header {
-                    Some(h) if h.v != VERSION => self.version_error(h.v),
+                    Some(h) if h.v != u64::from(VERSION) => self.version_error(h.v),
                     _ => format!("not a {self:?} envelope of this channel: {reason}"),
                 })
             }
         }
     }
 
-    fn version_error(self, v: u8) -> String {
+    fn version_error(self, v: u64) -> String {
         format!("envelope version {v}, this build reads version {VERSION}")
     }
 }
@@ -170,5 +183,20 @@ mod tests {
         assert!(Codec::Json.decode::<u32>(wrong_type).is_err());
         let msgpack = Codec::MessagePack.data(&7u32).unwrap();
         assert!(Codec::Json.decode::<u32>(&msgpack).is_err());
+        let far = br#"{"v":300,"k":"data","id":"x","ts":0,"p":1}"#;
+        assert_eq!(
+            Codec::Json.decode::<u32>(far).err().unwrap(),
+            "envelope version 300, this build reads version 1"
+        );
+    }
+
+    #[test]
+    fn a_unit_or_none_payload_is_a_payload() {
+        for codec in [Codec::Json, Codec::MessagePack] {
+            let e: Envelope<()> = codec.decode(&codec.data(&()).unwrap()).unwrap();
+            assert_eq!(e.p, Some(()));
+            let e: Envelope<Option<u8>> = codec.decode(&codec.data(&None::<u8>).unwrap()).unwrap();
+            assert_eq!(e.p, Some(None));
+        }
     }
 }

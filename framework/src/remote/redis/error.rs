@@ -76,7 +76,10 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The channel was closed (by any process): nothing was sent.
+    /// The channel was closed (by any process). A durable send appended nothing
+    /// (a batch: nothing from the chunk that found it closed). An ephemeral send may
+    /// still have been published after the close record, where no customer of the
+    /// channel reads (a plain `SUBSCRIBE` of the key would see it).
     #[error("remote channel closed")]
     Closed,
     /// The message could not be encoded: nothing was sent.

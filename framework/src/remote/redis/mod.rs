@@ -225,6 +225,10 @@ impl Options {
     /// to it, so choose `n` well above any backlog you expect. Not trimmed by
     /// default.
     ///
+    /// # Panics
+    ///
+    /// If `n` is zero.
+    ///
     /// # Examples
     ///
     /// ```
@@ -232,6 +236,7 @@ impl Options {
     /// # drop(options);
     /// ```
     pub fn max_len(mut self, n: usize) -> Options {
+        assert!(n > 0, "a stream trimmed to 0 entries would keep nothing");
         self.max_len = Some(n);
         self
     }
@@ -728,8 +733,10 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RedisChannel<T> {
 
     /// A customer: from now on it receives what is sent (ephemeral: subscribed
     /// before this returns), or, durable, a fan-out customer of its own that starts
-    /// at new messages and whose group is removed when it is closed. For a named
-    /// group, a work queue or a replay, use [`connect_as`](Self::connect_as).
+    /// at new messages and whose group is removed when it is closed or dropped (a
+    /// process that dies first leaves its `customer-…` group in Redis, with what it
+    /// had not acknowledged; `XINFO GROUPS` lists them). For a named group, a work
+    /// queue or a replay, use [`connect_as`](Self::connect_as).
     ///
     /// # Errors
     ///
