@@ -709,3 +709,166 @@ async fn a_closed_workers_untaken_messages_go_back_at_once() {
     got.sort_unstable();
     assert_eq!(got, (1..10).collect::<Vec<_>>());
 }
+
+async fn raw_conn(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn pending_count(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> i64 {
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .unwrap();
+    match summary {
+        redis::Value::Array(parts) => match parts[0] {
+            redis::Value::Int(n) => n,
+            _ => panic!("{parts:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A worker whose own unacknowledged entries are the oldest still reclaims a dead
+/// consumer's newer ones (its own do not fill the page it looks at).
+#[tokio::test]
+async fn a_workers_own_old_entries_do_not_hide_a_dead_consumers() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "hidden", Options::durable())
+        .await
+        .unwrap();
+    let mut a = ch
+        .connect_as(
+            Consumer::work_queue()
+                .reclaim_after(Duration::from_millis(200))
+                .prefetch(2),
+        )
+        .await
+        .unwrap();
+    ch.send_batch(&(0..20).collect::<Vec<_>>()).await.unwrap();
+    for n in 0..20 {
+        assert_eq!(next(&mut a).await, n); // held, never acknowledged
+    }
+    ch.send_batch(&[100, 101, 102]).await.unwrap();
+    // Taken by the live worker's reader or by a consumer that then dies: either
+    // way the worker ends up with them.
+    let mut conn = raw_conn(&server).await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("dead")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg("{hidden}:stream")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(next(&mut a).await);
+    }
+    got.sort_unstable();
+    assert_eq!(got, [100, 101, 102]);
+}
+
+/// After its connection is lost and made again, a reader does not deliver again
+/// what its customer already holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnected_reader_does_not_deliver_held_messages_again() {
+    let mut server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "held2", Options::durable())
+        .await
+        .unwrap();
+    let mut c = ch.connect_as(Consumer::fan_out("f")).await.unwrap();
+    ch.send_batch(&[1, 2, 3]).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(c.recv_timeout(WAIT).await.unwrap());
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    // Reconnected, and nothing delivered twice.
+    let mut reconnected = false;
+    loop {
+        match c.recv_timeout(Duration::from_secs(3)).await {
+            Err(RecvError::Reconnected { may_have_missed }) => {
+                assert!(!may_have_missed);
+                reconnected = true;
+            }
+            Err(RecvError::Redis(_)) => {}
+            Err(RecvError::Timeout) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(reconnected);
+    for m in &held {
+        c.ack(m);
+    }
+    ch.send(&4).await.unwrap();
+    assert_eq!(next(&mut c).await, 4);
+}
+
+/// A slow worker's buffered entries reclaimed by another are not pulled back when
+/// the slow one closes: the other gets each once.
+#[tokio::test]
+async fn a_closing_worker_does_not_take_back_what_another_reclaimed() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "steal", Options::durable())
+        .await
+        .unwrap();
+    let worker = || {
+        Consumer::work_queue()
+            .reclaim_after(Duration::from_millis(200))
+            .prefetch(5)
+    };
+    let mut slow = ch.connect_as(worker()).await.unwrap();
+    ch.send_batch(&(0..5).collect::<Vec<_>>()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // all five in its buffer
+    let mut fast = ch.connect_as(worker()).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = fast.recv_timeout(WAIT).await.unwrap();
+        got.push(m.payload);
+        fast.ack(&m);
+    }
+    slow.close();
+    drop(slow);
+    assert!(matches!(
+        fast.recv_timeout(Duration::from_millis(1500)).await,
+        Err(RecvError::Timeout)
+    ));
+    got.sort_unstable();
+    assert_eq!(got, (0..5).collect::<Vec<_>>());
+}
+
+/// `ack` still works after `close`, until the customer is dropped.
+#[tokio::test]
+async fn acknowledgements_after_close_are_sent() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "late-ack", Options::durable())
+        .await
+        .unwrap();
+    let mut c = ch.connect_as(Consumer::fan_out("f")).await.unwrap();
+    ch.send_batch(&[1, 2]).await.unwrap();
+    let first = c.recv_timeout(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.close();
+    c.ack(&first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = raw_conn(&server).await;
+    // The second was never taken: handed back, still pending; the first is done.
+    assert_eq!(pending_count(&mut conn, "{late-ack}:stream", "f").await, 1);
+    drop(c);
+}

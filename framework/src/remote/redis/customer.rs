@@ -1,7 +1,7 @@
 //! A remote customer: what its reader task (ephemeral or durable) hands over, and
 //! the receiving side.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -59,6 +59,8 @@ struct State<T> {
     acks: Vec<String>,
     /// Ids of messages a closed customer dropped, for the reader to hand back.
     untaken: Vec<String>,
+    /// Durable: ids `recv` returned and the customer has not acknowledged.
+    held: Option<HashSet<String>>,
 }
 
 /// What a customer and its reader task share.
@@ -69,7 +71,9 @@ pub(crate) struct Buffer<T> {
 }
 
 impl<T> Buffer<T> {
-    pub(crate) fn new(cap: usize) -> Arc<Buffer<T>> {
+    /// A buffer of `cap` messages; `durable` ones keep track of what the customer
+    /// holds unacknowledged.
+    pub(crate) fn new(cap: usize, durable: bool) -> Arc<Buffer<T>> {
         Arc::new(Buffer {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -80,6 +84,7 @@ impl<T> Buffer<T> {
                 malformed: 0,
                 acks: Vec::new(),
                 untaken: Vec::new(),
+                held: durable.then(HashSet::new),
             }),
             wake_reader: Notify::new(),
         })
@@ -160,7 +165,31 @@ impl<T> Buffer<T> {
 
     /// Queues an acknowledgement for the reader to send.
     pub(crate) fn ack_later(&self, id: String) {
-        self.lock().acks.push(id);
+        let mut state = self.lock();
+        if let Some(held) = &mut state.held {
+            held.remove(&id);
+        }
+        state.acks.push(id);
+    }
+
+    /// The ids the customer holds unacknowledged, emptied (it went).
+    pub(crate) fn take_held(&self) -> Vec<String> {
+        self.lock()
+            .held
+            .as_mut()
+            .map(|held| held.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every id handed to the customer and not acknowledged: buffered or held.
+    pub(crate) fn handed_out(&self) -> HashSet<String> {
+        let state = self.lock();
+        let mut ids: HashSet<String> = state.held.iter().flatten().cloned().collect();
+        ids.extend(state.items.iter().filter_map(|item| match item {
+            Item::Msg(m) => Some(m.id.clone()),
+            Item::Err(_) => None,
+        }));
+        ids
     }
 
     /// The ids of the messages the customer did not take (it went), emptied.
@@ -206,9 +235,10 @@ impl<T> Buffer<T> {
 /// ```
 pub struct RemoteCustomer<T> {
     buffer: Arc<Buffer<T>>,
-    /// Stops the reader when the customer goes.
+    /// Ends the reading (`close`); the reader stays for acknowledgements.
     stop: CancellationToken,
-    _stop: DropGuard,
+    /// Ends the reader when the customer goes (a parent of `stop`).
+    _gone: DropGuard,
     /// Auto-acknowledge: the id of the message `recv` returned last.
     auto_ack: Option<Option<String>>,
     /// `Closed` was returned (the stream is over).
@@ -224,15 +254,18 @@ impl<T> std::fmt::Debug for RemoteCustomer<T> {
 }
 
 impl<T> RemoteCustomer<T> {
+    /// A customer of `buffer`; `gone` is cancelled when it is dropped, `stop`
+    /// (a child of `gone`) also when it is closed.
     pub(crate) fn new(
         buffer: Arc<Buffer<T>>,
+        gone: CancellationToken,
         stop: CancellationToken,
         auto_ack: bool,
     ) -> RemoteCustomer<T> {
         RemoteCustomer {
             buffer,
-            _stop: stop.clone().drop_guard(),
             stop,
+            _gone: gone.drop_guard(),
             auto_ack: auto_ack.then_some(None),
             done: false,
         }
@@ -334,6 +367,9 @@ impl<T> RemoteCustomer<T> {
                 }
                 Poll::Ready(match item {
                     Item::Msg(msg) => {
+                        if let Some(held) = &mut self.buffer.lock().held {
+                            held.insert(msg.id.clone());
+                        }
                         if let Some(last) = &mut self.auto_ack {
                             *last = Some(msg.id.clone());
                         }
@@ -378,10 +414,12 @@ impl<T> RemoteCustomer<T> {
         self.buffer.wake_reader.notify_one();
     }
 
-    /// Stops receiving: the reader sends the acknowledgements it holds and ends;
-    /// what was buffered is dropped (durable: handed back to the group at once),
-    /// and `recv` says closed. Dropping the customer does the same. The channel
-    /// stays open for others.
+    /// Stops receiving: what was buffered is dropped (durable: handed back to the
+    /// group at once) and `recv` says closed, while [`ack`](Self::ack) still works
+    /// for the messages in hand (with `auto_ack`, the last one is acknowledged
+    /// now). Dropping the customer also hands back what it holds unacknowledged
+    /// (delivered again); with `auto_ack`, drop it after `close` once done. The
+    /// channel stays open for others.
     ///
     /// # Examples
     ///
@@ -397,6 +435,9 @@ impl<T> RemoteCustomer<T> {
     /// ```
     pub fn close(&mut self) {
         self.done = true;
+        if let Some(Some(id)) = self.auto_ack.as_mut().map(Option::take) {
+            self.buffer.ack_later(id);
+        }
         let ids = self.buffer.drain_ids();
         self.buffer.lock().untaken = ids;
         self.stop.cancel();

@@ -104,11 +104,10 @@ impl Consumer {
 
     /// A fan-out customer: group `name` receives every message, whatever other
     /// groups do. A customer that connects again with the same name goes on where
-    /// the group was, beginning with what was delivered to its predecessor and not
-    /// acknowledged. Several customers with one name share its messages; each
-    /// starts with what the others hold unacknowledged at that moment (delivered
-    /// twice), as its customers share one consumer name, so give them distinct
-    /// [`name`](Self::name)s if that matters.
+    /// the group was: what its predecessor held unacknowledged comes again, at
+    /// once if the predecessor was closed or dropped, after
+    /// [`reclaim_after`](Self::reclaim_after) if its process died. Several
+    /// customers with one name share its messages.
     ///
     /// # Examples
     ///
@@ -117,9 +116,7 @@ impl Consumer {
     /// # drop(audit);
     /// ```
     pub fn fan_out(name: impl Into<String>) -> Consumer {
-        // One consumer name per group: a customer that connects again under the
-        // name reads what its predecessor left pending at once.
-        Consumer::new(Mode::FanOut, name.into()).name("fan-out")
+        Consumer::new(Mode::FanOut, name.into())
     }
 
     /// A work-queue customer: every work-queue customer of the channel is in one
@@ -157,10 +154,10 @@ impl Consumer {
         self
     }
 
-    /// This consumer's name within its group (for a work queue, unique per customer
-    /// by default: the process id and a random part; for a fan-out group, one name).
-    /// A process that restarts with the same name gets back what it left pending at
-    /// once, without waiting for the reclaim.
+    /// This consumer's name within its group (unique per customer by default: the
+    /// process id and a random part). A process that restarts with the same name
+    /// gets back what it left pending at once, without waiting for the reclaim;
+    /// two live customers must not share one.
     ///
     /// # Examples
     ///
@@ -207,6 +204,10 @@ impl Consumer {
     /// of the group before this one claims it (30 s by default; `XPENDING IDLE`
     /// and `XCLAIM`). Choose it above the longest time a handler takes.
     ///
+    /// # Panics
+    ///
+    /// Below 10 ms.
+    ///
     /// # Examples
     ///
     /// ```
@@ -215,6 +216,10 @@ impl Consumer {
     /// # drop(worker);
     /// ```
     pub fn reclaim_after(mut self, idle: Duration) -> Consumer {
+        assert!(
+            idle >= Duration::from_millis(10),
+            "reclaim_after below 10 ms would take entries from live consumers"
+        );
         self.reclaim_after = idle;
         self
     }
@@ -487,25 +492,52 @@ pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
     let conn = open_reader(&shared, &consumer)
         .await
         .map_err(RecvError::Redis)?;
-    let buffer = Buffer::new(consumer.prefetch.unwrap_or(shared.options.buffer));
-    let stop = CancellationToken::new();
+    let buffer = Buffer::new(consumer.prefetch.unwrap_or(shared.options.buffer), true);
+    let gone = CancellationToken::new();
+    let stop = gone.child_token();
     let auto_ack = consumer.auto_ack;
     let reader = Reader {
         shared,
         consumer,
         buffer: buffer.clone(),
         stop: stop.clone(),
+        gone: gone.clone(),
     };
     tokio::spawn(reader.run(conn));
-    Ok(RemoteCustomer::new(buffer, stop, auto_ack))
+    Ok(RemoteCustomer::new(buffer, gone, stop, auto_ack))
 }
 
 struct Reader<T> {
     shared: Arc<Shared>,
     consumer: Consumer,
     buffer: Arc<Buffer<T>>,
+    /// The customer closed or went: no more reading.
     stop: CancellationToken,
+    /// The customer went: no more acknowledgements either.
+    gone: CancellationToken,
 }
+
+/// Hands entries back to their group if this consumer still owns them: idle for
+/// the reclaim time (so the next reclaim of another consumer takes them), their
+/// delivery count lowered by one for those no customer saw. `KEYS[1]` the stream;
+/// `ARGV` the group, the consumer, the idle time, `1` to lower the counts, the ids.
+const RELEASE: &str = r#"
+local n = 0
+for i = 5, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    local count = row[4]
+    if ARGV[4] == '1' and count > 0 then count = count - 1 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+      'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"#;
+
+static RELEASE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RELEASE));
 
 /// Why a round ended the reading.
 enum Ended {
@@ -517,21 +549,24 @@ enum Ended {
 
 impl<T: DeserializeOwned> Reader<T> {
     async fn run(self, conn: redis::aio::MultiplexedConnection) {
-        let ended = self.read(conn).await;
-        if let Ended::Closed = ended {
+        if let Ended::Closed = self.read(conn).await {
             self.buffer.end();
-            // Acknowledgements still come for what the customer holds.
-            loop {
-                tokio::select! {
-                    () = self.stop.cancelled() => break,
-                    () = self.buffer.wake_reader.notified() => self.flush_acks().await,
-                }
+        } else {
+            // Closed by its owner: what it had not taken goes back at once.
+            self.release(self.buffer.drain_ids(), true).await;
+        }
+        // Acknowledgements still come for what the customer holds, until it goes.
+        loop {
+            tokio::select! {
+                () = self.gone.cancelled() => break,
+                () = self.buffer.wake_reader.notified() => self.flush_acks().await,
             }
         }
         self.flush_acks().await;
-        // What the customer had not taken goes back to the group at once.
-        let unread = self.buffer.drain_ids();
-        self.release(unread).await;
+        // What it held unacknowledged is delivered again; what it never took
+        // does not count as a delivery.
+        self.release(self.buffer.take_held(), false).await;
+        self.release(self.buffer.drain_ids(), true).await;
         if self.consumer.mode == Mode::Private {
             let mut conn = self.shared.conn.clone();
             let _: Result<(), _> = redis::cmd("XGROUP")
@@ -562,25 +597,21 @@ impl<T: DeserializeOwned> Reader<T> {
         }
     }
 
-    /// Hands entries delivered to this consumer back to its group: marked idle for
-    /// the reclaim time, so the next reclaim of any consumer takes them (a
-    /// successor with this name reads them first thing anyway).
-    async fn release(&self, ids: Vec<String>) {
+    /// Hands entries delivered to this consumer back to its group ([`RELEASE`]);
+    /// `unseen`: no customer saw them, so their delivery doesn't count.
+    async fn release(&self, ids: Vec<String>, unseen: bool) {
         if ids.is_empty() {
             return;
         }
         let mut conn = self.shared.conn.clone();
-        let released: Result<Value, _> = redis::cmd("XCLAIM")
-            .arg(&self.shared.keys.stream)
+        let mut invocation = RELEASE_SCRIPT.key(&self.shared.keys.stream);
+        invocation
             .arg(&self.consumer.group)
             .arg(&self.consumer.name)
-            .arg(0)
-            .arg(&ids)
-            .arg("IDLE")
             .arg(self.consumer.reclaim_after.as_millis() as u64)
-            .arg("JUSTID")
-            .query_async(&mut conn)
-            .await;
+            .arg(if unseen { "1" } else { "0" })
+            .arg(&ids);
+        let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
         if let Err(e) = released {
             tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: entries left pending for the reclaim");
         }
@@ -605,7 +636,7 @@ impl<T: DeserializeOwned> Reader<T> {
         // While `Some`, the reader goes through what this consumer name already
         // holds (a predecessor's entries, or its own before a reconnect), from this
         // id on; then through new entries.
-        let mut own_from = Some("0".to_owned());
+        let mut own_from = Some(String::new());
         let mut next_reclaim = Instant::now();
         let mut delay = BACKOFF_MIN;
         // The close record (or the closed flag) was seen: no read waits any more.
@@ -632,7 +663,7 @@ impl<T: DeserializeOwned> Reader<T> {
                                 may_have_missed: false,
                             }));
                             delay = BACKOFF_MIN;
-                            own_from = Some("0".to_owned());
+                            own_from = Some(String::new());
                             conn.insert(c)
                         }
                         Err(e) => {
@@ -647,7 +678,7 @@ impl<T: DeserializeOwned> Reader<T> {
                 next_reclaim = Instant::now() + self.reclaim_every();
                 self.reclaim(c).await.map(|()| None)
             } else if let Some(from) = &mut own_from {
-                match self.read_own(c, from).await {
+                match self.recover_own(c, from).await {
                     Ok(true) => Ok(None),
                     Ok(false) => {
                         own_from = None;
@@ -687,65 +718,72 @@ impl<T: DeserializeOwned> Reader<T> {
         self.consumer.batch.min(self.buffer.room().max(1))
     }
 
-    /// One read of the entries this consumer name holds, after `from`; returns
-    /// whether there were any.
-    async fn read_own(
+    /// Takes up, page by page after `from`, the entries this consumer name holds
+    /// that its customer does not (a predecessor's of the same name, or one read
+    /// whose answer a lost connection swallowed); returns whether the page had
+    /// any. What the customer holds or has buffered is left alone.
+    async fn recover_own(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         from: &mut String,
     ) -> Result<bool, redis::RedisError> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
-            .arg("COUNT")
-            .arg(self.count())
-            .arg("STREAMS")
+        let start = if from.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("({from}")
+        };
+        let reply: Value = redis::cmd("XPENDING")
             .arg(&self.shared.keys.stream)
-            .arg(from.as_str())
+            .arg(&self.consumer.group)
+            .arg(start)
+            .arg("+")
+            .arg(self.count())
+            .arg(&self.consumer.name)
             .query_async(conn)
             .await?;
-        let entries = read_reply(&reply);
-        let Some(last) = entries.last() else {
+        let rows = pending_rows(&reply);
+        let Some(last) = rows.last() else {
             return Ok(false);
         };
-        *from = last.0.clone();
-        // Delivered before: their counts (this read added one) decide whether they
-        // are dead letters by now.
-        let counts = self
-            .own_counts(conn, &entries[0].0, &last.0, entries.len())
+        *from = last.id.clone();
+        let handed_out = self.buffer.handed_out();
+        let lost: Vec<PendingRow> = rows
+            .into_iter()
+            .filter(|row| !handed_out.contains(&row.id))
+            .collect();
+        self.claim(conn, lost, 0).await?;
+        Ok(true)
+    }
+
+    /// Claims `rows` for this consumer (if idle for `min_idle` ms still) and hands
+    /// them over, counting the claim as a delivery.
+    async fn claim(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        rows: Vec<PendingRow>,
+        min_idle: u64,
+    ) -> Result<(), redis::RedisError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let reply: Value = redis::cmd("XCLAIM")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg(&self.consumer.name)
+            .arg(min_idle)
+            .arg(rows.iter().map(|row| row.id.as_str()).collect::<Vec<_>>())
+            .query_async(conn)
             .await?;
-        for (id, envelope) in entries {
-            let deliveries = counts.iter().find(|(i, _)| *i == id).map_or(2, |(_, n)| *n);
+        for (id, envelope) in parse_entries(&reply) {
+            let deliveries = rows
+                .iter()
+                .find(|row| row.id == id)
+                .map_or(1, |row| row.deliveries + 1);
             // A close record among them is acknowledged; the closed flag ends the
             // reading later.
             self.hand_over(id, envelope, deliveries).await?;
         }
-        Ok(true)
-    }
-
-    /// The delivery counts of this consumer's pending entries from `first` to
-    /// `last`.
-    async fn own_counts(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        first: &str,
-        last: &str,
-        count: usize,
-    ) -> Result<Vec<(String, u64)>, redis::RedisError> {
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&self.shared.keys.stream)
-            .arg(&self.consumer.group)
-            .arg(first)
-            .arg(last)
-            .arg(count)
-            .arg(&self.consumer.name)
-            .query_async(conn)
-            .await?;
-        Ok(pending_rows(&reply)
-            .into_iter()
-            .map(|row| (row.id, row.deliveries))
-            .collect())
+        Ok(())
     }
 
     /// One `XREADGROUP` of new entries; acknowledgements the customer makes
@@ -763,9 +801,10 @@ impl<T: DeserializeOwned> Reader<T> {
             .block
             .min(until.saturating_duration_since(Instant::now()));
         if *closing {
+            // Waiting for other consumers' entries (reclaimed when stale).
             tokio::select! {
                 () = self.stop.cancelled() => return Ok(Some(Ended::Stopped)),
-                () = tokio::time::sleep(block.min(Duration::from_millis(100))) => {}
+                () = tokio::time::sleep(block.min(Duration::from_millis(250))) => {}
             }
             return self.closed_and_done(conn, closing).await;
         }
@@ -793,7 +832,7 @@ impl<T: DeserializeOwned> Reader<T> {
                         let limit = self.consumer.block + self.shared.options.connect_timeout;
                         if let Ok(Ok(reply)) = tokio::time::timeout(limit, read).await {
                             let ids = read_reply(&reply).into_iter().map(|(id, _)| id).collect();
-                            self.release(ids).await;
+                            self.release(ids, true).await;
                         }
                         return Ok(Some(Ended::Stopped));
                     }
@@ -808,6 +847,9 @@ impl<T: DeserializeOwned> Reader<T> {
             // Nothing comes after the close record; whether this customer is done
             // is for `closed_and_done` to say.
             *closing |= self.hand_over(id, envelope, 1).await?;
+        }
+        if *closing {
+            return self.closed_and_done(conn, closing).await;
         }
         Ok(None)
     }
@@ -851,21 +893,8 @@ impl<T: DeserializeOwned> Reader<T> {
             }
             return Ok(None);
         }
-        let summary: Value = redis::cmd("XPENDING")
-            .arg(&self.shared.keys.stream)
-            .arg(&self.consumer.group)
-            .query_async(conn)
-            .await?;
-        let others: u64 = items(items(&summary).get(3).unwrap_or(&Value::Nil))
-            .iter()
-            .filter_map(|row| {
-                let row = items(row);
-                let name = text(row.first()?)?;
-                let n: u64 = text(row.get(1)?)?.parse().ok()?;
-                (name != self.consumer.name).then_some(n)
-            })
-            .sum();
-        Ok((others == 0).then_some(Ended::Closed))
+        let others = self.others_pending(conn).await?;
+        Ok(others.is_empty().then_some(Ended::Closed))
     }
 
     /// Hands one entry over (or, past `max_deliveries`, to the dead letters);
@@ -952,60 +981,66 @@ impl<T: DeserializeOwned> Reader<T> {
 
     /// Claims entries other consumers of the group have left pending past
     /// `reclaim_after` (never this consumer's own: those are in its customer's
-    /// hands); those delivered `max_deliveries` times already go to the dead
-    /// letters.
+    /// hands), looked for consumer by consumer so its own cannot fill the page;
+    /// those delivered `max_deliveries` times already go to the dead letters.
     async fn reclaim(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
     ) -> Result<(), redis::RedisError> {
-        let keys = &self.shared.keys;
         let idle = self.consumer.reclaim_after.as_millis() as u64;
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&keys.stream)
+        let mut stale = Vec::new();
+        for (consumer, _) in self.others_pending(conn).await? {
+            let room = self.count().saturating_sub(stale.len());
+            if room == 0 {
+                break;
+            }
+            let reply: Value = redis::cmd("XPENDING")
+                .arg(&self.shared.keys.stream)
+                .arg(&self.consumer.group)
+                .arg("IDLE")
+                .arg(idle)
+                .arg("-")
+                .arg("+")
+                .arg(room)
+                .arg(&consumer)
+                .query_async(conn)
+                .await?;
+            stale.extend(pending_rows(&reply));
+        }
+        if !stale.is_empty() {
+            tracing::info!(channel = %self.shared.keys.name, count = stale.len(), "redis: reclaiming entries another consumer left pending");
+        }
+        self.claim(conn, stale, idle).await
+    }
+
+    /// The other consumers of the group that hold entries, with how many.
+    async fn others_pending(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<Vec<(String, u64)>, redis::RedisError> {
+        let summary: Value = redis::cmd("XPENDING")
+            .arg(&self.shared.keys.stream)
             .arg(&self.consumer.group)
-            .arg("IDLE")
-            .arg(idle)
-            .arg("-")
-            .arg("+")
-            .arg(self.count())
             .query_async(conn)
             .await?;
-        let stale: Vec<PendingRow> = pending_rows(&reply)
-            .into_iter()
-            .filter(|row| row.consumer != self.consumer.name)
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let reply: Value = redis::cmd("XCLAIM")
-            .arg(&keys.stream)
-            .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
-            .arg(idle)
-            .arg(stale.iter().map(|row| row.id.as_str()).collect::<Vec<_>>())
-            .query_async(conn)
-            .await?;
-        let claimed = parse_entries(&reply);
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(channel = %keys.name, count = claimed.len(), "redis: reclaimed entries another consumer left pending");
-        for (id, envelope) in claimed {
-            // The claim counted one more delivery.
-            let deliveries = stale
-                .iter()
-                .find(|row| row.id == id)
-                .map_or(2, |row| row.deliveries + 1);
-            self.hand_over(id, envelope, deliveries).await?;
-        }
-        Ok(())
+        Ok(items(items(&summary).get(3).unwrap_or(&Value::Nil))
+            .iter()
+            .filter_map(|row| {
+                let row = items(row);
+                let name = text(row.first()?)?;
+                let n = match row.get(1)? {
+                    Value::Int(n) => *n as u64,
+                    v => text(v)?.parse().ok()?,
+                };
+                (name != self.consumer.name && n > 0).then_some((name, n))
+            })
+            .collect())
     }
 }
 
 /// A row of the extended form of `XPENDING`.
 struct PendingRow {
     id: String,
-    consumer: String,
     deliveries: u64,
 }
 
@@ -1020,7 +1055,6 @@ fn pending_rows(reply: &Value) -> Vec<PendingRow> {
             };
             Some(PendingRow {
                 id: text(row.first()?)?,
-                consumer: text(row.get(1)?)?,
                 deliveries,
             })
         })

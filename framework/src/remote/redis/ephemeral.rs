@@ -63,15 +63,16 @@ pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
     shared: Arc<Shared>,
 ) -> Result<RemoteCustomer<T>, RecvError> {
     let (pubsub, closed) = subscribe(&shared).await.map_err(RecvError::Redis)?;
-    let buffer = Buffer::new(shared.options.buffer);
-    let stop = CancellationToken::new();
+    let buffer = Buffer::new(shared.options.buffer, false);
+    let gone = CancellationToken::new();
+    let stop = gone.child_token();
     if closed {
         // Closed before this customer came: it says so at its first `recv`.
         buffer.end();
     } else {
         tokio::spawn(read(shared, pubsub, buffer.clone(), stop.clone()));
     }
-    Ok(RemoteCustomer::new(buffer, stop, false))
+    Ok(RemoteCustomer::new(buffer, gone, stop, false))
 }
 
 async fn read<T: DeserializeOwned>(
