@@ -820,10 +820,10 @@ async fn a_reconnected_reader_does_not_deliver_held_messages_again() {
     assert_eq!(next(&mut c).await, 4);
 }
 
-/// A slow worker's buffered entries reclaimed by another are not pulled back when
-/// the slow one closes: the other gets each once.
+/// What a slow worker held and another reclaimed is not pulled back when the slow
+/// one goes: the other gets each once.
 #[tokio::test]
-async fn a_closing_worker_does_not_take_back_what_another_reclaimed() {
+async fn a_departing_worker_does_not_take_back_what_another_reclaimed() {
     let server = RedisServer::start();
     let ch = RedisChannel::<u64>::open(server.url(), "steal", Options::durable())
         .await
@@ -835,16 +835,18 @@ async fn a_closing_worker_does_not_take_back_what_another_reclaimed() {
     };
     let mut slow = ch.connect_as(worker()).await.unwrap();
     ch.send_batch(&(0..5).collect::<Vec<_>>()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // all five in its buffer
+    for n in 0..5 {
+        assert_eq!(next(&mut slow).await, n); // in hand, too long
+    }
     let mut fast = ch.connect_as(worker()).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 5 {
         let m = fast.recv_timeout(WAIT).await.unwrap();
+        assert_eq!(m.deliveries, 2);
         got.push(m.payload);
         fast.ack(&m);
     }
-    slow.close();
-    drop(slow);
+    drop(slow); // hands back what it held, if it still owned any
     assert!(matches!(
         fast.recv_timeout(Duration::from_millis(1500)).await,
         Err(RecvError::Timeout)
@@ -866,9 +868,40 @@ async fn acknowledgements_after_close_are_sent() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.close();
     c.ack(&first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut conn = raw_conn(&server).await;
     // The second was never taken: handed back, still pending; the first is done.
-    assert_eq!(pending_count(&mut conn, "{late-ack}:stream", "f").await, 1);
+    let began = std::time::Instant::now();
+    while pending_count(&mut conn, "{late-ack}:stream", "f").await != 1 {
+        assert!(began.elapsed() < WAIT, "the acknowledgement was not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(c);
+}
+
+/// Messages waiting in a live worker's buffer longer than `reclaim_after` are not
+/// taken by another worker (the reader keeps them fresh).
+#[tokio::test]
+async fn a_live_workers_buffered_messages_are_not_reclaimed_by_another() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "fresh", Options::durable())
+        .await
+        .unwrap();
+    let worker = || {
+        Consumer::work_queue()
+            .reclaim_after(Duration::from_millis(300))
+            .prefetch(5)
+    };
+    let mut a = ch.connect_as(worker()).await.unwrap();
+    ch.send_batch(&(0..5).collect::<Vec<_>>()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // in a's buffer
+    let mut b = ch.connect_as(worker()).await.unwrap();
+    assert!(matches!(
+        b.recv_timeout(Duration::from_millis(1500)).await,
+        Err(RecvError::Timeout)
+    ));
+    for n in 0..5 {
+        let m = a.recv_timeout(WAIT).await.unwrap();
+        assert_eq!((m.payload, m.deliveries), (n, 1));
+        a.ack(&m);
+    }
 }

@@ -150,6 +150,31 @@ impl<T> Buffer<T> {
         Self::wake(state);
     }
 
+    /// A notice (a Redis error, reconnected) the customer has not yet seen one of
+    /// in a row: a reader failing again and again does not fill the buffer.
+    pub(crate) fn notice(&self, error: RecvError) {
+        let mut state = self.lock();
+        if let Some(Item::Err(last)) = state.items.back()
+            && std::mem::discriminant(last) == std::mem::discriminant(&error)
+        {
+            return;
+        }
+        state.items.push_back(Item::Err(error));
+        Self::wake(state);
+    }
+
+    /// The ids waiting in the buffer.
+    pub(crate) fn buffered_ids(&self) -> Vec<String> {
+        self.lock()
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Msg(m) => Some(m.id.clone()),
+                Item::Err(_) => None,
+            })
+            .collect()
+    }
+
     /// Durable: a message that does not decode, counted.
     pub(crate) fn malformed(&self, error: RecvError) {
         self.lock().malformed += 1;
@@ -181,10 +206,12 @@ impl<T> Buffer<T> {
             .unwrap_or_default()
     }
 
-    /// Every id handed to the customer and not acknowledged: buffered or held.
+    /// Every id handed to the customer whose acknowledgement has not reached
+    /// Redis: buffered, held, or acknowledged and waiting to be sent.
     pub(crate) fn handed_out(&self) -> HashSet<String> {
         let state = self.lock();
         let mut ids: HashSet<String> = state.held.iter().flatten().cloned().collect();
+        ids.extend(state.acks.iter().cloned());
         ids.extend(state.items.iter().filter_map(|item| match item {
             Item::Msg(m) => Some(m.id.clone()),
             Item::Err(_) => None,
@@ -360,6 +387,11 @@ impl<T> RemoteCustomer<T> {
         match state.items.pop_front() {
             Some(item) => {
                 let was_full = state.items.len() + 1 == state.cap;
+                // Held from the moment it leaves the buffer, under the same lock:
+                // the reader never sees it in neither.
+                if let (Item::Msg(msg), Some(held)) = (&item, &mut state.held) {
+                    held.insert(msg.id.clone());
+                }
                 drop(state);
                 // A durable reader may wait for room.
                 if was_full {
@@ -367,9 +399,6 @@ impl<T> RemoteCustomer<T> {
                 }
                 Poll::Ready(match item {
                     Item::Msg(msg) => {
-                        if let Some(held) = &mut self.buffer.lock().held {
-                            held.insert(msg.id.clone());
-                        }
                         if let Some(last) = &mut self.auto_ack {
                             *last = Some(msg.id.clone());
                         }

@@ -226,7 +226,8 @@ impl Consumer {
 
     /// After this many deliveries without an acknowledgement, a reclaimed entry
     /// goes to the dead-letter stream (`{name}:dead`) instead of a customer (5 by
-    /// default; `u64::MAX` never).
+    /// default; `u64::MAX` never). A read whose answer a lost connection swallowed
+    /// counts as a delivery too.
     ///
     /// # Panics
     ///
@@ -247,8 +248,9 @@ impl Consumer {
     /// How many messages the customer's reader takes ahead of it (16 for a work
     /// queue, the channel's [`buffer`](super::Options::buffer) otherwise). A small
     /// prefetch shares the messages out between workers; a large one reads faster.
-    /// A message waiting longer than [`reclaim_after`](Self::reclaim_after) counts
-    /// as held, not stale: only other consumers' entries are reclaimed.
+    /// A message waiting in the buffer is kept fresh for the other consumers'
+    /// reclaims; one the customer has taken counts as stale after
+    /// [`reclaim_after`](Self::reclaim_after) without an acknowledgement.
     ///
     /// # Panics
     ///
@@ -517,11 +519,14 @@ struct Reader<T> {
     gone: CancellationToken,
 }
 
-/// Hands entries back to their group if this consumer still owns them: idle for
-/// the reclaim time (so the next reclaim of another consumer takes them), their
-/// delivery count lowered by one for those no customer saw. `KEYS[1]` the stream;
-/// `ARGV` the group, the consumer, the idle time, `1` to lower the counts, the ids.
-const RELEASE: &str = r#"
+/// Sets the idle time of entries this consumer still owns (another may have
+/// claimed them meanwhile), keeping or lowering their delivery counts. `KEYS[1]`
+/// the stream; `ARGV` the group, the consumer, the idle time in ms, `1` to lower
+/// the counts by one, the ids. Handing back: idle for the reclaim time, so the
+/// next reclaim of another consumer takes them (lowered for those no customer
+/// saw). Keeping: idle 0, so entries waiting in a live customer's buffer do not
+/// look stale to other consumers.
+const SET_IDLE: &str = r#"
 local n = 0
 for i = 5, #ARGV do
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
@@ -536,8 +541,8 @@ end
 return n
 "#;
 
-static RELEASE_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(RELEASE));
+static SET_IDLE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(SET_IDLE));
 
 /// Why a round ended the reading.
 enum Ended {
@@ -597,27 +602,39 @@ impl<T: DeserializeOwned> Reader<T> {
         }
     }
 
-    /// Hands entries delivered to this consumer back to its group ([`RELEASE`]);
+    /// Hands entries delivered to this consumer back to its group ([`SET_IDLE`]);
     /// `unseen`: no customer saw them, so their delivery doesn't count.
     async fn release(&self, ids: Vec<String>, unseen: bool) {
+        let idle = self.consumer.reclaim_after.as_millis() as u64;
+        self.set_idle(ids, idle, unseen).await;
+    }
+
+    /// Marks the entries waiting in the customer's buffer as fresh: they are
+    /// held, not stale, for other consumers' reclaims.
+    async fn touch_buffered(&self) {
+        self.set_idle(self.buffer.buffered_ids(), 0, false).await;
+    }
+
+    async fn set_idle(&self, ids: Vec<String>, idle: u64, lower: bool) {
         if ids.is_empty() {
             return;
         }
         let mut conn = self.shared.conn.clone();
-        let mut invocation = RELEASE_SCRIPT.key(&self.shared.keys.stream);
+        let mut invocation = SET_IDLE_SCRIPT.key(&self.shared.keys.stream);
         invocation
             .arg(&self.consumer.group)
             .arg(&self.consumer.name)
-            .arg(self.consumer.reclaim_after.as_millis() as u64)
-            .arg(if unseen { "1" } else { "0" })
+            .arg(idle)
+            .arg(if lower { "1" } else { "0" })
             .arg(&ids);
-        let released: Result<i64, _> = invocation.invoke_async(&mut conn).await;
-        if let Err(e) = released {
-            tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: entries left pending for the reclaim");
+        let done: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+        if let Err(e) = done {
+            tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: idle times not set");
         }
     }
 
-    /// Waits for room in the customer's buffer, sending acknowledgements meanwhile.
+    /// Waits for room in the customer's buffer, sending acknowledgements and
+    /// keeping what waits in the buffer fresh meanwhile.
     async fn room(&self) -> bool {
         loop {
             let notified = self.buffer.wake_reader.notified();
@@ -627,6 +644,7 @@ impl<T: DeserializeOwned> Reader<T> {
             tokio::select! {
                 () = self.stop.cancelled() => return false,
                 () = notified => self.flush_acks().await,
+                () = tokio::time::sleep(self.consumer.reclaim_after / 2) => self.touch_buffered().await,
             }
         }
     }
@@ -638,6 +656,7 @@ impl<T: DeserializeOwned> Reader<T> {
         // id on; then through new entries.
         let mut own_from = Some(String::new());
         let mut next_reclaim = Instant::now();
+        let mut next_touch = Instant::now();
         let mut delay = BACKOFF_MIN;
         // The close record (or the closed flag) was seen: no read waits any more.
         let mut closing = false;
@@ -659,10 +678,9 @@ impl<T: DeserializeOwned> Reader<T> {
                     match open_reader(&self.shared, &self.consumer).await {
                         Ok(c) => {
                             tracing::info!(channel = %self.shared.keys.name, "redis: stream reader connected again");
-                            self.buffer.push(Item::Err(RecvError::Reconnected {
+                            self.buffer.notice(RecvError::Reconnected {
                                 may_have_missed: false,
-                            }));
-                            delay = BACKOFF_MIN;
+                            });
                             own_from = Some(String::new());
                             conn.insert(c)
                         }
@@ -674,6 +692,10 @@ impl<T: DeserializeOwned> Reader<T> {
                     }
                 }
             };
+            if Instant::now() >= next_touch {
+                next_touch = Instant::now() + self.consumer.reclaim_after / 2;
+                self.touch_buffered().await;
+            }
             let round = if Instant::now() >= next_reclaim {
                 next_reclaim = Instant::now() + self.reclaim_every();
                 self.reclaim(c).await.map(|()| None)
@@ -690,7 +712,8 @@ impl<T: DeserializeOwned> Reader<T> {
                 self.read_new(c, next_reclaim, &mut closing).await
             };
             match round {
-                Ok(None) => {}
+                // The backoff starts over only once a round went through.
+                Ok(None) => delay = BACKOFF_MIN,
                 Ok(Some(ended)) => return ended,
                 Err(e) if is_code(&e, "NOGROUP") => {
                     // The stream or group went (deleted, or a server without its
@@ -700,7 +723,7 @@ impl<T: DeserializeOwned> Reader<T> {
                 }
                 Err(e) => {
                     tracing::warn!(channel = %self.shared.keys.name, error = %e, "redis: stream reader lost its connection");
-                    self.buffer.push(Item::Err(RecvError::Redis(e)));
+                    self.buffer.notice(RecvError::Redis(e));
                     conn = None;
                 }
             }

@@ -576,6 +576,18 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> RedisChannel<T> {
     }
 
     async fn send_encoded(&self, envelopes: &[Vec<u8>]) -> Result<(), SendError> {
+        match self.try_send_encoded(envelopes).await {
+            // The connection was found broken when writing (nothing was sent): the
+            // manager makes a new one, and the send goes once more.
+            Err(SendError::Redis(e)) if e.is_connection_dropped() => {
+                tracing::debug!(channel = %self.name(), error = %e, "redis: send again on a new connection");
+                self.try_send_encoded(envelopes).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_send_encoded(&self, envelopes: &[Vec<u8>]) -> Result<(), SendError> {
         let shared = &self.shared;
         let mut conn = shared.conn.clone();
         let closed = match shared.options.delivery {
