@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use servicekit::redis::{Consumer, Options, RecvError, RedisChannel, RemoteCustomer};
+use servicekit::redis::{Consumer, Options, RecvError, RedisChannel, RemoteCustomer, Start};
 use servicekit_tests::RedisServer;
 
 /// Sends 0, 1, 2, … every millisecond or so until `stop`; a send that fails is
@@ -273,4 +273,135 @@ async fn bridges_restart_with_backoff_and_lose_nothing_when_redis_goes_away() {
     receiver.shutdown();
     sender.wait().await.unwrap();
     receiver.wait().await.unwrap();
+}
+
+/// Randomized: workers of a durable work queue and fan-out customers that die at
+/// random (dropped with a message in hand, unacknowledged) and are replaced, while
+/// batches of random size are sent, then the channel is closed. Each case checks
+/// against the simple model of at-least-once: every message reached some worker
+/// and every fan-out group before they all saw `Closed`, none was left pending, and
+/// nobody hung. (The seed picks the shape; the interleaving is the runtime's, so a
+/// failing seed may need a few runs to fail again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_deaths_lose_nothing_and_everyone_sees_the_close() {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    let server = RedisServer::start();
+    for case in 0..30u64 {
+        let seed = 0x5eed + case;
+        let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(seed)));
+        let name: &'static str = Box::leak(format!("random-{case}").into_boxed_str());
+        let ch = RedisChannel::<u64>::open(server.url(), name, Options::durable())
+            .await
+            .unwrap();
+        let (workers, groups) = {
+            let mut r = rng.lock().unwrap();
+            (r.usize(1..=3), r.usize(1..=2))
+        };
+        // Who received what: "workers" (the queue) and one entry per group.
+        let seen: Arc<Mutex<BTreeMap<String, BTreeSet<u64>>>> = Arc::default();
+        let mut tasks = Vec::new();
+        let roles: Vec<(String, Consumer)> = (0..workers)
+            .map(|_| {
+                let prefetch = rng.lock().unwrap().usize(1..=5);
+                (
+                    "workers".to_owned(),
+                    Consumer::work_queue()
+                        .reclaim_after(Duration::from_millis(200))
+                        .prefetch(prefetch),
+                )
+            })
+            .chain((0..groups).map(|g| {
+                (
+                    format!("group-{g}"),
+                    Consumer::fan_out(format!("group-{g}"))
+                        .start(Start::Beginning)
+                        .reclaim_after(Duration::from_millis(200)),
+                )
+            }))
+            .collect();
+        // Every role's group exists before the first send.
+        for (role, consumer) in roles {
+            let ch = ch.clone();
+            let rng = rng.clone();
+            let seen = seen.clone();
+            let first = ch.connect_as(consumer.clone()).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut customer = first;
+                let mut deaths = 0;
+                loop {
+                    match customer.recv_timeout(Duration::from_secs(20)).await {
+                        Ok(m) => {
+                            let die = rng.lock().unwrap().u8(..) < 20;
+                            if die {
+                                // Dies with it in hand: it must come again.
+                                deaths += 1;
+                                drop(customer);
+                                customer = ch.connect_as(consumer.clone()).await.unwrap();
+                                continue;
+                            }
+                            seen.lock()
+                                .unwrap()
+                                .entry(role.clone())
+                                .or_default()
+                                .insert(m.payload);
+                            customer.ack(&m);
+                        }
+                        Err(RecvError::Closed) => return deaths,
+                        Err(RecvError::Timeout) => panic!("seed {seed}: {role} hung"),
+                        Err(e) => panic!("seed {seed}: {role}: {e:?}"),
+                    }
+                }
+            }));
+        }
+        let mut sent = 0u64;
+        let batches = rng.lock().unwrap().usize(5..15);
+        for _ in 0..batches {
+            let size = rng.lock().unwrap().u64(1..40);
+            let batch: Vec<u64> = (sent..sent + size).collect();
+            ch.send_batch(&batch).await.unwrap();
+            sent += size;
+            let pause = rng.lock().unwrap().u64(0..30);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        ch.close().await.unwrap();
+        let mut deaths = 0;
+        for t in tasks {
+            deaths += tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .unwrap_or_else(|_| panic!("seed {seed}: a customer never saw the close"))
+                .unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        let all: BTreeSet<u64> = (0..sent).collect();
+        for (role, got) in seen.iter() {
+            assert_eq!(got, &all, "seed {seed}: {role} missed some");
+        }
+        assert_eq!(seen.len(), 1 + groups, "seed {seed}: {:?}", seen.keys());
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for group in seen.keys() {
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(format!("{{{name}}}:stream"))
+                .arg(group)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let redis::Value::Array(parts) = summary else {
+                panic!("{summary:?}")
+            };
+            assert_eq!(
+                parts[0],
+                redis::Value::Int(0),
+                "seed {seed}: {group} left entries pending"
+            );
+        }
+        println!(
+            "seed {seed}: {sent} messages, {workers} workers, {groups} groups, {deaths} deaths: none lost"
+        );
+    }
 }

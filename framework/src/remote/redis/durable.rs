@@ -519,27 +519,35 @@ struct Reader<T> {
     gone: CancellationToken,
 }
 
-/// Sets the idle time of entries this consumer still owns (another may have
-/// claimed them meanwhile), keeping or lowering their delivery counts. `KEYS[1]`
-/// the stream; `ARGV` the group, the consumer, the idle time in ms, `1` to lower
-/// the counts by one, the ids. Handing back: idle for the reclaim time, so the
-/// next reclaim of another consumer takes them (lowered for those no customer
-/// saw). Keeping: idle 0, so entries waiting in a live customer's buffer do not
-/// look stale to other consumers.
+/// Moves entries this consumer still owns (another may have claimed them
+/// meanwhile) to a consumer, with an idle time, keeping or lowering their delivery
+/// counts. `KEYS[1]` the stream; `ARGV` the group, the owner they must still have,
+/// the consumer to give them to, the idle time in ms, `1` to lower the counts by
+/// one, the ids.
+///
+/// Handing back gives them to [`HANDED_BACK`], idle for the reclaim time: every
+/// live consumer of the group (a successor with the same name too) sees them as
+/// another's and reclaims them, and a closing one waits for them (lowered for
+/// those no customer saw). Keeping fresh gives them to the owner itself, idle 0,
+/// so entries waiting in a live customer's buffer do not look stale.
 const SET_IDLE: &str = r#"
 local n = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
   if row and row[2] == ARGV[2] then
     local count = row[4]
-    if ARGV[4] == '1' and count > 0 then count = count - 1 end
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
-      'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
+    if ARGV[5] == '1' and count > 0 then count = count - 1 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[i],
+      'IDLE', ARGV[4], 'RETRYCOUNT', count, 'JUSTID')
     n = n + 1
   end
 end
 return n
 "#;
+
+/// The consumer that entries handed back wait under until a live consumer of
+/// the group reclaims them (it never reads).
+const HANDED_BACK: &str = "servicekit:handed-back";
 
 static SET_IDLE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(SET_IDLE));
@@ -606,16 +614,17 @@ impl<T: DeserializeOwned> Reader<T> {
     /// `unseen`: no customer saw them, so their delivery doesn't count.
     async fn release(&self, ids: Vec<String>, unseen: bool) {
         let idle = self.consumer.reclaim_after.as_millis() as u64;
-        self.set_idle(ids, idle, unseen).await;
+        self.set_idle(ids, HANDED_BACK, idle, unseen).await;
     }
 
     /// Marks the entries waiting in the customer's buffer as fresh: they are
     /// held, not stale, for other consumers' reclaims.
     async fn touch_buffered(&self) {
-        self.set_idle(self.buffer.buffered_ids(), 0, false).await;
+        let ids = self.buffer.buffered_ids();
+        self.set_idle(ids, &self.consumer.name, 0, false).await;
     }
 
-    async fn set_idle(&self, ids: Vec<String>, idle: u64, lower: bool) {
+    async fn set_idle(&self, ids: Vec<String>, to: &str, idle: u64, lower: bool) {
         if ids.is_empty() {
             return;
         }
@@ -624,6 +633,7 @@ impl<T: DeserializeOwned> Reader<T> {
         invocation
             .arg(&self.consumer.group)
             .arg(&self.consumer.name)
+            .arg(to)
             .arg(idle)
             .arg(if lower { "1" } else { "0" })
             .arg(&ids);
