@@ -60,7 +60,9 @@
 //!
 //! The keys of channel `name` share the hash tag `{name}`, so a channel lives on one
 //! slot of a Redis Cluster: `{name}:pub` (the pub/sub channel), `{name}:stream`,
-//! `{name}:dead` (dead letters) and `{name}:closed`.
+//! `{name}:dead` (dead letters) and `{name}:closed`. In a consumer group, the
+//! consumer `servicekit:handed-back` holds what a closed or dropped customer gave
+//! back until a live consumer reclaims it.
 //!
 //! ## Example
 //!
