@@ -1,15 +1,24 @@
 //! The versioned envelope every message travels in, and its codecs.
 //!
-//! An envelope is `{v, k, id, ts, p}`: the format version, the kind (`data` or
-//! `close`), an id unique to the message, the time it was sent (milliseconds since
-//! the Unix epoch) and the payload. A close is a record of its own kind, never a
-//! payload with a magic value.
+//! An envelope is an array: `[version, kind, id, time, payload]`, the format
+//! version (1), the kind (`"data"`, or `"close"` without a payload), an id unique
+//! to the message (a random prefix of the sending process and a counter), the time
+//! it was sent (milliseconds since the Unix epoch) and the payload. A close is a
+//! record of its own kind, never a payload with a magic value. In JSON:
+//! `[1,"data","5eed0a1b2c3d2a",1796400000000,{"id":7}]`.
+//!
+//! An array rather than an object with named fields: the names would be most of a
+//! small message's bytes, and the bytes are what pub/sub throughput is made of
+//! (`framework/benches/redis.rs`).
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The envelope format this build writes and reads.
 pub(crate) const VERSION: u8 = 1;
@@ -40,37 +49,97 @@ pub(crate) enum Kind {
     Close,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(bound(deserialize = "P: Deserialize<'de>"))]
 pub(crate) struct Envelope<P> {
     pub(crate) v: u8,
     pub(crate) k: Kind,
     pub(crate) id: String,
     pub(crate) ts: u64,
-    // Present (whatever its value, `null` included: a `()` or `None` payload) in a
-    // data envelope, absent in a close record.
-    #[serde(
-        default = "none",
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    /// `Some` in a data envelope (whatever its value: a `()` or `None` payload
+    /// too), `None` in a close record.
     pub(crate) p: Option<P>,
 }
 
-fn none<P>() -> Option<P> {
-    None
+impl<P: Serialize> Serialize for Envelope<P> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(if self.p.is_some() { 5 } else { 4 })?;
+        t.serialize_element(&self.v)?;
+        t.serialize_element(&self.k)?;
+        t.serialize_element(&self.id)?;
+        t.serialize_element(&self.ts)?;
+        if let Some(p) = &self.p {
+            t.serialize_element(p)?;
+        }
+        t.end()
+    }
 }
 
-fn present<'de, D: serde::Deserializer<'de>, P: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<P>, D::Error> {
-    P::deserialize(d).map(Some)
+impl<'de, P: Deserialize<'de>> Deserialize<'de> for Envelope<P> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(EnvelopeVisitor(PhantomData))
+    }
 }
 
-/// Only the header, to say why an envelope did not decode.
-#[derive(Deserialize)]
-struct Header {
-    v: u64,
+struct EnvelopeVisitor<P>(PhantomData<P>);
+
+fn missing<E: de::Error>(what: &str) -> E {
+    E::custom(format!("an envelope without {what}"))
+}
+
+impl<'de, P: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<P> {
+    type Value = Envelope<P>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope [version, kind, id, time, payload]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Envelope<P>, A::Error> {
+        let v: u64 = seq.next_element()?.ok_or_else(|| missing("a version"))?;
+        if v != u64::from(VERSION) {
+            return Err(de::Error::custom(version_error(v)));
+        }
+        let k: Kind = seq.next_element()?.ok_or_else(|| missing("a kind"))?;
+        let id: String = seq.next_element()?.ok_or_else(|| missing("an id"))?;
+        let ts: u64 = seq.next_element()?.ok_or_else(|| missing("a time"))?;
+        let p = match k {
+            Kind::Data => Some(
+                seq.next_element::<P>()?
+                    .ok_or_else(|| de::Error::custom("a data envelope without a payload"))?,
+            ),
+            Kind::Close => None,
+        };
+        Ok(Envelope {
+            v: VERSION,
+            k,
+            id,
+            ts,
+            p,
+        })
+    }
+}
+
+/// Only the version, to name it when an envelope does not decode.
+struct Version(u64);
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array starting with a version")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Version, A::Error> {
+                let v = seq.next_element()?.ok_or_else(|| missing("a version"))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Version(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+fn version_error(v: u64) -> String {
+    format!("envelope version {v}, this build reads version {VERSION}")
 }
 
 impl<P> Envelope<P> {
@@ -79,12 +148,13 @@ impl<P> Envelope<P> {
     }
 }
 
-/// A fresh envelope id: this process's random prefix and a counter.
+/// A fresh envelope id: this process's random 48-bit prefix (12 hex digits) and a
+/// counter.
 pub(crate) fn new_id() -> String {
     use std::fmt::Write;
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| format!("{:016x}-", fastrand::u64(..)));
+    let prefix = PREFIX.get_or_init(|| format!("{:012x}", fastrand::u64(..1 << 48)));
     let mut id = String::with_capacity(prefix.len() + 12);
     id.push_str(prefix);
     let _ = write!(id, "{:x}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -124,6 +194,7 @@ impl Codec {
     fn encode<P: Serialize>(self, envelope: &Envelope<P>) -> Result<Vec<u8>, String> {
         match self {
             Codec::Json => serde_json::to_vec(envelope).map_err(|e| e.to_string()),
+            // Payload structs keep their field names.
             Codec::MessagePack => rmp_serde::to_vec_named(envelope).map_err(|e| e.to_string()),
         }
     }
@@ -134,28 +205,17 @@ impl Codec {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Codec::MessagePack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
         };
-        match envelope {
-            Ok(e) if e.v == VERSION => match (e.k, &e.p) {
-                (Kind::Data, None) => Err("a data envelope without a payload".to_owned()),
-                _ => Ok(e),
-            },
-            Ok(e) => Err(self.version_error(e.v.into())),
-            Err(reason) => {
-                // A newer format may not decode as this one: name its version.
-                let header: Option<Header> = match self {
-                    Codec::Json => serde_json::from_slice(bytes).ok(),
-                    Codec::MessagePack => rmp_serde::from_slice(bytes).ok(),
-                };
-                Err(match header {
-                    Some(h) if h.v != u64::from(VERSION) => self.version_error(h.v),
-                    _ => format!("not a {self:?} envelope of this channel: {reason}"),
-                })
+        envelope.map_err(|reason| {
+            // Another version may not decode as this one at all: name it.
+            let version: Option<Version> = match self {
+                Codec::Json => serde_json::from_slice(bytes).ok(),
+                Codec::MessagePack => rmp_serde::from_slice(bytes).ok(),
+            };
+            match version {
+                Some(Version(v)) if v != u64::from(VERSION) => version_error(v),
+                _ => format!("not a {self:?} envelope of this channel: {reason}"),
             }
-        }
-    }
-
-    fn version_error(self, v: u64) -> String {
-        format!("envelope version {v}, this build reads version {VERSION}")
+        })
     }
 }
 
@@ -174,16 +234,36 @@ mod tests {
             let err = codec.decode::<Vec<u32>>(b"\xff garbage").err().unwrap();
             assert!(err.starts_with("not a"), "{err}");
         }
-        let newer = br#"{"v":2,"k":"data","id":"x","ts":0,"p":"anything"}"#;
+        let bytes = Codec::Json.data(&7u32).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("[1,\"data\",\""), "{text}");
+        assert!(text.ends_with(",7]"), "{text}");
+        assert_eq!(
+            String::from_utf8(Codec::Json.close())
+                .unwrap()
+                .matches(',')
+                .count(),
+            3,
+            "a close record has no payload"
+        );
+        let newer = br#"[2,"data","x",0,"anything",{"more":1}]"#;
         assert_eq!(
             Codec::Json.decode::<u32>(newer).err().unwrap(),
             "envelope version 2, this build reads version 1"
         );
-        let wrong_type = br#"{"v":1,"k":"data","id":"x","ts":0,"p":"text"}"#;
+        let wrong_type = br#"[1,"data","x",0,"text"]"#;
         assert!(Codec::Json.decode::<u32>(wrong_type).is_err());
         let msgpack = Codec::MessagePack.data(&7u32).unwrap();
         assert!(Codec::Json.decode::<u32>(&msgpack).is_err());
-        let far = br#"{"v":300,"k":"data","id":"x","ts":0,"p":1}"#;
+        for bad in [
+            &br#"[1,"data","x",0]"#[..],
+            br#"[1,"other","x",0,1]"#,
+            br#"{"v":1}"#,
+        ] {
+            let err = Codec::Json.decode::<u32>(bad).err().unwrap();
+            assert!(err.starts_with("not a Json envelope"), "{err}");
+        }
+        let far = br#"[300,"data","x",0,1]"#;
         assert_eq!(
             Codec::Json.decode::<u32>(far).err().unwrap(),
             "envelope version 300, this build reads version 1"
