@@ -3,12 +3,19 @@
 //! block time, unlike the client's 500 ms default, which strands entries in the
 //! pending list).
 //!
-//! Each round: send the acknowledgements the customer made, reclaim what dead
-//! consumers left pending when due (`XAUTOCLAIM`), then read. A new reader first
-//! reads its own pending entries (a restarted consumer of the same name), then new
-//! ones. It waits for room in the customer's buffer rather than drop anything. An
-//! error drops the connection; it is made again with a jittered backoff, forever,
-//! and nothing is missed (unacknowledged entries stay pending).
+//! Each round: send the acknowledgements the customer made; at least every second,
+//! reclaim what other consumers left pending past `reclaim_after` (consumer by
+//! consumer: `XPENDING … IDLE`, `XCLAIM`); then read new entries. At start and
+//! after each reconnect it first takes up the entries its own name holds that its
+//! customer does not (a predecessor's, or a read a lost connection swallowed). It
+//! waits for room in the customer's buffer rather than drop anything, keeping what
+//! waits there fresh for the others' reclaims. An error drops the connection; it is
+//! made again with a jittered backoff, forever, and nothing is missed
+//! (unacknowledged entries stay pending). What a closed or dropped customer did not
+//! finish is handed back to the group through the consumer `servicekit:handed-back`.
+//!
+//! A customer sees `Closed` once the channel is closed, a last non-blocking read is
+//! empty and no other consumer of its group holds entries.
 
 use std::sync::Arc;
 use std::time::Duration;
