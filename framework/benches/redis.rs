@@ -171,6 +171,12 @@ async fn servicekit_ephemeral(url: &str) -> f64 {
             assert_eq!(m.payload.seq, n);
         }
     });
+    send_all(&ch, receiver).await
+}
+
+/// Sends every message in batches with servicekit and returns messages per second
+/// until `receiver` has them all.
+async fn send_all(ch: &RedisChannel<Tick>, receiver: tokio::task::JoinHandle<()>) -> f64 {
     let began = Instant::now();
     let ticks: Vec<Tick> = (0..MESSAGES).map(tick).collect();
     for chunk in ticks.chunks(BATCH) {
@@ -267,13 +273,7 @@ async fn servicekit_durable(url: &str) -> f64 {
             customer.ack(&m);
         }
     });
-    let began = Instant::now();
-    let ticks: Vec<Tick> = (0..MESSAGES).map(tick).collect();
-    for chunk in ticks.chunks(BATCH) {
-        ch.send_batch(chunk).await.unwrap();
-    }
-    receiver.await.unwrap();
-    MESSAGES as f64 / began.elapsed().as_secs_f64()
+    send_all(&ch, receiver).await
 }
 
 const ROUND_TRIPS: usize = 2000;
