@@ -2,18 +2,20 @@
 //! on a `redis-server` this bench starts on a free loopback port:
 //!
 //! (a) ephemeral throughput: 100,000 messages sent in batches of 64 and received by
-//!     one subscriber. Raw: a pipeline of 64 `PUBLISH` on a multiplexed connection,
-//!     a `PubSub` stream that decodes each payload. servicekit: `send_batch` (one
-//!     script call per batch, which also refuses sends after a close) and a
-//!     `RemoteCustomer` (envelope decoded, buffer, reconnecting reader).
+//!     one subscriber. servicekit: `send_batch` (one pipeline per batch: the closed
+//!     flag checked, then the `PUBLISH`es) and a `RemoteCustomer` (a reader task
+//!     keeps the subscription alive and drains it into the customer's bounded
+//!     buffer; envelopes decoded). Raw redis-rs, three ways: a pipeline of 64
+//!     `PUBLISH` and a `PubSub` stream that decodes each payload, with
+//!     - a bare payload, read straight off the stream (which buffers without bound);
+//!     - the fields servicekit's envelope carries around the payload (a version, a
+//!       kind, an id and the time sent, as an array);
+//!     - those fields, and a reader task draining the stream into a bounded buffer
+//!       that the consumer reads: the same work as a customer, and the goal's peer.
 //! (b) durable throughput with acknowledgements: the same through a stream. Raw:
 //!     pipelined `XADD`, a loop of `XREADGROUP COUNT 64` and one `XACK` per batch.
 //!     servicekit: `send_batch` and a fan-out customer that acknowledges each message.
 //! (c) one-message latency, ephemeral: send one, wait for it; 2,000 times.
-//!
-//! For (a), raw redis-rs also runs carrying what servicekit's envelope carries (a
-//! version, a kind, an id and the time sent, around the payload, as an array), to
-//! separate the envelope's cost from the library's.
 //!
 //! The payload is the same small struct, JSON-encoded on both sides.
 //!
@@ -116,41 +118,75 @@ async fn flush(url: &str) {
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
 }
 
-/// Messages per second through raw pub/sub, each a bare payload or (`enveloped`)
-/// with the fields of servicekit's envelope.
-async fn raw_ephemeral(url: &str) -> f64 {
-    raw_ephemeral_with(url, false).await
+/// What the raw side of the ephemeral part does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Raw {
+    /// Publishes bare payloads and reads them straight off redis-rs's `PubSub`
+    /// stream, which buffers without a bound.
+    Bare,
+    /// The same, each payload inside the fields servicekit's envelope carries.
+    Enveloped,
+    /// The same work as a servicekit customer: the envelope's fields, and a reader
+    /// task that keeps draining the subscription into a bounded buffer (where a
+    /// full buffer drops and counts, as a customer's does), which the consumer
+    /// reads.
+    Same,
 }
 
-async fn raw_ephemeral_with(url: &str, enveloped: bool) -> f64 {
+/// Messages per second through raw pub/sub.
+async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
     let client = redis::Client::open(url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("raw-eph").await.unwrap();
-    let receiver = tokio::spawn(async move {
-        let mut stream = pubsub.into_on_message();
-        let mut n = 0;
-        while n < MESSAGES {
-            let msg = stream.next().await.unwrap();
-            let seq = if enveloped {
-                let e: RawEnvelope = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-                e.4.seq
-            } else {
-                let t: Tick = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-                t.seq
-            };
-            assert_eq!(seq, n);
-            n += 1;
+    let decode = move |msg: redis::Msg| -> Tick {
+        if raw == Raw::Bare {
+            serde_json::from_slice(msg.get_payload_bytes()).unwrap()
+        } else {
+            let e: RawEnvelope = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            e.4
         }
-    });
+    };
+    let receiver = if raw == Raw::Same {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Tick>(1 << 20);
+        tokio::spawn(async move {
+            let mut stream = pubsub.into_on_message();
+            let mut lagged = 0u64;
+            // Until the consumer has them all and goes (as a customer's reader
+            // stops when the customer goes).
+            loop {
+                tokio::select! {
+                    msg = stream.next() => {
+                        if tx.try_send(decode(msg.unwrap())).is_err() {
+                            lagged += 1;
+                        }
+                    }
+                    () = tx.closed() => break,
+                }
+            }
+            assert_eq!(lagged, 0, "the buffer holds every message");
+        });
+        tokio::spawn(async move {
+            for n in 0..MESSAGES {
+                assert_eq!(rx.recv().await.unwrap().seq, n);
+            }
+        })
+    } else {
+        tokio::spawn(async move {
+            let mut stream = pubsub.into_on_message();
+            for n in 0..MESSAGES {
+                assert_eq!(decode(stream.next().await.unwrap()).seq, n);
+            }
+        })
+    };
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let began = Instant::now();
     for chunk in (0..MESSAGES).collect::<Vec<_>>().chunks(BATCH) {
         let mut pipe = redis::pipe();
         for &seq in chunk {
-            let payload = if enveloped {
-                raw_envelope(seq)
-            } else {
+            let payload = if raw == Raw::Bare {
                 serde_json::to_vec(&tick(seq)).unwrap()
+            } else {
+                raw_envelope(seq)
             };
             pipe.cmd("PUBLISH").arg("raw-eph").arg(payload).ignore();
         }
@@ -324,21 +360,24 @@ fn main() {
     let rt = common::runtime();
     let url = server.url.clone();
     if let Some(side) = common::value("--profile") {
-        // One side alone, for `perf record`: `raw` or `servicekit` ephemeral.
+        // One side alone, for `perf record`: `bare`, `enveloped`, `same` (raw) or
+        // `servicekit`, ephemeral.
         rt.block_on(async {
             for _ in 0..reps {
-                let rate = if side == "raw" {
-                    raw_ephemeral(&url).await
-                } else {
-                    servicekit_ephemeral(&url).await
+                let rate = match side.as_str() {
+                    "bare" => raw_ephemeral(&url, Raw::Bare).await,
+                    "enveloped" => raw_ephemeral(&url, Raw::Enveloped).await,
+                    "same" => raw_ephemeral(&url, Raw::Same).await,
+                    _ => servicekit_ephemeral(&url).await,
                 };
                 println!("{side}: {rate:.0} msg/s");
             }
         });
         return;
     }
-    let mut results: [Vec<f64>; 6] = Default::default();
-    let mut enveloped = Vec::new();
+    // Ephemeral: bare, enveloped, same work (raw), servicekit; durable: raw,
+    // servicekit; latency: raw, servicekit.
+    let mut results: [Vec<f64>; 8] = Default::default();
     let pid = server.child.id();
     let cpu_of = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -354,30 +393,35 @@ fn main() {
     };
     let me = std::process::id();
     let cpu = move || (cpu_of(pid), cpu_of(me));
+    let show_cpu = std::env::var_os("REDIS_BENCH_CPU").is_some();
     rt.block_on(async {
         for _ in 0..reps {
             flush(&url).await;
+            let mut spent = Vec::new();
+            for (i, raw) in [Raw::Bare, Raw::Enveloped, Raw::Same]
+                .into_iter()
+                .enumerate()
+            {
+                let c0 = cpu();
+                results[i].push(raw_ephemeral(&url, raw).await);
+                spent.push((format!("raw {raw:?}"), c0, cpu()));
+            }
             let c0 = cpu();
-            results[0].push(raw_ephemeral(&url).await);
-            let c1 = cpu();
-            results[1].push(servicekit_ephemeral(&url).await);
-            let c2 = cpu();
-            enveloped.push(raw_ephemeral_with(&url, true).await);
-            if std::env::var_os("REDIS_BENCH_CPU").is_some() {
-                eprintln!(
-                    "CPU (redis-server, bench): raw {:.2} s + {:.2} s, servicekit {:.2} s + {:.2} s",
-                    c1.0 - c0.0,
-                    c1.1 - c0.1,
-                    c2.0 - c1.0,
-                    c2.1 - c1.1
-                );
+            results[3].push(servicekit_ephemeral(&url).await);
+            spent.push(("servicekit".to_owned(), c0, cpu()));
+            if show_cpu {
+                let line: Vec<String> = spent
+                    .iter()
+                    .map(|(side, a, b)| format!("{side} {:.2} s + {:.2} s", b.0 - a.0, b.1 - a.1))
+                    .collect();
+                eprintln!("CPU (redis-server + bench): {}", line.join(", "));
             }
             flush(&url).await;
-            results[2].push(raw_durable(&url).await);
-            results[3].push(servicekit_durable(&url).await);
+            results[4].push(raw_durable(&url).await);
+            results[5].push(servicekit_durable(&url).await);
             flush(&url).await;
-            results[4].push(raw_latency(&url).await);
-            results[5].push(servicekit_latency(&url).await);
+            results[6].push(raw_latency(&url).await);
+            results[7].push(servicekit_latency(&url).await);
         }
     });
     println!(
@@ -385,48 +429,56 @@ fn main() {
         common::runtime_name()
     );
     println!("(median [min .. max]; ratio = median of each repetition's servicekit/raw)");
-    let rows = [
-        ("ephemeral throughput", "msg/s", 0),
-        ("durable throughput, acknowledged", "msg/s", 2),
-        ("one-message latency, ephemeral (p50)", "µs", 4),
-    ];
-    {
-        let (m, lo, hi) = stats(enveloped.clone());
-        println!(
-            "  {:<52} {m:>12.0} msg/s [{lo:.0} .. {hi:.0}]",
-            "ephemeral throughput, raw redis-rs, same envelope"
-        );
-        let ratios = results[1]
-            .iter()
-            .zip(&enveloped)
-            .map(|(s, r)| s / r)
-            .collect();
-        let (m, lo, hi) = stats(ratios);
-        println!(
-            "  {:<52} {m:>12.2} x  [{lo:.2} .. {hi:.2}]",
-            "ephemeral throughput, servicekit/raw same envelope"
-        );
-    }
-    for (what, unit, i) in rows {
-        for (side, v) in [
-            ("raw redis-rs", &results[i]),
-            ("servicekit", &results[i + 1]),
-        ] {
-            let (m, lo, hi) = stats(v.clone());
-            println!(
-                "  {:<52} {m:>12.0} {unit} [{lo:.0} .. {hi:.0}]",
-                format!("{what}, {side}")
-            );
-        }
-        let ratios = results[i + 1]
-            .iter()
-            .zip(&results[i])
-            .map(|(s, r)| s / r)
-            .collect();
-        let (m, lo, hi) = stats(ratios);
-        println!(
-            "  {:<52} {m:>12.2} x  [{lo:.2} .. {hi:.2}]",
-            format!("{what}, servicekit/raw")
+    let row = |label: &str, unit: &str, v: &[f64]| {
+        let (m, lo, hi) = stats(v.to_vec());
+        println!("  {label:<60} {m:>10.0} {unit} [{lo:.0} .. {hi:.0}]");
+    };
+    let ratio = |label: &str, sk: &[f64], raw: &[f64]| {
+        let (m, lo, hi) = stats(sk.iter().zip(raw).map(|(s, r)| s / r).collect());
+        println!("  {label:<60} {m:>10.2} x  [{lo:.2} .. {hi:.2}]");
+    };
+    let eph = "ephemeral throughput";
+    row(
+        &format!("{eph}, raw redis-rs, bare payload"),
+        "msg/s",
+        &results[0],
+    );
+    row(
+        &format!("{eph}, raw redis-rs, envelope fields"),
+        "msg/s",
+        &results[1],
+    );
+    row(
+        &format!("{eph}, raw redis-rs, same work"),
+        "msg/s",
+        &results[2],
+    );
+    row(&format!("{eph}, servicekit"), "msg/s", &results[3]);
+    ratio(
+        &format!("{eph}, servicekit/raw same work"),
+        &results[3],
+        &results[2],
+    );
+    ratio(
+        &format!("{eph}, servicekit/raw envelope fields"),
+        &results[3],
+        &results[1],
+    );
+    ratio(
+        &format!("{eph}, servicekit/raw bare payload"),
+        &results[3],
+        &results[0],
+    );
+    for (what, unit, i) in [
+        ("durable throughput, acknowledged", "msg/s", 4),
+        ("one-message latency, ephemeral (p50)", "µs", 6),
+    ] {
+        row(&format!("{what}, raw redis-rs"), unit, &results[i]);
+        row(&format!("{what}, servicekit"), unit, &results[i + 1]);
+        ratio(
+            &format!("{what}, servicekit/raw"),
+            &results[i + 1],
+            &results[i],
         );
     }
 }
