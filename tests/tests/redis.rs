@@ -1,7 +1,7 @@
 //! `servicekit::redis` against a real `redis-server` that each test starts on its
 //! own port: opening (and its errors), both deliveries, fan-out and work queues,
-//! acknowledgements, reclaiming, dead letters, replay, the sticky close, and
-//! malformed messages among good ones.
+//! acknowledgements, reclaiming, dead letters, replay, the sticky close,
+//! malformed messages among good ones, and the bridges of a bus and of a hub.
 
 use std::time::Duration;
 
@@ -518,6 +518,92 @@ async fn events_on_one_bus_reach_another_through_redis() {
     a.shutdown();
     b.shutdown();
     a.wait().await.unwrap();
+    b.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_under_a_hub_prefix_reach_another_hub_through_redis() {
+    use servicekit::Runner;
+    use servicekit::channel::TrySendError;
+    use servicekit::hub::Hub;
+    use servicekit::redis::HubMessage;
+
+    let server = RedisServer::start();
+    let remote = RedisChannel::<HubMessage<u64>>::open(server.url(), "orders", Options::durable())
+        .await
+        .unwrap();
+    let (here, there) = (Hub::<u64>::new(), Hub::<u64>::new());
+    let eu = here.channel("orders/eu").unwrap(); // made before the bridge
+    let mut eu_there = there.connect("orders/eu").unwrap();
+    let mut us_there = there.connect("orders/us").unwrap();
+    let mut other_there = there.connect("other").unwrap();
+    let a = Runner::new()
+        .signals(false)
+        .service(remote.forward_hub_from(&here, "orders/"))
+        .start()
+        .await
+        .unwrap();
+    let b = Runner::new()
+        .signals(false)
+        .service(remote.forward_hub_to(&there, Some(Consumer::fan_out("there"))))
+        .start()
+        .await
+        .unwrap();
+    while !b.status().iter().all(|s| s.ready) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Made after the bridge started: connected to as they are made, so a send on
+    // them does not wait for customers.
+    let us = here.channel("orders/us").unwrap();
+    let asia = here.channel("orders/asia").unwrap(); // nobody reads it there
+    let sends = async {
+        for i in 0..50 {
+            eu.send(i).await.unwrap();
+            asia.send(1000 + i).await.unwrap();
+            us.send(100 + i).await.unwrap();
+        }
+    };
+    tokio::time::timeout(WAIT, sends).await.unwrap();
+    // Not under the prefix: no bridge customer.
+    let other = here.channel("other").unwrap();
+    assert!(matches!(
+        other.try_send(7),
+        Err(TrySendError::NoCustomers(7))
+    ));
+    // Another program's messages for a queue and for a name the hub refuses are
+    // skipped, and the bridge goes on.
+    there.queue("orders/jobs").unwrap();
+    remote
+        .send(&HubMessage::new("orders/jobs", 5))
+        .await
+        .unwrap();
+    remote.send(&HubMessage::new("", 6)).await.unwrap();
+    eu.send(50).await.unwrap();
+    for i in 0..=50 {
+        assert_eq!(
+            tokio::time::timeout(WAIT, eu_there.recv()).await.unwrap(),
+            Ok(i)
+        );
+    }
+    for i in 100..150 {
+        assert_eq!(
+            tokio::time::timeout(WAIT, us_there.recv()).await.unwrap(),
+            Ok(i)
+        );
+    }
+    assert!(other_there.try_recv().is_err());
+    assert!(
+        there
+            .queue("orders/jobs")
+            .unwrap()
+            .receiver()
+            .try_recv()
+            .is_err()
+    );
+    // The outbound bridge ends with its hub.
+    here.close();
+    tokio::time::timeout(WAIT, a.wait()).await.unwrap().unwrap();
+    b.shutdown();
     b.wait().await.unwrap();
 }
 

@@ -197,7 +197,7 @@ async fn what_a_killed_consumer_process_held_is_reclaimed_by_another() {
 /// its runner with backoff, and sends what it held first; every message arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_restart_with_backoff_and_lose_nothing_when_redis_goes_away() {
-    use servicekit::{Channel, Runner};
+    use servicekit::Channel;
 
     let mut server = RedisServer::start();
     let remote = RedisChannel::<u64>::open(server.url(), "bridged", Options::durable())
@@ -205,20 +205,59 @@ async fn bridges_restart_with_backoff_and_lose_nothing_when_redis_goes_away() {
         .unwrap();
     let outgoing = Channel::<u64>::bounded(1000);
     let incoming = Channel::<u64>::bounded(1000);
-    let mut received = incoming.connect();
+    let received = incoming.connect();
+    let out = remote.forward_from(&outgoing);
+    let into = remote.forward_to_as(&incoming, Consumer::fan_out("mirror"));
+    through_a_restart(&mut server, "bridged", &outgoing, received, out, into).await;
+}
+
+/// The same through the bridges of a hub prefix, on a channel made after the
+/// outbound bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_bridges_lose_nothing_when_redis_goes_away() {
+    use servicekit::hub::{Hub, HubConfig};
+    use servicekit::redis::HubMessage;
+
+    let mut server = RedisServer::start();
+    let remote = RedisChannel::<HubMessage<u64>>::open(server.url(), "hubs", Options::durable())
+        .await
+        .unwrap();
+    let config = HubConfig {
+        buffer_size: 1000,
+        ..HubConfig::default()
+    };
+    let here = Hub::<u64>::with_config(config.clone()).unwrap();
+    let there = Hub::<u64>::with_config(config).unwrap();
+    let received = there.connect("jobs/a").unwrap();
+    let out = remote.forward_hub_from(&here, "jobs/");
+    let into = remote.forward_hub_to(&there, Some(Consumer::fan_out("mirror")));
+    let outgoing = here.channel("jobs/a").unwrap();
+    through_a_restart(&mut server, "hubs", &outgoing, received, out, into).await;
+}
+
+/// Runs the bridges `out` (from `outgoing`) and `into` (to `received`) in two
+/// runners, sends 3000 messages while the server is killed and back after a
+/// second, and checks that every one arrived and that the outbound bridge was
+/// restarted.
+async fn through_a_restart(
+    server: &mut RedisServer,
+    name: &str,
+    outgoing: &servicekit::Channel<u64>,
+    mut received: servicekit::Customer<u64>,
+    out: servicekit::Service,
+    into: servicekit::Service,
+) {
+    use servicekit::Runner;
+
     let sender = Runner::new()
         .signals(false)
-        .service(
-            remote
-                .forward_from(&outgoing)
-                .backoff(Duration::from_millis(100), Duration::from_millis(500)),
-        )
+        .service(out.backoff(Duration::from_millis(100), Duration::from_millis(500)))
         .start()
         .await
         .unwrap();
     let receiver = Runner::new()
         .signals(false)
-        .service(remote.forward_to_as(&incoming, Consumer::fan_out("mirror")))
+        .service(into)
         .start()
         .await
         .unwrap();
@@ -258,10 +297,10 @@ async fn bridges_restart_with_backoff_and_lose_nothing_when_redis_goes_away() {
     let out = sender
         .status()
         .into_iter()
-        .find(|s| &*s.name == "redis:bridged:out")
+        .find(|s| *s.name == format!("redis:{name}:out"))
         .unwrap();
     println!(
-        "bridge: 3000 received, {duplicates} duplicates, outbound restarts {}",
+        "{name}: 3000 received, {duplicates} duplicates, outbound restarts {}",
         out.restarts
     );
     assert!(

@@ -115,6 +115,34 @@ struct HubInner<T> {
 struct State<T> {
     names: BTreeMap<String, Named<T>>,
     closed: bool,
+    /// Who gets a customer of every channel made under a prefix (a Redis bridge).
+    #[cfg(feature = "redis")]
+    watchers: Vec<Watcher<T>>,
+}
+
+/// A watcher of a prefix: each channel made under it is connected to, under the
+/// hub's lock (before anyone can send on it), and the customer sent here.
+#[cfg(feature = "redis")]
+struct Watcher<T> {
+    prefix: String,
+    customers: tokio::sync::mpsc::UnboundedSender<(String, Customer<T>)>,
+}
+
+/// What a hub gives the watcher of a prefix: a customer of each channel under it
+/// now, and one of each channel made under it later (until the hub closes).
+#[cfg(feature = "redis")]
+pub(crate) struct Watch<T> {
+    pub(crate) existing: Vec<(String, Customer<T>)>,
+    pub(crate) later: tokio::sync::mpsc::UnboundedReceiver<(String, Customer<T>)>,
+}
+
+/// What became of a message sent to one name ([`Hub::send_to`]).
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentTo {
+    Delivered,
+    NoCustomers,
+    Closed,
 }
 
 enum Named<T> {
@@ -241,6 +269,35 @@ fn check_name(name: &str) -> Result<(), HubError> {
     })
 }
 
+/// A customer of a hub's channel, with its name's buffer and overflow policy; on
+/// a persistent channel its bound is the buffer plus the replay depth, so the kept
+/// messages it starts with do not fill it.
+fn customer_of<T: Clone + Send + 'static>(channel: &Channel<T>, s: &NameConfig) -> Customer<T> {
+    let history = if s.persistent { s.replay } else { 0 };
+    channel
+        .customer()
+        .capacity(s.buffer_size.saturating_add(history))
+        .overflow(s.overflow)
+        .connect()
+}
+
+/// Sends without waiting for customers: waits for room only, and if the full
+/// customers leave meanwhile, says there are none.
+async fn send_waiting<T: Clone + Send + 'static>(
+    channel: &Channel<T>,
+    msg: T,
+) -> Result<(), SendError<T>> {
+    match channel.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(m)) => {
+            let mut slot = Some(m);
+            std::future::poll_fn(|cx| channel.poll_send(&mut slot, cx, NoCustomers::Fail)).await
+        }
+        Err(TrySendError::NoCustomers(m)) => Err(SendError::NoCustomers(m)),
+        Err(TrySendError::Closed(m)) => Err(SendError::Closed(m)),
+    }
+}
+
 /// What [`Hub::broadcast`] did with each channel under the prefix, by name, each
 /// list sorted.
 ///
@@ -349,6 +406,8 @@ impl<T: Clone + Send + 'static> Hub<T> {
                 state: Mutex::new(State {
                     names: BTreeMap::new(),
                     closed: false,
+                    #[cfg(feature = "redis")]
+                    watchers: Vec::new(),
                 }),
             }),
         })
@@ -447,6 +506,21 @@ impl<T: Clone + Send + 'static> Hub<T> {
             .replay(if s.persistent { s.replay } else { 0 })
             .build();
         let writers = Arc::new(AtomicUsize::new(usize::from(add_writer)));
+        #[cfg(feature = "redis")]
+        {
+            // Watchers whose reader went are forgotten: a customer nobody reads
+            // would hold back the channel's senders.
+            state.watchers.retain(|w| !w.customers.is_closed());
+            for w in state
+                .watchers
+                .iter()
+                .filter(|w| name.starts_with(&w.prefix))
+            {
+                let _ = w
+                    .customers
+                    .send((name.to_string(), customer_of(&channel, &s)));
+            }
+        }
         state.names.insert(
             name.to_string(),
             Named::Channel(Entry {
@@ -476,13 +550,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
     /// ```
     pub fn connect(&self, name: &str) -> Result<Customer<T>, HubError> {
         let channel = self.channel(name)?;
-        let s = self.inner.config.for_name(name);
-        let history = if s.persistent { s.replay } else { 0 };
-        Ok(channel
-            .customer()
-            .capacity(s.buffer_size.saturating_add(history))
-            .overflow(s.overflow)
-            .connect())
+        Ok(customer_of(&channel, &self.inner.config.for_name(name)))
     }
 
     /// The work queue of `name`, created (bounded by its buffer size) if it does not
@@ -597,27 +665,54 @@ impl<T: Clone + Send + 'static> Hub<T> {
     pub async fn broadcast_async(&self, prefix: &str, msg: T) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         for (name, channel) in self.channels_under(prefix) {
-            match channel.try_send(msg.clone()) {
+            match send_waiting(&channel, msg.clone()).await {
                 Ok(()) => report.delivered.push(name),
-                Err(TrySendError::Full(m)) => {
-                    // Waits for room, but not for customers: if the full ones leave
-                    // meanwhile, the channel is reported as having none.
-                    let mut slot = Some(m);
-                    let sent = std::future::poll_fn(|cx| {
-                        channel.poll_send(&mut slot, cx, NoCustomers::Fail)
-                    })
-                    .await;
-                    match sent {
-                        Ok(()) => report.delivered.push(name),
-                        Err(SendError::Closed(_)) => report.closed.push(name),
-                        Err(SendError::NoCustomers(_)) => report.no_customers.push(name),
-                    }
-                }
-                Err(TrySendError::NoCustomers(_)) => report.no_customers.push(name),
-                Err(TrySendError::Closed(_)) => report.closed.push(name),
+                Err(SendError::Closed(_)) => report.closed.push(name),
+                Err(SendError::NoCustomers(_)) => report.no_customers.push(name),
             }
         }
         report
+    }
+
+    /// Sends `msg` on the channel of `name` (made if needed), as
+    /// [`broadcast_async`](Self::broadcast_async) does: waiting for room, not for
+    /// customers.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn send_to(&self, name: &str, msg: T) -> Result<SentTo, HubError> {
+        let channel = self.channel(name)?;
+        Ok(match send_waiting(&channel, msg).await {
+            Ok(()) => SentTo::Delivered,
+            Err(SendError::NoCustomers(_)) => SentTo::NoCustomers,
+            Err(SendError::Closed(_)) => SentTo::Closed,
+        })
+    }
+
+    /// Connects to every channel whose name starts with `prefix`, now and as they
+    /// are made (a closed channel replaced by a new one included), until the hub
+    /// closes. Dropping [`Watch::later`] stops it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn watch(&self, prefix: &str) -> Watch<T> {
+        let (tx, later) = tokio::sync::mpsc::unbounded_channel();
+        let mut state = self.state();
+        let existing = state
+            .names
+            .range(prefix.to_string()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .filter_map(|(name, named)| match named {
+                Named::Channel(e) => Some((
+                    name.clone(),
+                    customer_of(&e.channel, &self.inner.config.for_name(name)),
+                )),
+                Named::Queue(_) => None,
+            })
+            .collect();
+        if !state.closed {
+            state.watchers.push(Watcher {
+                prefix: prefix.to_string(),
+                customers: tx,
+            });
+        }
+        Watch { existing, later }
     }
 
     /// The names (channels and queues) that start with `prefix`, sorted.
@@ -705,6 +800,8 @@ impl<T: Clone + Send + 'static> Hub<T> {
                 return false;
             }
             state.closed = true;
+            #[cfg(feature = "redis")]
+            state.watchers.clear();
             std::mem::take(&mut state.names)
         };
         for named in names.values() {
@@ -825,4 +922,86 @@ pub enum Load {
     Channel(ChannelStats),
     /// A work queue's.
     Queue(QueueStats),
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod watch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_connects_to_channels_under_its_prefix_now_and_later() {
+        let hub = Hub::<u32>::new();
+        hub.channel("orders/a").unwrap();
+        hub.channel("other").unwrap();
+        hub.queue("orders/jobs").unwrap();
+        let mut watch = hub.watch("orders/");
+        let names: Vec<&str> = watch.existing.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["orders/a"], "channels under the prefix, no queue");
+        // A channel made later is connected to before anyone can send on it.
+        hub.channel("orders/b").unwrap().try_send(1).unwrap();
+        hub.channel("other/b").unwrap();
+        let (name, mut customer) = watch.later.recv().await.unwrap();
+        assert_eq!(name, "orders/b");
+        assert_eq!(customer.try_recv(), Ok(1));
+        assert!(
+            watch.later.try_recv().is_err(),
+            "`other/b` is not under the prefix"
+        );
+        // A closed channel replaced by a new one is connected to again.
+        hub.remove("orders/b");
+        hub.channel("orders/b").unwrap();
+        assert_eq!(watch.later.recv().await.unwrap().0, "orders/b");
+        hub.close();
+        assert!(
+            watch.later.recv().await.is_none(),
+            "the watch ends with the hub"
+        );
+    }
+
+    #[test]
+    fn a_dropped_watch_holds_no_channel_back() {
+        let hub = Hub::<u32>::with_config(HubConfig {
+            buffer_size: 1,
+            ..HubConfig::default()
+        })
+        .unwrap();
+        let kept = hub.channel("a/1").unwrap();
+        drop(hub.watch("a/"));
+        // Its customers went with it, and a channel made later gets none: with
+        // buffers of 1, a second send would find a customer nobody reads full.
+        for name in ["a/1", "a/2"] {
+            let mut reader = hub.connect(name).unwrap();
+            let ch = hub.channel(name).unwrap();
+            for i in 0..2 {
+                ch.try_send(i).unwrap();
+                assert_eq!(reader.try_recv(), Ok(i));
+            }
+        }
+        drop(kept);
+    }
+
+    #[tokio::test]
+    async fn send_to_waits_for_room_not_for_customers() {
+        let hub = Hub::<u32>::with_config(HubConfig {
+            buffer_size: 1,
+            ..HubConfig::default()
+        })
+        .unwrap();
+        assert_eq!(hub.send_to("x", 1).await, Ok(SentTo::NoCustomers));
+        let mut c = hub.connect("x").unwrap();
+        assert_eq!(hub.send_to("x", 2).await, Ok(SentTo::Delivered));
+        let (sent, first) = tokio::join!(hub.send_to("x", 3), async {
+            tokio::task::yield_now().await;
+            c.recv().await
+        });
+        assert_eq!((sent, first), (Ok(SentTo::Delivered), Ok(2)));
+        assert_eq!(c.recv().await, Ok(3));
+        hub.queue("q").unwrap();
+        assert!(matches!(
+            hub.send_to("q", 4).await,
+            Err(HubError::WrongKind { .. })
+        ));
+        hub.close();
+        assert_eq!(hub.send_to("x", 5).await, Err(HubError::Closed));
+    }
 }

@@ -1,17 +1,21 @@
-//! Bridges between a local [`Channel`] or a type of events on an [`EventBus`] and a
-//! [`RedisChannel`], as supervised services: when Redis goes away the bridge's run
-//! fails and the runner restarts it with backoff, and nothing taken from one side
-//! is dropped on the way.
+//! Bridges between a local [`Channel`], a type of events on an [`EventBus`] or the
+//! channels under a prefix of a [`Hub`], and a [`RedisChannel`], as supervised
+//! services: when Redis goes away the bridge's run fails and the runner restarts
+//! it with backoff, and nothing taken from one side is dropped on the way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{Consumer, RecvError, RedisChannel, SendError};
-use crate::bus::{EventBus, Subscription};
+use crate::bus::EventBus;
 use crate::channel::{Channel, Customer};
+use crate::hub::{Hub, HubError, SentTo};
 use crate::lifecycle::{Service, ServiceContext};
 
 /// Most local messages sent to Redis in one batch.
@@ -57,7 +61,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_from(&self, channel: &Channel<T>) -> Service {
-        self.outbound(Source::Channel(channel.connect()))
+        self.outbound(customer_source(channel.connect()))
     }
 
     /// As [`forward_from`](Self::forward_from), for the events of type `T`
@@ -84,7 +88,18 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_events_from(&self, bus: &EventBus) -> Service {
-        self.outbound(Source::Bus(bus.subscribe::<T>()))
+        let subscription = bus.subscribe::<T>();
+        self.outbound(
+            futures::stream::unfold(subscription, |mut s| async move {
+                let next = match s.recv().await {
+                    Ok(event) => Next::Msg((*event).clone()),
+                    Err(crate::bus::RecvError::Lagged(n)) => Next::Lagged(n),
+                    Err(_) => return None,
+                };
+                Some((next, s))
+            })
+            .boxed(),
+        )
     }
 
     /// A service that sends every message of this Redis channel to the local
@@ -109,7 +124,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_to(&self, channel: &Channel<T>) -> Service {
-        self.inbound(Target::Channel(channel.clone()), None)
+        self.inbound(Arc::new(channel.clone()), None)
     }
 
     /// As [`forward_to`](Self::forward_to), through a durable customer with these
@@ -133,7 +148,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_to_as(&self, channel: &Channel<T>, consumer: Consumer) -> Service {
-        self.inbound(Target::Channel(channel.clone()), Some(consumer))
+        self.inbound(Arc::new(channel.clone()), Some(consumer))
     }
 
     /// A service that publishes every message of this Redis channel on `bus` as an
@@ -164,10 +179,10 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_events_to(&self, bus: &EventBus, consumer: Option<Consumer>) -> Service {
-        self.inbound(Target::Bus(bus.clone()), consumer)
+        self.inbound(Arc::new(bus.clone()), consumer)
     }
 
-    fn outbound(&self, source: Source<T>) -> Service {
+    fn outbound(&self, source: BoxStream<'static, Next<T>>) -> Service {
         let remote = self.clone();
         let state = Arc::new(tokio::sync::Mutex::new(Outbound {
             source: Some(source),
@@ -179,12 +194,121 @@ where
         }))
     }
 
-    fn inbound(&self, target: Target<T>, consumer: Option<Consumer>) -> Service {
+    fn inbound(&self, target: Arc<dyn Target<T>>, consumer: Option<Consumer>) -> Service {
         let remote = self.clone();
         let name = format!("redis:{}:in", self.name());
         patient(Service::new(name, move |ctx| {
             run_inbound(ctx, remote.clone(), target.clone(), consumer.clone())
         }))
+    }
+}
+
+/// A message of a hub's channel on its way through Redis: the channel's name and
+/// the message. What [`RedisChannel::forward_hub_from`] sends and
+/// [`RedisChannel::forward_hub_to`] delivers (in JSON: `{"name":"orders/eu","msg":…}`),
+/// and what another program writes to reach a hub's channel.
+///
+/// # Examples
+///
+/// ```
+/// use servicekit::redis::HubMessage;
+/// let m = HubMessage::new("orders/eu", 42u32);
+/// assert_eq!((m.name.as_str(), m.msg), ("orders/eu", 42));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HubMessage<T> {
+    /// The name of the hub's channel.
+    pub name: String,
+    /// The message.
+    pub msg: T,
+}
+
+impl<T> HubMessage<T> {
+    /// The message `msg` of the channel `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = servicekit::redis::HubMessage::new("alerts", "disk full");
+    /// assert_eq!(m.name, "alerts");
+    /// ```
+    pub fn new(name: impl Into<String>, msg: T) -> Self {
+        HubMessage {
+            name: name.into(),
+            msg,
+        }
+    }
+}
+
+impl<T> RedisChannel<HubMessage<T>>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// A service that sends every message of every channel of `hub` whose name
+    /// starts with `prefix` (`""`: all) to this Redis channel, with the channel's
+    /// name, as [`forward_from`](Self::forward_from) does for one channel. The
+    /// channels are connected to now, and each channel made under the prefix later
+    /// is connected to as it is made, before anyone can send on it, so nothing sent
+    /// on them is missed; the customers are kept across the service's runs, with the
+    /// buffer and overflow policy of each name's settings (a persistent channel's
+    /// customer starts with its kept messages). Queues are not included. It ends
+    /// when the hub closes, and when the Redis channel is closed.
+    ///
+    /// Bridging the same names both ways in one process sends each message round
+    /// and round: give the two directions different prefixes, or hubs.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use servicekit::hub::Hub;
+    /// use servicekit::redis::{HubMessage, Options, RedisChannel};
+    /// use servicekit::Runner;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::<String>::new();
+    /// let remote =
+    ///     RedisChannel::<HubMessage<String>>::open("redis://127.0.0.1/", "orders", Options::durable()).await?;
+    /// Runner::new().service(remote.forward_hub_from(&hub, "orders/")).start().await?;
+    /// // Made after the bridge started, and mirrored all the same.
+    /// hub.channel("orders/eu")?.send("order 7".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_hub_from(&self, hub: &Hub<T>, prefix: &str) -> Service {
+        self.outbound(hub_source(hub.watch(prefix)))
+    }
+
+    /// A service that sends each message of this Redis channel to the hub's
+    /// channel it names (made if needed), through a customer made at each run: as
+    /// [`forward_to`](Self::forward_to) with `None`, as
+    /// [`forward_to_as`](Self::forward_to_as) with a consumer. It waits while a
+    /// customer of that channel is full, but not for customers: a message for a
+    /// channel nobody is connected to is dropped, as [`Hub::broadcast_async`] does
+    /// (a persistent channel keeps it for later customers). A message naming a
+    /// queue, or a name the hub refuses, is logged and skipped (and acknowledged).
+    /// It ends when the hub closes; a closed Redis channel leaves the hub open.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use servicekit::hub::Hub;
+    /// use servicekit::redis::{Consumer, HubMessage, Options, RedisChannel};
+    /// use servicekit::Runner;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::<String>::new();
+    /// let mut eu = hub.connect("orders/eu")?;
+    /// let remote =
+    ///     RedisChannel::<HubMessage<String>>::open("redis://127.0.0.1/", "orders", Options::durable()).await?;
+    /// Runner::new()
+    ///     .service(remote.forward_hub_to(&hub, Some(Consumer::fan_out("billing"))))
+    ///     .start()
+    ///     .await?;
+    /// let order = eu.recv().await?; // sent on `orders/eu` of another process's hub
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_hub_to(&self, hub: &Hub<T>, consumer: Option<Consumer>) -> Service {
+        self.inbound(Arc::new(hub.clone()), consumer)
     }
 }
 
@@ -209,20 +333,22 @@ where
         if state.unsent.is_empty() {
             match ctx.until_shutdown(source.next()).await {
                 None => return Ok(()),
-                Some(Next::End) => {
+                Some(None) => {
                     state.source = None;
                     return Ok(());
                 }
-                Some(Next::Msg(msg)) => state.unsent.push(msg),
-                Some(Next::Lagged(n)) => {
+                Some(Some(Next::Msg(msg))) => state.unsent.push(msg),
+                Some(Some(Next::Lagged(n))) => {
                     tracing::warn!(channel = %remote.name(), missed = n, "redis bridge: the local side lagged");
                     continue;
                 }
             }
+            // What else is waiting goes in the same batch (the end, if it came,
+            // is seen at the next turn).
             while state.unsent.len() < BATCH {
-                match source.try_next() {
-                    Some(msg) => state.unsent.push(msg),
-                    None => break,
+                match source.next().now_or_never() {
+                    Some(Some(Next::Msg(msg))) => state.unsent.push(msg),
+                    _ => break,
                 }
             }
         }
@@ -269,7 +395,7 @@ where
 async fn run_inbound<T>(
     ctx: ServiceContext,
     remote: RedisChannel<T>,
-    target: Target<T>,
+    target: Arc<dyn Target<T>>,
     consumer: Option<Consumer>,
 ) -> Result<(), RecvError>
 where
@@ -286,23 +412,16 @@ where
         };
         match received {
             Ok(msg) => {
-                match &target {
-                    Target::Channel(local) => {
-                        match ctx.until_shutdown(local.send(msg.payload.clone())).await {
-                            None => return Ok(()),
-                            // The local channel closed: nothing more to do.
-                            Some(Err(_)) => return Ok(()),
-                            Some(Ok(())) => {}
-                        }
-                    }
-                    Target::Bus(bus) => bus.send(msg.payload.clone()),
+                match ctx.until_shutdown(target.put(msg.payload.clone())).await {
+                    None => return Ok(()),
+                    // The local side closed: nothing more to do.
+                    Some(false) => return Ok(()),
+                    Some(true) => {}
                 }
                 customer.ack(&msg);
             }
             Err(RecvError::Closed) => {
-                if let Target::Channel(local) = &target {
-                    local.close();
-                }
+                target.close();
                 return Ok(());
             }
             // The customer reconnects by itself; lagged, malformed: go on.
@@ -312,58 +431,117 @@ where
 }
 
 struct Outbound<T> {
-    source: Option<Source<T>>,
+    source: Option<BoxStream<'static, Next<T>>>,
     /// Taken from the local side, not yet confirmed by Redis.
     unsent: Vec<T>,
 }
 
-/// Where an outbound bridge takes its messages.
-enum Source<T> {
-    Channel(Customer<T>),
-    Bus(Subscription<T>),
-}
-
+/// What an outbound bridge takes from the local side (which has ended when its
+/// stream does).
 enum Next<T> {
     Msg(T),
     Lagged(u64),
-    End,
 }
 
-impl<T: Clone + Send + Sync + 'static> Source<T> {
-    async fn next(&mut self) -> Next<T> {
-        match self {
-            Source::Channel(c) => match c.recv().await {
-                Ok(msg) => Next::Msg(msg),
-                Err(crate::channel::RecvError::Lagged(n)) => Next::Lagged(n),
-                Err(_) => Next::End,
-            },
-            Source::Bus(s) => match s.recv().await {
-                Ok(event) => Next::Msg((*event).clone()),
-                Err(crate::bus::RecvError::Lagged(n)) => Next::Lagged(n),
-                Err(_) => Next::End,
-            },
-        }
-    }
+/// A local customer's messages; it ends when the channel closes.
+fn customer_source<T: Clone + Send + 'static>(
+    customer: Customer<T>,
+) -> BoxStream<'static, Next<T>> {
+    customer_messages(customer, |msg| msg).boxed()
+}
 
-    fn try_next(&mut self) -> Option<T> {
-        match self {
-            Source::Channel(c) => c.try_recv().ok(),
-            Source::Bus(s) => s.try_recv().ok().map(|event| (*event).clone()),
+fn customer_messages<T, M>(
+    customer: Customer<T>,
+    wrap: impl Fn(T) -> M + Clone + Send + 'static,
+) -> impl futures::Stream<Item = Next<M>> + Send + 'static
+where
+    T: Clone + Send + 'static,
+    M: Send + 'static,
+{
+    futures::stream::unfold(customer, move |mut c| {
+        let wrap = wrap.clone();
+        async move {
+            let next = match c.recv().await {
+                Ok(msg) => Next::Msg(wrap(msg)),
+                Err(crate::channel::RecvError::Lagged(n)) => Next::Lagged(n),
+                Err(_) => return None,
+            };
+            Some((next, c))
         }
+    })
+}
+
+/// The messages of the channels a hub watch connects to, with their names, until
+/// the hub closes and every one of them has ended.
+fn hub_source<T: Clone + Send + 'static>(
+    watch: crate::hub::Watch<T>,
+) -> BoxStream<'static, Next<HubMessage<T>>> {
+    fn named<T: Clone + Send + 'static>(
+        (name, customer): (String, Customer<T>),
+    ) -> BoxStream<'static, Next<HubMessage<T>>> {
+        customer_messages(customer, move |msg| HubMessage::new(name.clone(), msg)).boxed()
+    }
+    let channels: SelectAll<_> = watch.existing.into_iter().map(named).collect();
+    futures::stream::unfold(
+        (channels, watch.later),
+        |(mut channels, mut later)| async move {
+            loop {
+                tokio::select! {
+                    // A new channel first: nothing is sent on it before it is here.
+                    biased;
+                    Some(made) = later.recv() => channels.push(named(made)),
+                    Some(next) = channels.next(), if !channels.is_empty() => {
+                        return Some((next, (channels, later)));
+                    }
+                    else => return None,
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+impl<T: Clone + Send + Sync + 'static> Target<HubMessage<T>> for Hub<T> {
+    fn put(&self, m: HubMessage<T>) -> BoxFuture<'_, bool> {
+        async move {
+            match self.send_to(&m.name, m.msg).await {
+                Ok(SentTo::Delivered) => true,
+                Ok(gone @ (SentTo::NoCustomers | SentTo::Closed)) => {
+                    tracing::debug!(name = %m.name, reason = ?gone, "redis bridge: a message for a hub channel nobody reads is dropped");
+                    true
+                }
+                Err(HubError::Closed) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis bridge: a message for a name the hub refuses is skipped");
+                    true
+                }
+            }
+        }
+        .boxed()
     }
 }
 
 /// Where an inbound bridge puts its messages.
-enum Target<T> {
-    Channel(Channel<T>),
-    Bus(EventBus),
+trait Target<T>: Send + Sync {
+    /// Hands a message to the local side; `false` once that side is closed.
+    fn put(&self, msg: T) -> BoxFuture<'_, bool>;
+    /// The Redis channel closed.
+    fn close(&self) {}
 }
 
-impl<T> Clone for Target<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Target::Channel(c) => Target::Channel(c.clone()),
-            Target::Bus(b) => Target::Bus(b.clone()),
-        }
+impl<T: Clone + Send + Sync + 'static> Target<T> for Channel<T> {
+    fn put(&self, msg: T) -> BoxFuture<'_, bool> {
+        async move { self.send(msg).await.is_ok() }.boxed()
+    }
+
+    fn close(&self) {
+        Channel::close(self);
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Target<T> for EventBus {
+    fn put(&self, msg: T) -> BoxFuture<'_, bool> {
+        self.send(msg);
+        futures::future::ready(true).boxed()
     }
 }

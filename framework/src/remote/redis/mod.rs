@@ -93,6 +93,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use bridge::HubMessage;
 pub use customer::{Message, RemoteCustomer};
 pub use durable::{Consumer, DeadLetter, Start};
 pub use envelope::Codec;
