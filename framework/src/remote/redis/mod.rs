@@ -52,7 +52,11 @@
 //! brings a Redis channel into a local one;
 //! [`forward_events_from`](RedisChannel::forward_events_from) and
 //! [`forward_events_to`](RedisChannel::forward_events_to) do the same for one type
-//! of events on an [`EventBus`](crate::bus::EventBus). Each is a
+//! of events on an [`EventBus`](crate::bus::EventBus), and
+//! [`forward_hub_from`](RedisChannel::forward_hub_from) /
+//! [`forward_hub_to`](RedisChannel::forward_hub_to) for every channel of a
+//! [`Hub`](crate::hub::Hub) under a prefix, including those made later (each
+//! message travels as a [`HubMessage`], with its channel's name). Each is a
 //! [`Service`](crate::Service): when Redis goes away, the run fails and the runner
 //! restarts it with backoff, without a limit.
 //!
