@@ -137,7 +137,10 @@ enum Raw {
 async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
     let client = redis::Client::open(url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe("raw-eph").await.unwrap();
+    // A name per side: a subscriber of an earlier repetition still going away
+    // does not take its share.
+    let name = format!("raw-eph-{raw:?}");
+    pubsub.subscribe(&name).await.unwrap();
     let decode = move |msg: redis::Msg| -> Tick {
         if raw == Raw::Bare {
             serde_json::from_slice(msg.get_payload_bytes()).unwrap()
@@ -146,13 +149,16 @@ async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
             e.4
         }
     };
+    let mut reader = None;
     let receiver = if raw == Raw::Same {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Tick>(1 << 20);
-        tokio::spawn(async move {
+        reader = Some(tokio::spawn(async move {
             let mut stream = pubsub.into_on_message();
             let mut lagged = 0u64;
             // Until the consumer has them all and goes (as a customer's reader
             // stops when the customer goes).
+            let gone = tx.closed();
+            tokio::pin!(gone);
             loop {
                 tokio::select! {
                     msg = stream.next() => {
@@ -160,11 +166,11 @@ async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
                             lagged += 1;
                         }
                     }
-                    () = tx.closed() => break,
+                    () = &mut gone => break,
                 }
             }
             assert_eq!(lagged, 0, "the buffer holds every message");
-        });
+        }));
         tokio::spawn(async move {
             for n in 0..MESSAGES {
                 assert_eq!(rx.recv().await.unwrap().seq, n);
@@ -188,12 +194,16 @@ async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
             } else {
                 raw_envelope(seq)
             };
-            pipe.cmd("PUBLISH").arg("raw-eph").arg(payload).ignore();
+            pipe.cmd("PUBLISH").arg(&name).arg(payload).ignore();
         }
         let _: () = pipe.query_async(&mut conn).await.unwrap();
     }
     receiver.await.unwrap();
-    MESSAGES as f64 / began.elapsed().as_secs_f64()
+    let rate = MESSAGES as f64 / began.elapsed().as_secs_f64();
+    if let Some(reader) = reader {
+        reader.await.unwrap();
+    }
+    rate
 }
 
 async fn servicekit_ephemeral(url: &str) -> f64 {

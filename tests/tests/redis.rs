@@ -607,6 +607,42 @@ async fn the_channels_under_a_hub_prefix_reach_another_hub_through_redis() {
     b.wait().await.unwrap();
 }
 
+/// A burst sent on the local channel and the channel closed at once: the bridge
+/// sends all of it, then ends (the close may be seen while it gathers a batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_bridge_sends_a_burst_then_ends_with_its_channel() {
+    use servicekit::{Channel, Runner};
+
+    let server = RedisServer::start();
+    let remote = RedisChannel::<u64>::open(server.url(), "burst", Options::durable())
+        .await
+        .unwrap();
+    let mut mirror = remote
+        .connect_as(Consumer::fan_out("mirror"))
+        .await
+        .unwrap();
+    for round in 0..5u64 {
+        let local = Channel::<u64>::bounded(1000);
+        let bridge = Runner::new()
+            .signals(false)
+            .service(remote.forward_from(&local))
+            .start()
+            .await
+            .unwrap();
+        for i in 0..100 {
+            local.send(round * 100 + i).await.unwrap();
+        }
+        local.close();
+        tokio::time::timeout(WAIT, bridge.wait())
+            .await
+            .expect("the bridge ends with its channel")
+            .unwrap();
+        for i in 0..100 {
+            assert_eq!(next(&mut mirror).await, round * 100 + i);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_durable_channel_is_trimmed_to_about_its_max_len() {
     let server = RedisServer::start();

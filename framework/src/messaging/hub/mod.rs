@@ -71,6 +71,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(feature = "redis")]
+use crate::messaging::channel::Overflow;
 use crate::messaging::channel::{
     Channel, ChannelStats, Customer, NoCustomers, SendError, TrySendError,
 };
@@ -279,6 +281,17 @@ fn customer_of<T: Clone + Send + 'static>(channel: &Channel<T>, s: &NameConfig) 
         .capacity(s.buffer_size.saturating_add(history))
         .overflow(s.overflow)
         .connect()
+}
+
+/// A watcher's customer: as [`customer_of`], but never cut off (it would stop
+/// mirroring the name): under `Disconnect` it drops the oldest and says how many.
+#[cfg(feature = "redis")]
+fn watcher_of<T: Clone + Send + 'static>(channel: &Channel<T>, s: &NameConfig) -> Customer<T> {
+    let overflow = match s.overflow {
+        Overflow::Disconnect => Overflow::DropOldest,
+        other => other,
+    };
+    customer_of(channel, &NameConfig { overflow, ..*s })
 }
 
 /// Sends without waiting for customers: waits for room only, and if the full
@@ -518,7 +531,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
             {
                 let _ = w
                     .customers
-                    .send((name.to_string(), customer_of(&channel, &s)));
+                    .send((name.to_string(), watcher_of(&channel, &s)));
             }
         }
         state.names.insert(
@@ -674,12 +687,34 @@ impl<T: Clone + Send + 'static> Hub<T> {
         report
     }
 
-    /// Sends `msg` on the channel of `name` (made if needed), as
+    /// Sends `msg` on the channel of `name`, as
     /// [`broadcast_async`](Self::broadcast_async) does: waiting for room, not for
-    /// customers.
+    /// customers. A name that does not exist is made only if it is persistent (it
+    /// keeps the message for later customers); otherwise nobody can be reading it.
     #[cfg(feature = "redis")]
     pub(crate) async fn send_to(&self, name: &str, msg: T) -> Result<SentTo, HubError> {
-        let channel = self.channel(name)?;
+        check_name(name)?;
+        let existing = {
+            let state = self.state();
+            if state.closed {
+                return Err(HubError::Closed);
+            }
+            match state.names.get(name) {
+                Some(Named::Channel(e)) => Some(e.channel.clone()),
+                Some(Named::Queue(_)) => {
+                    return Err(HubError::WrongKind {
+                        name: name.to_string(),
+                        is: Kind::Queue,
+                    });
+                }
+                None => None,
+            }
+        };
+        let channel = match existing {
+            Some(channel) => channel,
+            None if self.inner.config.for_name(name).persistent => self.channel(name)?,
+            None => return Ok(SentTo::NoCustomers),
+        };
         Ok(match send_waiting(&channel, msg).await {
             Ok(()) => SentTo::Delivered,
             Err(SendError::NoCustomers(_)) => SentTo::NoCustomers,
@@ -701,7 +736,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
             .filter_map(|(name, named)| match named {
                 Named::Channel(e) => Some((
                     name.clone(),
-                    customer_of(&e.channel, &self.inner.config.for_name(name)),
+                    watcher_of(&e.channel, &self.inner.config.for_name(name)),
                 )),
                 Named::Queue(_) => None,
             })
@@ -969,6 +1004,10 @@ mod watch_tests {
         drop(hub.watch("a/"));
         // Its customers went with it, and a channel made later gets none: with
         // buffers of 1, a second send would find a customer nobody reads full.
+        // The watcher itself is forgotten when the next channel is made.
+        assert_eq!(hub.state().watchers.len(), 1);
+        hub.channel("b").unwrap();
+        assert_eq!(hub.state().watchers.len(), 0);
         for name in ["a/1", "a/2"] {
             let mut reader = hub.connect(name).unwrap();
             let ch = hub.channel(name).unwrap();
@@ -988,6 +1027,7 @@ mod watch_tests {
         })
         .unwrap();
         assert_eq!(hub.send_to("x", 1).await, Ok(SentTo::NoCustomers));
+        assert!(hub.list("").is_empty(), "no name made for nobody");
         let mut c = hub.connect("x").unwrap();
         assert_eq!(hub.send_to("x", 2).await, Ok(SentTo::Delivered));
         let (sent, first) = tokio::join!(hub.send_to("x", 3), async {
@@ -1003,5 +1043,35 @@ mod watch_tests {
         ));
         hub.close();
         assert_eq!(hub.send_to("x", 5).await, Err(HubError::Closed));
+
+        // A persistent name is made, and keeps the message for a later customer.
+        let kept = HubConfig::default().with_prefix(PrefixConfig::new("kept/").persistent(true));
+        let hub = Hub::<u32>::with_config(kept).unwrap();
+        assert_eq!(hub.send_to("kept/a", 6).await, Ok(SentTo::Delivered));
+        assert_eq!(hub.connect("kept/a").unwrap().try_recv(), Ok(6));
+    }
+
+    #[test]
+    fn a_watcher_is_never_cut_off() {
+        use crate::messaging::channel::{RecvError, TryRecvError};
+        let hub = Hub::<u32>::with_config(HubConfig {
+            buffer_size: 1,
+            overflow: Overflow::Disconnect,
+            ..HubConfig::default()
+        })
+        .unwrap();
+        let mut watch = hub.watch("");
+        let ch = hub.channel("a").unwrap();
+        let (_, mut customer) = watch.later.try_recv().unwrap();
+        for i in 0..3 {
+            ch.try_send(i).unwrap();
+        }
+        assert_eq!(
+            customer.try_recv(),
+            Err(TryRecvError::Recv(RecvError::Lagged(2)))
+        );
+        assert_eq!(customer.try_recv(), Ok(2));
+        ch.try_send(3).unwrap();
+        assert_eq!(customer.try_recv(), Ok(3), "still connected");
     }
 }

@@ -1,7 +1,9 @@
 //! Bridges between a local [`Channel`], a type of events on an [`EventBus`] or the
 //! channels under a prefix of a [`Hub`], and a [`RedisChannel`], as supervised
 //! services: when Redis goes away the bridge's run fails and the runner restarts
-//! it with backoff, and nothing taken from one side is dropped on the way.
+//! it with backoff. An outbound bridge drops nothing it took from the local side;
+//! an inbound one drops only what the local side would (a bus event nobody
+//! subscribes to, a hub channel nobody reads).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +187,8 @@ where
     fn outbound(&self, source: BoxStream<'static, Next<T>>) -> Service {
         let remote = self.clone();
         let state = Arc::new(tokio::sync::Mutex::new(Outbound {
-            source: Some(source),
+            // Fused: the end may be seen while a batch is gathered, then again.
+            source: Some(source.fuse().boxed()),
             unsent: Vec::new(),
         }));
         let name = format!("redis:{}:out", self.name());
@@ -249,11 +252,14 @@ where
     /// starts with `prefix` (`""`: all) to this Redis channel, with the channel's
     /// name, as [`forward_from`](Self::forward_from) does for one channel. The
     /// channels are connected to now, and each channel made under the prefix later
-    /// is connected to as it is made, before anyone can send on it, so nothing sent
-    /// on them is missed; the customers are kept across the service's runs, with the
-    /// buffer and overflow policy of each name's settings (a persistent channel's
-    /// customer starts with its kept messages). Queues are not included. It ends
-    /// when the hub closes, and when the Redis channel is closed.
+    /// is connected to as it is made, before anyone can send on it. The customers
+    /// are kept across the service's runs, with each name's buffer (a persistent
+    /// channel's customer starts with its kept messages) and overflow policy: under
+    /// `block`, the default, nothing sent on them is missed (senders wait while
+    /// Redis is away); under `drop_oldest` the bridge drops the oldest and logs how
+    /// many; under `disconnect` it does the same rather than stop mirroring the
+    /// name. Queues are not included. It ends when the hub closes, and when the
+    /// Redis channel is closed.
     ///
     /// Bridging the same names both ways in one process sends each message round
     /// and round: give the two directions different prefixes, or hubs.
@@ -279,14 +285,17 @@ where
     }
 
     /// A service that sends each message of this Redis channel to the hub's
-    /// channel it names (made if needed), through a customer made at each run: as
+    /// channel it names, through a customer made at each run: as
     /// [`forward_to`](Self::forward_to) with `None`, as
     /// [`forward_to_as`](Self::forward_to_as) with a consumer. It waits while a
     /// customer of that channel is full, but not for customers: a message for a
-    /// channel nobody is connected to is dropped, as [`Hub::broadcast_async`] does
-    /// (a persistent channel keeps it for later customers). A message naming a
-    /// queue, or a name the hub refuses, is logged and skipped (and acknowledged).
-    /// It ends when the hub closes; a closed Redis channel leaves the hub open.
+    /// channel nobody is connected to, or that does not exist, is dropped (logged
+    /// at debug level), as [`Hub::broadcast_async`] does, so a remote writer cannot
+    /// fill the hub with names. A persistent name's channel is made if needed and
+    /// keeps the message for later customers (unless it was closed). A message
+    /// naming a queue, or a name the hub refuses, is logged and skipped (and
+    /// acknowledged). It ends when the hub closes; a closed Redis channel leaves
+    /// the hub open.
     ///
     /// # Examples
     ///
@@ -343,12 +352,15 @@ where
                     continue;
                 }
             }
-            // What else is waiting goes in the same batch (the end, if it came,
-            // is seen at the next turn).
+            // What else is waiting goes in the same batch; the end, if it came,
+            // is seen again at the next turn (the source is fused).
             while state.unsent.len() < BATCH {
                 match source.next().now_or_never() {
                     Some(Some(Next::Msg(msg))) => state.unsent.push(msg),
-                    _ => break,
+                    Some(Some(Next::Lagged(n))) => {
+                        tracing::warn!(channel = %remote.name(), missed = n, "redis bridge: the local side lagged");
+                    }
+                    Some(None) | None => break,
                 }
             }
         }
