@@ -137,8 +137,8 @@ enum Raw {
 async fn raw_ephemeral(url: &str, raw: Raw) -> f64 {
     let client = redis::Client::open(url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    // A name per side: a subscriber of an earlier repetition still going away
-    // does not take its share.
+    // A name per side: a subscriber of an earlier side still going away gets
+    // none of this one's messages.
     let name = format!("raw-eph-{raw:?}");
     pubsub.subscribe(&name).await.unwrap();
     let decode = move |msg: redis::Msg| -> Tick {

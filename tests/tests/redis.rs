@@ -593,6 +593,10 @@ async fn the_channels_under_a_hub_prefix_reach_another_hub_through_redis() {
     }
     assert!(other_there.try_recv().is_err());
     assert!(
+        !there.list("").contains(&"orders/asia".to_string()),
+        "no name made for messages nobody reads"
+    );
+    assert!(
         there
             .queue("orders/jobs")
             .unwrap()

@@ -689,30 +689,39 @@ impl<T: Clone + Send + 'static> Hub<T> {
 
     /// Sends `msg` on the channel of `name`, as
     /// [`broadcast_async`](Self::broadcast_async) does: waiting for room, not for
-    /// customers. A name that does not exist is made only if it is persistent (it
-    /// keeps the message for later customers); otherwise nobody can be reading it.
+    /// customers. A channel that does not exist (or is closed, to be replaced) is
+    /// made only if someone could read the message: the name is persistent (its
+    /// channel keeps it for later customers) or a watcher's prefix covers it.
     #[cfg(feature = "redis")]
     pub(crate) async fn send_to(&self, name: &str, msg: T) -> Result<SentTo, HubError> {
         check_name(name)?;
-        let existing = {
+        let persistent = self.inner.config.for_name(name).persistent;
+        let (existing, watched) = {
             let state = self.state();
             if state.closed {
                 return Err(HubError::Closed);
             }
-            match state.names.get(name) {
-                Some(Named::Channel(e)) => Some(e.channel.clone()),
+            let existing = match state.names.get(name) {
+                Some(Named::Channel(e)) if persistent || !e.channel.is_closed() => {
+                    Some(e.channel.clone())
+                }
+                Some(Named::Channel(_)) | None => None,
                 Some(Named::Queue(_)) => {
                     return Err(HubError::WrongKind {
                         name: name.to_string(),
                         is: Kind::Queue,
                     });
                 }
-                None => None,
-            }
+            };
+            let watched = state
+                .watchers
+                .iter()
+                .any(|w| name.starts_with(&w.prefix) && !w.customers.is_closed());
+            (existing, watched)
         };
         let channel = match existing {
             Some(channel) => channel,
-            None if self.inner.config.for_name(name).persistent => self.channel(name)?,
+            None if persistent || watched => self.channel(name)?,
             None => return Ok(SentTo::NoCustomers),
         };
         Ok(match send_waiting(&channel, msg).await {
@@ -1028,6 +1037,20 @@ mod watch_tests {
         .unwrap();
         assert_eq!(hub.send_to("x", 1).await, Ok(SentTo::NoCustomers));
         assert!(hub.list("").is_empty(), "no name made for nobody");
+        // Under a watched prefix, the name is made and the watcher gets it.
+        let mut watch = hub.watch("relay/");
+        assert_eq!(hub.send_to("relay/a", 9).await, Ok(SentTo::Delivered));
+        let (name, mut relayed) = watch.later.recv().await.unwrap();
+        assert_eq!((name.as_str(), relayed.try_recv()), ("relay/a", Ok(9)));
+        drop((watch, relayed));
+        // A closed channel is replaced, as `channel` does, when it is watched.
+        let mut watch = hub.watch("relay/");
+        hub.channel("relay/a").unwrap().close();
+        assert_eq!(hub.send_to("relay/a", 10).await, Ok(SentTo::Delivered));
+        let (_, mut relayed) = watch.later.recv().await.unwrap();
+        assert_eq!(relayed.try_recv(), Ok(10));
+        drop((watch, relayed));
+        assert!(hub.remove("relay/a"));
         let mut c = hub.connect("x").unwrap();
         assert_eq!(hub.send_to("x", 2).await, Ok(SentTo::Delivered));
         let (sent, first) = tokio::join!(hub.send_to("x", 3), async {

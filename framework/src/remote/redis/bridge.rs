@@ -289,10 +289,12 @@ where
     /// [`forward_to`](Self::forward_to) with `None`, as
     /// [`forward_to_as`](Self::forward_to_as) with a consumer. It waits while a
     /// customer of that channel is full, but not for customers: a message for a
-    /// channel nobody is connected to, or that does not exist, is dropped (logged
-    /// at debug level), as [`Hub::broadcast_async`] does, so a remote writer cannot
-    /// fill the hub with names. A persistent name's channel is made if needed and
-    /// keeps the message for later customers (unless it was closed). A message
+    /// channel nobody is connected to is dropped (logged at debug level), as
+    /// [`Hub::broadcast_async`] does. A channel that does not exist is made only
+    /// when someone could read the message, so a remote writer adds no names
+    /// otherwise: for a persistent name (its channel keeps the message for later
+    /// customers), and for a name under the prefix of a
+    /// [`forward_hub_from`](Self::forward_hub_from) of the same hub (a relay). A message
     /// naming a queue, or a name the hub refuses, is logged and skipped (and
     /// acknowledged). It ends when the hub closes; a closed Redis channel leaves
     /// the hub open.
