@@ -122,6 +122,15 @@ struct State<T> {
     watchers: Vec<Watcher<T>>,
 }
 
+impl<T> State<T> {
+    /// The names that start with `prefix`, in order.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Named<T>)> {
+        self.names
+            .range(prefix.to_string()..)
+            .take_while(move |(name, _)| name.starts_with(prefix))
+    }
+}
+
 /// A watcher of a prefix: each channel made under it is connected to, under the
 /// hub's lock (before anyone can send on it), and the customer sent here.
 #[cfg(feature = "redis")]
@@ -609,9 +618,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
     fn channels_under(&self, prefix: &str) -> Vec<(String, Channel<T>)> {
         let state = self.state();
         state
-            .names
-            .range(prefix.to_string()..)
-            .take_while(|(name, _)| name.starts_with(prefix))
+            .under(prefix)
             .filter_map(|(name, named)| match named {
                 Named::Channel(e) => Some((name.clone(), e.channel.clone())),
                 Named::Queue(_) => None,
@@ -739,9 +746,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
         let (tx, later) = tokio::sync::mpsc::unbounded_channel();
         let mut state = self.state();
         let existing = state
-            .names
-            .range(prefix.to_string()..)
-            .take_while(|(name, _)| name.starts_with(prefix))
+            .under(prefix)
             .filter_map(|(name, named)| match named {
                 Named::Channel(e) => Some((
                     name.clone(),
@@ -773,12 +778,7 @@ impl<T: Clone + Send + 'static> Hub<T> {
     /// ```
     pub fn list(&self, prefix: &str) -> Vec<String> {
         let state = self.state();
-        state
-            .names
-            .range(prefix.to_string()..)
-            .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, _)| name.clone())
-            .collect()
+        state.under(prefix).map(|(name, _)| name.clone()).collect()
     }
 
     /// How many names (channels and queues) the hub has.

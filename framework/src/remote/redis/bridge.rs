@@ -63,7 +63,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn forward_from(&self, channel: &Channel<T>) -> Service {
-        self.outbound(customer_source(channel.connect()))
+        self.outbound(customer_messages(channel.connect(), |msg| msg).boxed())
     }
 
     /// As [`forward_from`](Self::forward_from), for the events of type `T`
@@ -457,13 +457,7 @@ enum Next<T> {
     Lagged(u64),
 }
 
-/// A local customer's messages; it ends when the channel closes.
-fn customer_source<T: Clone + Send + 'static>(
-    customer: Customer<T>,
-) -> BoxStream<'static, Next<T>> {
-    customer_messages(customer, |msg| msg).boxed()
-}
-
+/// A local customer's messages, each wrapped; it ends when the channel closes.
 fn customer_messages<T, M>(
     customer: Customer<T>,
     wrap: impl Fn(T) -> M + Clone + Send + 'static,
