@@ -885,11 +885,14 @@ fn every_endpoint_of_a_real_process_in_every_state() {
         1.0
     );
 
-    // Stopping: the server answers while `drainer` takes its second.
+    // Stopping: the server answers while `drainer` takes its second. Readiness
+    // turns at the signal; a service's state turns when its supervisor next runs,
+    // a moment later, so the probe waits for both.
     p.signal(SIGTERM);
-    let probe = Probe::until(&addr, "stopping", |p| p.readyz.0 == 503);
+    let probe = Probe::until(&addr, "stopping", |p| {
+        p.readyz.0 == 503 && p.service("drainer")["state"] == "stopping"
+    });
     assert_eq!(probe.readyz.1, "not ready: stopping\n");
-    assert_eq!(probe.service("drainer")["state"], "stopping");
     assert_eq!(probe.metric("servicekit_ready"), 0.0);
     let (status, _, _, err) = p.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "stderr: {err}");
