@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Without arguments the program is the producer: it starts the three consumers
-//! as processes of its own binary (`worker`, `worker`, `audit`), sends 20 orders
+//! as processes of its own binary (`worker`, `worker`, `audit`), waits until each
+//! says on the durable channel `ready` that its customers are connected, sends 20 orders
 //! and a notice, closes `orders` (a sticky close every consumer sees, after what
 //! was sent before it) and `notices`, and waits for them. Each consumer is a
 //! servicekit program whose customers run as services: it ends when both channels
@@ -54,6 +55,14 @@ async fn produce(
     orders.delete().await?;
     let notices = RedisChannel::<String>::open(url(), "notices", Options::ephemeral()).await?;
     notices.delete().await?;
+    // Each consumer says when its customers are connected: its group exists and it
+    // hears the notices, so it misses nothing sent from then on (a group made later
+    // starts at new messages; a notice reaches only who listens).
+    let ready = RedisChannel::<String>::open(url(), "ready", Options::durable()).await?;
+    ready.delete().await?;
+    let mut consumers_ready = ready
+        .connect_as(Consumer::fan_out("producer").auto_ack(true))
+        .await?;
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for role in ["worker", "worker", "audit"] {
@@ -65,9 +74,11 @@ async fn produce(
                 .spawn()?,
         );
     }
-    // The consumers' groups exist before anything is sent (a group made later
-    // starts at new messages).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..children.len() {
+        consumers_ready
+            .recv_timeout(Duration::from_secs(30))
+            .await?;
+    }
     notices.send(&"orders are coming".to_owned()).await?;
     let batch: Vec<Order> = (1..=20)
         .map(|id| Order {
@@ -96,6 +107,7 @@ async fn consume(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let me = format!("{role} {}", std::process::id());
     let notices = RedisChannel::<String>::open(url(), "notices", Options::ephemeral()).await?;
+    let ready = RedisChannel::<String>::open(url(), "ready", Options::durable()).await?;
     let consumer = if role == "worker" {
         // One order ahead at most: the two workers share them out.
         Consumer::work_queue().auto_ack(true).prefetch(1)
@@ -144,9 +156,17 @@ async fn consume(
             Ok::<_, RecvError>(())
         }
     });
+    // Once both customers are connected (their services ready), tell the producer.
+    let name = me.clone();
+    let announce = Service::new("announce", move |_ctx: ServiceContext| {
+        let (ready, me) = (ready.clone(), name.clone());
+        async move { ready.send(&me).await }
+    })
+    .after(["orders", "notices"]);
     Runner::new()
         .service(handle_orders)
         .service(hear_notices)
+        .service(announce)
         .start()
         .await?
         .wait()

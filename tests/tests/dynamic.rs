@@ -214,7 +214,7 @@ async fn a_service_can_be_added_from_a_thread_outside_the_runtime() {
     std::thread::spawn(move || h2.add(idle("from-thread")).unwrap())
         .join()
         .unwrap();
-    for _ in 0..100 {
+    for _ in 0..1000 {
         if h.status()
             .iter()
             .any(|s| &*s.name == "from-thread" && s.state == ServiceState::Running)

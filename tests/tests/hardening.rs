@@ -7,11 +7,12 @@
 //! to it (ending by itself, and aborted), and a panic payload whose own `Drop` panics.
 
 use std::fmt;
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use servicekit::error::{FailureKind, ServiceError};
 use servicekit::{Error, Restart, Runner, Service, ServiceContext};
+use tokio::sync::Notify;
 
 const ROUNDS: usize = 100;
 
@@ -88,7 +89,7 @@ impl std::error::Error for BadError {
 /// shuts the runner down), or for `settle` and then shuts down; the runner must
 /// return within 5 s. The `Err` it returns, formatted with `Display` and `Debug`
 /// (which must not panic either).
-async fn run(services: Vec<Service>, settle: Option<Duration>) -> (Error, String, String) {
+async fn run(services: Vec<Service>, armed: Option<Arc<Notify>>) -> (Error, String, String) {
     let handle = Runner::new()
         .signals(false)
         .shutdown_timeout(Duration::from_millis(50))
@@ -96,8 +97,10 @@ async fn run(services: Vec<Service>, settle: Option<Duration>) -> (Error, String
         .start()
         .await
         .expect("valid configuration");
-    if let Some(settle) = settle {
-        tokio::time::sleep(settle).await;
+    if let Some(armed) = armed {
+        tokio::time::timeout(Duration::from_secs(5), armed.notified())
+            .await
+            .expect("the service armed its bomb");
         handle.shutdown();
     }
     let err = tokio::time::timeout(Duration::from_secs(5), handle.wait())
@@ -239,18 +242,28 @@ async fn a_panicking_drop_of_the_future_fails_the_stop() {
     for round in 0..ROUNDS {
         // Without a context the future is dropped to stop it; with one, the body
         // returns when asked and its locals are dropped as it returns.
+        let armed = Arc::new(Notify::new());
+        let a = armed.clone();
         let svc = if round % 2 == 0 {
-            Service::without_context("drops", || async {
-                let _bomb = PanicOnDrop("Drop exploded");
-                std::future::pending::<()>().await;
+            Service::without_context("drops", move || {
+                let a = a.clone();
+                async move {
+                    let _bomb = PanicOnDrop("Drop exploded");
+                    a.notify_one();
+                    std::future::pending::<()>().await;
+                }
             })
         } else {
-            Service::new("drops", |ctx: ServiceContext| async move {
-                let _bomb = PanicOnDrop("Drop exploded");
-                ctx.shutdown_requested().await;
+            Service::new("drops", move |ctx: ServiceContext| {
+                let a = a.clone();
+                async move {
+                    let _bomb = PanicOnDrop("Drop exploded");
+                    a.notify_one();
+                    ctx.shutdown_requested().await;
+                }
             })
         };
-        let (err, text, _) = run(vec![svc], Some(Duration::from_millis(2))).await;
+        let (err, text, _) = run(vec![svc], Some(armed)).await;
         let (name, kind) = only_failure(&err);
         assert_eq!(name, "drops");
         let FailureKind::StopFailed { error } = kind else {
@@ -271,18 +284,24 @@ async fn a_panicking_drop_of_a_tied_task_is_reported() {
     quiet_panics();
     for round in 0..ROUNDS {
         let stubborn = round % 2 == 1;
-        let svc = Service::new("ties", move |ctx: ServiceContext| async move {
-            let c = ctx.clone();
-            ctx.spawn(async move {
-                let _bomb = PanicOnDrop("task Drop exploded");
-                if stubborn {
-                    std::future::pending::<()>().await;
-                }
-                c.shutdown_requested().await;
-            });
-            ctx.shutdown_requested().await;
+        let armed = Arc::new(Notify::new());
+        let a = armed.clone();
+        let svc = Service::new("ties", move |ctx: ServiceContext| {
+            let a = a.clone();
+            async move {
+                let c = ctx.clone();
+                ctx.spawn(async move {
+                    let _bomb = PanicOnDrop("task Drop exploded");
+                    a.notify_one();
+                    if stubborn {
+                        std::future::pending::<()>().await;
+                    }
+                    c.shutdown_requested().await;
+                });
+                ctx.shutdown_requested().await;
+            }
         });
-        let (err, text, _) = run(vec![svc], Some(Duration::from_millis(2))).await;
+        let (err, text, _) = run(vec![svc], Some(armed)).await;
         let (name, kind) = only_failure(&err);
         assert_eq!(name, "ties");
         if stubborn {

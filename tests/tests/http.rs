@@ -42,19 +42,75 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// `/healthz`, `/readyz` and `/status` (parsed), fetched one after another.
+struct Probe {
+    healthz: (u16, String),
+    readyz: (u16, String),
+    status: serde_json::Value,
+}
+
+impl Probe {
+    async fn take(addr: std::net::SocketAddr) -> Probe {
+        let healthz = get(addr, "/healthz").await;
+        let readyz = get(addr, "/readyz").await;
+        let status = serde_json::from_str(&get(addr, "/status").await.1).expect("status JSON");
+        Probe {
+            healthz,
+            readyz,
+            status,
+        }
+    }
+
+    /// Probes until `done` holds, for at most 10 s. Each endpoint answers at request
+    /// time and services change state on their own tasks, so a test waits for every
+    /// fact it goes on to assert rather than sleeping for a guessed time.
+    async fn until(addr: std::net::SocketAddr, what: &str, done: impl Fn(&Probe) -> bool) -> Probe {
+        let began = std::time::Instant::now();
+        loop {
+            let p = Probe::take(addr).await;
+            if done(&p) {
+                return p;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "never {what}: {:?} {:?} {}",
+                p.healthz,
+                p.readyz,
+                p.status
+            );
+            sleep(10 * MS).await;
+        }
+    }
+
+    fn service(&self, name: &str) -> &serde_json::Value {
+        self.status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.status))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_in_every_state() {
     let http = Http::bind("127.0.0.1:0").unwrap();
     let addr = http.local_addr();
     let hang = Arc::new(AtomicBool::new(false));
     let h = hang.clone();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let g = go.clone();
     let handle = Runner::new()
         .signals(false)
         .service(http.service())
-        .service(Service::new("slow", |ctx| async move {
-            sleep(300 * MS).await;
-            ctx.ready();
-            ctx.shutdown_requested().await;
+        .service(Service::new("slow", move |ctx| {
+            let g = g.clone();
+            async move {
+                if ctx.until_shutdown(g.notified()).await.is_some() {
+                    ctx.ready();
+                    ctx.shutdown_requested().await;
+                }
+            }
         }))
         .service(
             Service::new("watched", move |ctx| {
@@ -72,33 +128,37 @@ async fn every_endpoint_in_every_state() {
                     }
                 }
             })
-            .watchdog(Duration::from_millis(300))
-            .shutdown_timeout(Duration::from_millis(700))
+            .watchdog(Duration::from_secs(1))
+            .shutdown_timeout(Duration::from_secs(1))
             .backoff(MS, MS),
         )
         .service(Service::new("drainer", |ctx| async move {
             ctx.ready();
             ctx.shutdown_requested().await;
-            sleep(800 * MS).await;
+            sleep(Duration::from_secs(2)).await;
         }))
         .start()
         .await
         .unwrap();
 
-    // Starting: alive, not ready, naming what is not.
-    sleep(100 * MS).await;
-    assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
-    let (code, body) = get(addr, "/readyz").await;
-    assert_eq!(code, 503);
-    assert!(body.contains("slow (running)"), "{body}");
-    assert!(!body.contains("watched"), "{body}");
+    // Starting: alive, not ready, naming what is not (`slow` waits for `go`; the
+    // others are ready as soon as they run).
+    let probe = Probe::until(addr, "only slow not ready", |p| {
+        p.readyz.1.contains("slow (running)") && !p.readyz.1.contains("watched")
+    })
+    .await;
+    assert_eq!(probe.healthz, (200, "ok\n".into()));
+    assert_eq!(probe.readyz.0, 503);
+    assert_eq!(probe.status["ready"], false);
 
     // Ready.
-    sleep(400 * MS).await;
-    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".into()));
-    let (code, body) = get(addr, "/status").await;
-    assert_eq!(code, 200);
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    go.notify_one();
+    let probe = Probe::until(addr, "ready", |p| {
+        p.readyz.0 == 200 && p.status["ready"] == true
+    })
+    .await;
+    assert_eq!(probe.readyz, (200, "ready\n".into()));
+    let status = probe.status;
     assert_eq!(status["healthy"], true);
     assert_eq!(status["ready"], true);
     let names: Vec<&str> = status["services"]
@@ -114,25 +174,30 @@ async fn every_endpoint_in_every_state() {
     assert_eq!(slow["runs"], 1);
     assert_eq!(slow["restarts"], 0);
     assert!(slow["last_error"].is_null());
-    assert!(slow["uptime_seconds"].as_f64().unwrap() > 0.3);
+    assert!(slow["uptime_seconds"].as_f64().unwrap() > 0.0);
 
-    // Hung: stale from 300 ms after its last beat until its run is aborted 700 ms
-    // later; unhealthy meanwhile, naming it.
+    // Hung: stale from 1 s after its last beat until its run is aborted 1 s later;
+    // unhealthy meanwhile, naming it.
     hang.store(true, Ordering::SeqCst);
-    sleep(600 * MS).await;
-    let (code, body) = get(addr, "/healthz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("stale watchdog: watched"), "{body}");
-    let status: serde_json::Value = serde_json::from_str(&get(addr, "/status").await.1).unwrap();
-    assert_eq!(status["healthy"], false);
+    let probe = Probe::until(addr, "unhealthy", |p| {
+        p.healthz.0 == 503 && p.status["healthy"] == false
+    })
+    .await;
+    assert!(
+        probe.healthz.1.contains("stale watchdog: watched"),
+        "{:?}",
+        probe.healthz
+    );
 
     // Restarted: healthy again, the failure in its status.
-    sleep(1000 * MS).await;
-    assert_eq!(get(addr, "/healthz").await.0, 200);
-    let status: serde_json::Value = serde_json::from_str(&get(addr, "/status").await.1).unwrap();
-    let watched = &status["services"][2];
-    assert_eq!(watched["restarts"], 1);
-    assert_eq!(watched["state"], "running");
+    let probe = Probe::until(addr, "restarted", |p| {
+        p.healthz.0 == 200
+            && p.status["ready"] == true
+            && p.service("watched")["restarts"] == 1
+            && p.service("watched")["state"] == "running"
+    })
+    .await;
+    let watched = probe.service("watched");
     assert!(
         watched["last_error"]
             .as_str()
@@ -198,9 +263,8 @@ async fn every_endpoint_in_every_state() {
     let first = String::from_utf8_lossy(&first[..n]).into_owned();
     assert!(first.contains("text/event-stream"), "{first}");
 
-    // Stopping: the server goes on answering while the drainer stops.
+    // Stopping: the server goes on answering while the drainer takes its 2 s.
     handle.shutdown();
-    sleep(200 * MS).await;
     let (code, body) = get(addr, "/readyz").await;
     assert_eq!((code, body.as_str()), (503, "not ready: stopping\n"));
     // The event stream saw the states change, then ends with the server.

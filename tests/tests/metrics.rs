@@ -8,13 +8,81 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics::{SharedString, Unit};
+use metrics_util::CompositeKey;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use servicekit::{Runner, Service};
+
+/// Snapshots of the recorder, taken until a condition holds. A snapshot drains the
+/// histograms, so the run lengths are added up across snapshots.
+struct Metrics {
+    snapshotter: Snapshotter,
+    last: Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>,
+    run_lengths: usize,
+}
+
+impl Metrics {
+    /// Takes snapshots until `done` holds, for at most 10 s: the metrics are
+    /// recorded by the runner's tasks, and the queue sampled once a second.
+    async fn until(&mut self, what: &str, done: impl Fn(&Metrics) -> bool) {
+        let began = std::time::Instant::now();
+        loop {
+            self.last = self.snapshotter.snapshot().into_vec();
+            if let Some(DebugValue::Histogram(values)) =
+                self.find("servicekit_service_run_seconds", &[FLAKY])
+            {
+                self.run_lengths += values.len();
+            }
+            if done(self) {
+                return;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "never {what}: {:?} (run lengths: {})",
+                self.last,
+                self.run_lengths
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
+        self.last.iter().find_map(|(key, _, _, value)| {
+            let k = key.key();
+            let matches = k.name() == name
+                && labels
+                    .iter()
+                    .all(|(l, v)| k.labels().any(|kl| kl.key() == *l && kl.value() == *v));
+            matches.then_some(value)
+        })
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        match self.find(name, labels) {
+            Some(DebugValue::Counter(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.find(name, labels) {
+            Some(DebugValue::Gauge(v)) => Some(v.into_inner()),
+            _ => None,
+        }
+    }
+}
+
+const FLAKY: (&str, &str) = ("service", "flaky");
+const JOBS: [(&str, &str); 2] = [("hub", "main"), ("name", "jobs")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_restarts_runs_and_readiness_are_recorded() {
     let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let mut metrics = Metrics {
+        snapshotter: recorder.snapshotter(),
+        last: Vec::new(),
+        run_lengths: 0,
+    };
     recorder.install().expect("the only recorder");
     servicekit::ops::metrics::enable();
     let hub = servicekit::hub::Hub::<u32>::new();
@@ -45,59 +113,60 @@ async fn failures_restarts_runs_and_readiness_are_recorded() {
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Sampled when the runner started (depth 1), then every second.
+    // The queue is sampled when the runner starts, then every second.
+    metrics
+        .until("the queue sampled at the start", |m| {
+            m.gauge("servicekit_queue_depth", &JOBS) == Some(1.0)
+        })
+        .await;
+    // Two failures, then a third run that is ready.
+    metrics
+        .until("flaky ready in its third run", |m| {
+            m.counter("servicekit_service_runs_total", &[FLAKY]) == Some(3)
+                && m.gauge("servicekit_service_ready", &[FLAKY]) == Some(1.0)
+        })
+        .await;
     jobs.try_send(2).unwrap();
     jobs.try_send(3).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    metrics
+        .until("the queue sampled again", |m| {
+            m.gauge("servicekit_queue_depth", &JOBS) == Some(3.0)
+        })
+        .await;
+    assert_eq!(
+        metrics.counter("servicekit_queue_sent_total", &JOBS),
+        Some(3)
+    );
     handle.shutdown();
     handle.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let snapshot = snapshotter.snapshot().into_vec();
-    let find = |name: &str, labels: &[(&str, &str)]| -> Option<&DebugValue> {
-        snapshot.iter().find_map(|(key, _, _, value)| {
-            let k = key.key();
-            let matches = k.name() == name
-                && labels
-                    .iter()
-                    .all(|(l, v)| k.labels().any(|kl| kl.key() == *l && kl.value() == *v));
-            matches.then_some(value)
+    // The stop is recorded by the metrics' own task, a moment after `wait`.
+    metrics
+        .until("the stop recorded", |m| {
+            m.gauge("servicekit_service_ready", &[FLAKY]) == Some(0.0) && m.run_lengths >= 3
         })
-    };
-    let counter = |name: &str, labels: &[(&str, &str)]| match find(name, labels) {
-        Some(DebugValue::Counter(n)) => *n,
-        other => panic!("{name} {labels:?}: {other:?}"),
-    };
-    let svc = ("service", "flaky");
+        .await;
+
+    assert_eq!(metrics.run_lengths, 3, "one length per run");
     assert_eq!(
-        counter(
+        metrics.counter(
             "servicekit_service_failures_total",
-            &[svc, ("kind", "error")]
+            &[FLAKY, ("kind", "error")]
         ),
-        1
+        Some(1)
     );
     assert_eq!(
-        counter(
+        metrics.counter(
             "servicekit_service_failures_total",
-            &[svc, ("kind", "panic")]
+            &[FLAKY, ("kind", "panic")]
         ),
-        1
+        Some(1)
     );
-    assert_eq!(counter("servicekit_service_restarts_total", &[svc]), 2);
-    assert_eq!(counter("servicekit_service_runs_total", &[svc]), 3);
-    match find("servicekit_service_run_seconds", &[svc]) {
-        Some(DebugValue::Histogram(values)) => assert_eq!(values.len(), 3),
-        other => panic!("run lengths: {other:?}"),
-    }
-    match find("servicekit_service_ready", &[svc]) {
-        Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 0.0, "stopped: not ready"),
-        other => panic!("ready: {other:?}"),
-    }
-    let queue = [("hub", "main"), ("name", "jobs")];
-    assert_eq!(counter("servicekit_queue_sent_total", &queue), 3);
-    match find("servicekit_queue_depth", &queue) {
-        Some(DebugValue::Gauge(v)) => assert_eq!(v.into_inner(), 3.0),
-        other => panic!("queue depth: {other:?}"),
-    }
+    assert_eq!(
+        metrics.counter("servicekit_service_restarts_total", &[FLAKY]),
+        Some(2)
+    );
+    assert_eq!(
+        metrics.counter("servicekit_service_runs_total", &[FLAKY]),
+        Some(3)
+    );
 }

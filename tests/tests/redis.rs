@@ -184,8 +184,13 @@ async fn an_ephemeral_customer_that_falls_behind_is_told_how_many_it_lost() {
     let all: Vec<u64> = (0..100).collect();
     ch.send_batch(&all).await.unwrap();
     ch.close().await.unwrap();
-    // Give the reader time to take everything in.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The close comes after the burst on the subscription: once the customer knows
+    // of it, its reader has taken everything in.
+    let began = std::time::Instant::now();
+    while !slow.is_closed() {
+        assert!(began.elapsed() < WAIT, "the close never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut got = Vec::new();
     let mut lost = 0;
     loop {
@@ -690,20 +695,20 @@ async fn a_returning_fan_out_customer_gets_what_was_held_once() {
     let mut again = ch.connect_as(Consumer::fan_out("reports")).await.unwrap();
     ch.send_batch(&(10..15).collect::<Vec<_>>()).await.unwrap();
     let mut got = Vec::new();
-    loop {
-        match again.recv_timeout(Duration::from_millis(1500)).await {
-            Ok(m) => {
-                // The first ten were delivered before (and so may a later one be,
-                // to the first customer's read still waiting at the server).
-                assert!(m.payload >= 10 || m.deliveries > 1, "{m:?}");
-                got.push(m.payload);
-                again.ack(&m);
-            }
-            Err(RecvError::Timeout) => break,
-            Err(e) => panic!("{e:?}"),
-        }
+    while got.len() < 15 {
+        let m = again.recv_timeout(WAIT).await.unwrap();
+        // The first ten were delivered before (and so may a later one be, to the
+        // first customer's read still waiting at the server).
+        assert!(m.payload >= 10 || m.deliveries > 1, "{m:?}");
+        got.push(m.payload);
+        again.ack(&m);
     }
     assert_eq!(got, (0..15).collect::<Vec<_>>(), "each once, in order");
+    // And nothing a second time.
+    assert!(matches!(
+        again.recv_timeout(Duration::from_millis(1500)).await,
+        Err(RecvError::Timeout)
+    ));
 }
 
 /// Entries a worker holds in its buffer past `reclaim_after` are not taken back
@@ -991,15 +996,22 @@ async fn a_live_workers_buffered_messages_are_not_reclaimed_by_another() {
         .unwrap();
     let worker = || {
         Consumer::work_queue()
-            .reclaim_after(Duration::from_millis(300))
+            .reclaim_after(Duration::from_secs(1))
             .prefetch(5)
     };
     let mut a = ch.connect_as(worker()).await.unwrap();
     ch.send_batch(&(0..5).collect::<Vec<_>>()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await; // in a's buffer
+    // All five delivered to a (pending), into its buffer.
+    let mut conn = raw_conn(&server).await;
+    let began = std::time::Instant::now();
+    while pending_count(&mut conn, "{fresh}:stream", "workers").await != 5 {
+        assert!(began.elapsed() < WAIT, "a never took the five");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Three times `reclaim_after`: b takes none of them.
     let mut b = ch.connect_as(worker()).await.unwrap();
     assert!(matches!(
-        b.recv_timeout(Duration::from_millis(1500)).await,
+        b.recv_timeout(Duration::from_secs(3)).await,
         Err(RecvError::Timeout)
     ));
     for n in 0..5 {

@@ -8,15 +8,20 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use servicekit::redis::{Consumer, Options, RecvError, RedisChannel, RemoteCustomer, Start};
 use servicekit_tests::RedisServer;
 
 /// Sends 0, 1, 2, … every millisecond or so until `stop`; a send that fails is
-/// retried until it is confirmed. Returns the confirmed ids.
-async fn produce(ch: RedisChannel<u64>, stop: Arc<AtomicBool>) -> BTreeSet<u64> {
+/// retried until it is confirmed. Returns the confirmed ids; `progress` is the
+/// number confirmed so far.
+async fn produce(
+    ch: RedisChannel<u64>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+) -> BTreeSet<u64> {
     let mut confirmed = BTreeSet::new();
     let mut id = 0;
     while !stop.load(Ordering::SeqCst) {
@@ -24,6 +29,7 @@ async fn produce(ch: RedisChannel<u64>, stop: Arc<AtomicBool>) -> BTreeSet<u64> 
             Ok(()) => {
                 confirmed.insert(id);
                 id += 1;
+                progress.store(id, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -33,14 +39,16 @@ async fn produce(ch: RedisChannel<u64>, stop: Arc<AtomicBool>) -> BTreeSet<u64> 
 }
 
 /// Everything a customer receives until the channel's close: ids in order of
-/// arrival, and the errors it reported.
-async fn consume(mut c: RemoteCustomer<u64>) -> (Vec<u64>, Vec<String>) {
+/// arrival, and the errors it reported; `progress` is one more than the last id
+/// received so far.
+async fn consume(mut c: RemoteCustomer<u64>, progress: Arc<AtomicU64>) -> (Vec<u64>, Vec<String>) {
     let mut ids = Vec::new();
     let mut errors = Vec::new();
     loop {
         match c.recv_timeout(Duration::from_secs(60)).await {
             Ok(m) => {
                 ids.push(m.payload);
+                progress.fetch_max(m.payload + 1, Ordering::SeqCst);
                 c.ack(&m);
             }
             Err(RecvError::Closed) => return (ids, errors),
@@ -60,23 +68,50 @@ async fn survives_a_killed_server(down_for: Duration) {
     };
     let durable = open("durable", Options::durable()).await;
     let ephemeral = open("ephemeral", Options::ephemeral().buffer(100_000)).await;
+    let progress = || Arc::new(AtomicU64::new(0));
+    let (durable_sent, durable_got) = (progress(), progress());
+    let (ephemeral_sent, ephemeral_got) = (progress(), progress());
     let durable_rx = tokio::spawn(consume(
         durable
             .connect_as(Consumer::fan_out("audit"))
             .await
             .unwrap(),
+        durable_got.clone(),
     ));
-    let ephemeral_rx = tokio::spawn(consume(ephemeral.connect().await.unwrap()));
+    let ephemeral_rx = tokio::spawn(consume(
+        ephemeral.connect().await.unwrap(),
+        ephemeral_got.clone(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
-    let durable_tx = tokio::spawn(produce(durable.clone(), stop.clone()));
-    let ephemeral_tx = tokio::spawn(produce(ephemeral.clone(), stop.clone()));
+    let durable_tx = tokio::spawn(produce(durable.clone(), stop.clone(), durable_sent.clone()));
+    let ephemeral_tx = tokio::spawn(produce(
+        ephemeral.clone(),
+        stop.clone(),
+        ephemeral_sent.clone(),
+    ));
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.kill();
     tokio::time::sleep(down_for).await;
     server.restart();
-    // Both sides find the server again by themselves.
+    // Both sides find the server again by themselves: the producers go on until
+    // each customer has received what was sent 3 s after the restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let began = Instant::now();
+    for (sent, got) in [
+        (&durable_sent, &durable_got),
+        (&ephemeral_sent, &ephemeral_got),
+    ] {
+        let target = sent.load(Ordering::SeqCst);
+        while got.load(Ordering::SeqCst) < target {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "a customer never resumed: {} of {target}",
+                got.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     let sent_durable = durable_tx.await.unwrap();
     let sent_ephemeral = ephemeral_tx.await.unwrap();
@@ -261,7 +296,15 @@ async fn through_a_restart(
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The bridges are connected (the inbound one's group made) once they are ready.
+    let began = std::time::Instant::now();
+    while !(sender.status().iter().all(|s| s.ready) && receiver.status().iter().all(|s| s.ready)) {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the bridges never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     let produce = async {
         for i in 0..3000u64 {

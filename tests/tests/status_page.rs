@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use servicekit::bus::EventBus;
 use servicekit::ops::http::Http;
 use servicekit::{Runner, Service};
 use tokio::time::sleep;
@@ -54,12 +55,16 @@ fn browse(url: String, action: String) -> std::thread::JoinHandle<String> {
 }
 
 /// A runner with the HTTP service and three others; `fail` makes `importer`'s
-/// current run fail once.
-async fn runner(fail: Arc<AtomicBool>) -> (servicekit::RunnerHandle, String) {
+/// current run fail once. Returns a probe too: it waits until one more page has
+/// opened its event stream (a subscription to the runner's events) than had when
+/// it was made.
+async fn runner(fail: Arc<AtomicBool>) -> (servicekit::RunnerHandle, String, PageOpened) {
     let http = Http::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", http.local_addr());
+    let bus = EventBus::new();
     let handle = Runner::new()
         .signals(false)
+        .bus(bus.clone())
         .service(http.service())
         .service(Service::new("db", |ctx| async move {
             ctx.ready();
@@ -91,18 +96,48 @@ async fn runner(fail: Arc<AtomicBool>) -> (servicekit::RunnerHandle, String) {
         .start()
         .await
         .unwrap();
-    (handle, url)
+    let before = bus.subscriber_count::<servicekit::Event>();
+    (handle, url, PageOpened { bus, before })
+}
+
+struct PageOpened {
+    bus: EventBus,
+    before: usize,
+}
+
+impl PageOpened {
+    /// Waits (a minute at most: a first Chromium start on a fresh machine is slow)
+    /// until the page is listening to the events.
+    async fn wait(&self) {
+        let began = std::time::Instant::now();
+        while self.bus.subscriber_count::<servicekit::Event>() <= self.before {
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "the page never opened its event stream"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_every_service_and_updates_itself() {
     let fail = Arc::new(AtomicBool::new(false));
-    let (handle, url) = runner(fail.clone()).await;
-    sleep(Duration::from_millis(200)).await;
+    let (handle, url, opened) = runner(fail.clone()).await;
     let dom = browse(url, "--dump-dom".into());
-    // The page has loaded and rendered from the first event by now; then a failure.
-    sleep(Duration::from_millis(2500)).await;
+    opened.wait().await;
+    // The page is listening; then a failure, and its restart.
     fail.store(true, Ordering::SeqCst);
+    let began = std::time::Instant::now();
+    while !handle
+        .status()
+        .iter()
+        .any(|s| &*s.name == "importer" && s.runs == 2 && s.restarts == 1)
+    {
+        assert!(began.elapsed() < Duration::from_secs(10), "never restarted");
+        sleep(Duration::from_millis(20)).await;
+    }
+    // The stream sends at most ten updates a second: give the last one time to land.
     sleep(Duration::from_millis(1000)).await;
     // Closing the event stream lets Chromium finish and dump what it shows.
     handle.shutdown();
@@ -150,11 +185,12 @@ async fn the_status_page_renders_every_service_and_updates_itself() {
 
     // A screenshot, for the record.
     let fail = Arc::new(AtomicBool::new(true));
-    let (handle, url) = runner(fail).await;
+    let (handle, url, opened) = runner(fail).await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
     let _ = std::fs::remove_file(&path);
     let shot = browse(url, format!("--screenshot={}", path.display()));
-    sleep(Duration::from_millis(2000)).await;
+    opened.wait().await;
+    sleep(Duration::from_millis(1000)).await;
     handle.shutdown();
     handle.wait().await.unwrap();
     tokio::task::spawn_blocking(move || shot.join().unwrap())

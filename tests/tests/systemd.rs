@@ -23,7 +23,9 @@ fn signal(pid: u32, sig: i32) {
     assert!(status.success());
 }
 
-type Messages = Arc<Mutex<Vec<(Duration, String)>>>;
+/// A message to the manager, with when it came (since the program started).
+type Told = (Duration, String);
+type Messages = Arc<Mutex<Vec<Told>>>;
 
 fn messages_after(all: &Messages, from: Duration) -> Vec<(Duration, String)> {
     all.lock()
@@ -49,7 +51,7 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     let began = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_notify"))
         .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_USEC", "1000000")
         .env("STALL", &stall)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -72,14 +74,24 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
             }
         })
     };
-    let wait_until = |t: Duration| {
-        if let Some(left) = t.checked_sub(began.elapsed()) {
-            std::thread::sleep(left);
+    // Waits (20 s at most) until what the manager was told satisfies `done`.
+    let wait_for = |what: &str, done: &dyn Fn(&[Told]) -> bool| {
+        let since = Instant::now();
+        while !done(&messages.lock().unwrap()) {
+            assert!(
+                since.elapsed() < Duration::from_secs(20),
+                "never {what}: {:?}",
+                messages.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     };
+    let ping_count = |m: &[Told]| m.iter().filter(|(_, m)| m == "WATCHDOG=1").count();
 
-    // Ready: db at 300 ms, api 200 ms after it.
-    wait_until(Duration::from_millis(1500));
+    // Ready: db at 300 ms, api 200 ms after it; pinged every 500 ms.
+    wait_for("ready and pinged 4 times", &|m| {
+        m.iter().any(|(_, m)| m == "READY=1") && ping_count(m) >= 4
+    });
     let ready_at = messages_after(&messages, Duration::ZERO)
         .iter()
         .find(|(_, m)| m == "READY=1")
@@ -99,7 +111,10 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     // beat until its hung run is aborted, 2 s later) and come back after.
     std::fs::write(&stall, b"").unwrap();
     let stalled_at = began.elapsed();
-    wait_until(stalled_at + Duration::from_millis(5000));
+    wait_for("pinged again after the stall", &|m| {
+        m.iter()
+            .any(|(t, m)| m == "WATCHDOG=1" && *t > stalled_at + Duration::from_millis(3500))
+    });
     let pings: Vec<Duration> = messages_after(&messages, Duration::ZERO)
         .into_iter()
         .filter(|(_, m)| m == "WATCHDOG=1")
@@ -109,8 +124,9 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     assert!(before.len() >= 4, "pings before the stall: {before:?}");
     for pair in before.windows(2) {
         let gap = *pair[1] - *pair[0];
-        assert!(gap < Duration::from_millis(400), "{gap:?} between pings");
+        assert!(gap < Duration::from_millis(1000), "{gap:?} between pings");
     }
+    // Pinged every 500 ms, but not for at least 1.5 s while stale.
     let longest = pings
         .windows(2)
         .filter(|p| p[0] >= stalled_at)
@@ -132,7 +148,12 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     let reload_at = began.elapsed();
     let sent_hup = monotonic_usec();
     signal(pid, SIGHUP);
-    wait_until(reload_at + Duration::from_millis(3000));
+    wait_for("ready again after the reload", &|m| {
+        m.iter()
+            .filter(|(t, m)| *t >= reload_at && m == "READY=1")
+            .count()
+            == 1
+    });
     // Stop.
     let stop_at = began.elapsed();
     signal(pid, SIGTERM);
@@ -158,7 +179,7 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
         .iter()
         .map(|(_, m)| m.split('=').next().unwrap())
         .collect();
-    // One or two extensions: the drain lasts 1.5 s, one is sent each second.
+    // One or more extensions: the drain lasts 2 s, one is sent each second.
     assert!(
         names.starts_with(&[
             "READY",
@@ -186,7 +207,8 @@ fn the_service_manager_is_told_ready_reloading_stopping_and_pinged_only_while_he
     );
     let at = |i: usize| sequence[i].0;
     assert!(at(1) >= reload_at);
-    // Ready again once db, api and the drainer (1.5 s to stop) are back.
+    // Ready again once db, api and the drainer (2 s to stop) are back: not after
+    // the 500 ms that db and api take.
     assert!(at(2) - at(1) >= Duration::from_millis(1500), "{sequence:?}");
     assert!(at(3) >= stop_at);
     assert!(at(4) - at(3) >= Duration::from_millis(900), "{sequence:?}");

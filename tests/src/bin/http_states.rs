@@ -68,8 +68,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
         }
     })
-    .watchdog(Duration::from_millis(300))
-    .shutdown_timeout(Duration::from_millis(700))
+    .watchdog(Duration::from_secs(1))
+    .shutdown_timeout(Duration::from_secs(1))
     .backoff(Duration::from_millis(100), Duration::from_millis(100));
     let drainer = Service::new("drainer", |ctx| async move {
         ctx.ready();

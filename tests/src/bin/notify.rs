@@ -5,7 +5,7 @@
 //! * `watched` beats every 100 ms under a 1 s watchdog; when the file named by
 //!   `STALL` appears it deletes it and hangs, ignoring its stop request (2 s
 //!   shutdown timeout), until its hung run is aborted and restarted.
-//! * `drainer` takes 1.5 s to stop.
+//! * `drainer` takes 2 s to stop.
 
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ async fn main() -> servicekit::Result<()> {
     let drainer = Service::new("drainer", |ctx| async move {
         ctx.ready();
         ctx.shutdown_requested().await;
-        sleep(Duration::from_millis(1500)).await;
+        sleep(Duration::from_secs(2)).await;
         say("drainer drained");
     })
     .shutdown_timeout(Duration::from_secs(5));
