@@ -11,17 +11,18 @@
 //!
 //! Without arguments the program is the producer: it starts the three consumers
 //! as processes of its own binary (`worker`, `worker`, `audit`), waits until each
-//! says on the durable channel `ready` that its customers are connected, sends 20 orders
-//! and a notice, closes `orders` (a sticky close every consumer sees, after what
-//! was sent before it) and `notices`, and waits for them. Each consumer is a
+//! says on the durable channel `ready` that its customers are connected, sends 20
+//! orders and a notice, closes `orders` (a sticky close every consumer sees, after
+//! what was sent before it) and `notices`, and waits for them. Each consumer is a
 //! servicekit program whose customers run as services: it ends when both channels
 //! are closed, and Ctrl+C stops it cleanly.
 
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use servicekit::redis::{Consumer, Options, RecvError, RedisChannel};
+use servicekit::redis::{Consumer, Options, RecvError, RedisChannel, RemoteCustomer};
 use servicekit::{Runner, Service, ServiceContext};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,22 +75,29 @@ async fn produce(
                 .spawn()?,
         );
     }
-    for _ in 0..children.len() {
-        consumers_ready
-            .recv_timeout(Duration::from_secs(30))
-            .await?;
+    let sent = async {
+        wait_for_consumers(&mut consumers_ready, children.len()).await?;
+        notices.send(&"orders are coming".to_owned()).await?;
+        let batch: Vec<Order> = (1..=20)
+            .map(|id| Order {
+                id,
+                item: format!("item-{id}"),
+            })
+            .collect();
+        orders.send_batch(&batch).await?;
+        println!("producer: sent 20 orders");
+        orders.close().await?;
+        notices.close().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     }
-    notices.send(&"orders are coming".to_owned()).await?;
-    let batch: Vec<Order> = (1..=20)
-        .map(|id| Order {
-            id,
-            item: format!("item-{id}"),
-        })
-        .collect();
-    orders.send_batch(&batch).await?;
-    println!("producer: sent 20 orders");
-    orders.close().await?;
-    notices.close().await?;
+    .await;
+    if let Err(e) = sent {
+        // The consumers would wait for a close that is not coming.
+        for child in &mut children {
+            let _ = child.kill();
+        }
+        return Err(e);
+    }
     for mut child in children {
         let status = child.wait()?;
         if !status.success() {
@@ -97,6 +105,30 @@ async fn produce(
         }
     }
     println!("producer: every consumer is done");
+    Ok(())
+}
+
+/// Waits (30 s at most) until `count` consumers have said they are connected.
+async fn wait_for_consumers(
+    ready: &mut RemoteCustomer<String>,
+    count: usize,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut heard = HashSet::new();
+    while heard.len() < count {
+        match tokio::time::timeout_at(deadline, ready.recv()).await {
+            Err(_) => {
+                let n = heard.len();
+                return Err(format!("{n} of {count} consumers connected within 30 s").into());
+            }
+            Ok(Ok(who)) => {
+                heard.insert(who.payload);
+            }
+            Ok(Err(RecvError::Closed)) => return Err("`ready` was closed".into()),
+            // Reported; the customer goes on (a reconnection, a foreign message).
+            Ok(Err(e)) => eprintln!("producer: {e}"),
+        }
+    }
     Ok(())
 }
 
@@ -158,9 +190,9 @@ async fn consume(
     });
     // Once both customers are connected (their services ready), tell the producer.
     let name = me.clone();
-    let announce = Service::new("announce", move |_ctx: ServiceContext| {
+    let announce = Service::new("announce", move |ctx: ServiceContext| {
         let (ready, me) = (ready.clone(), name.clone());
-        async move { ready.send(&me).await }
+        async move { ctx.until_shutdown(ready.send(&me)).await.unwrap_or(Ok(())) }
     })
     .after(["orders", "notices"]);
     Runner::new()

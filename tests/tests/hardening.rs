@@ -85,8 +85,9 @@ impl std::error::Error for BadError {
     }
 }
 
-/// Runs `services` until they end (`settle` is `None`: a service that gives up
-/// shuts the runner down), or for `settle` and then shuts down; the runner must
+/// Runs `services` until they end (`armed` is `None`: a service that gives up
+/// shuts the runner down), or until the service notifies `armed` and then shuts
+/// down; the runner must
 /// return within 5 s. The `Err` it returns, formatted with `Display` and `Debug`
 /// (which must not panic either).
 async fn run(services: Vec<Service>, armed: Option<Arc<Notify>>) -> (Error, String, String) {

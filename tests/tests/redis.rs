@@ -1020,3 +1020,104 @@ async fn a_live_workers_buffered_messages_are_not_reclaimed_by_another() {
         a.ack(&m);
     }
 }
+
+/// Customers made from one `Consumer` value (clones of it, as a service that
+/// connects again at each run makes) have consumer names of their own: a second
+/// one does not take what the first holds, and gets it at once when the first goes.
+#[tokio::test]
+async fn customers_of_one_consumer_value_do_not_share_a_name() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "one-value", Options::durable())
+        .await
+        .unwrap();
+    let worker = Consumer::work_queue().reclaim_after(Duration::from_secs(30));
+    let mut a = ch.connect_as(worker.clone()).await.unwrap();
+    ch.send(&1).await.unwrap();
+    let held = a.recv_timeout(WAIT).await.unwrap();
+    assert_eq!((held.payload, held.deliveries), (1, 1));
+    let mut b = ch.connect_as(worker.clone()).await.unwrap();
+    assert!(
+        matches!(
+            b.recv_timeout(Duration::from_millis(1500)).await,
+            Err(RecvError::Timeout)
+        ),
+        "b took what a holds"
+    );
+    drop(a); // without acknowledging
+    let again = b.recv_timeout(WAIT).await.unwrap();
+    assert_eq!((again.payload, again.deliveries), (1, 2));
+    b.ack(&again);
+    let mut conn = raw_conn(&server).await;
+    let began = std::time::Instant::now();
+    while pending_count(&mut conn, "{one-value}:stream", "workers").await != 0 {
+        assert!(began.elapsed() < WAIT, "the acknowledgement was not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An entry left pending under a customer's own (fixed) name that the customer
+/// does not have, as a customer it replaced can leave when its last read was
+/// still under way, is taken up after `reclaim_after`, and the close waits for it.
+#[tokio::test]
+async fn an_entry_left_under_a_customers_own_name_is_taken_up() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "own-name", Options::durable())
+        .await
+        .unwrap();
+    let stream = "{own-name}:stream";
+    let mut conn = raw_conn(&server).await;
+    // Another client of the group takes 1 for a moment.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("workers")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    ch.send(&1).await.unwrap();
+    take_as(&mut conn, stream, "workers", "other").await;
+    let worker = Consumer::work_queue()
+        .name("w")
+        .reclaim_after(Duration::from_secs(1));
+    let mut w = ch.connect_as(worker).await.unwrap();
+    // w, past its start, reads 2.
+    ch.send(&2).await.unwrap();
+    let two = w.recv_timeout(WAIT).await.unwrap();
+    assert_eq!(two.payload, 2);
+    w.ack(&two);
+    // Then 1 is moved under w's name, fresh: w does not have it.
+    let first: redis::Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(entries) = first else {
+        panic!("{first:?}")
+    };
+    let redis::Value::Array(entry) = &entries[0] else {
+        panic!("{entries:?}")
+    };
+    let redis::Value::BulkString(id) = &entry[0] else {
+        panic!("{entry:?}")
+    };
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg("workers")
+        .arg("w")
+        .arg(0)
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    ch.close().await.unwrap();
+    let m = w.recv_timeout(WAIT).await.unwrap();
+    assert_eq!((m.payload, m.deliveries), (1, 3));
+    w.ack(&m);
+    expect_closed(&mut w).await;
+}

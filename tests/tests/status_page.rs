@@ -126,7 +126,9 @@ async fn the_status_page_renders_every_service_and_updates_itself() {
     let (handle, url, opened) = runner(fail.clone()).await;
     let dom = browse(url, "--dump-dom".into());
     opened.wait().await;
-    // The page is listening; then a failure, and its restart.
+    // The page is listening and has had time to render its first status; then a
+    // failure, and its restart.
+    sleep(Duration::from_millis(300)).await;
     fail.store(true, Ordering::SeqCst);
     let began = std::time::Instant::now();
     while !handle

@@ -79,7 +79,8 @@ enum Mode {
 pub struct Consumer {
     mode: Mode,
     group: String,
-    name: String,
+    /// Set by [`name`](Consumer::name); otherwise each customer gets its own.
+    name: Option<String>,
     start: Start,
     auto_ack: bool,
     reclaim_after: Duration,
@@ -98,7 +99,7 @@ impl Consumer {
         Consumer {
             mode,
             group,
-            name: unique_name(),
+            name: None,
             start: Start::New,
             auto_ack: false,
             reclaim_after: Duration::from_secs(30),
@@ -161,10 +162,13 @@ impl Consumer {
         self
     }
 
-    /// This consumer's name within its group (unique per customer by default: the
-    /// process id and a random part). A process that restarts with the same name
-    /// gets back what it left pending at once, without waiting for the reclaim;
-    /// two live customers must not share one.
+    /// This consumer's name within its group. By default each customer made with
+    /// this `Consumer` (or a clone of it) gets a name of its own: the process id
+    /// and a random part. A process that restarts with a fixed name gets back what
+    /// it left pending at once, without waiting for the reclaim; two live
+    /// customers should not share one (nothing is lost if they do, but what one
+    /// of them took and did not hand over waits for
+    /// [`reclaim_after`](Self::reclaim_after)).
     ///
     /// # Examples
     ///
@@ -173,7 +177,7 @@ impl Consumer {
     /// # drop(worker);
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Consumer {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -507,6 +511,7 @@ pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
     let auto_ack = consumer.auto_ack;
     let reader = Reader {
         shared,
+        name: consumer.name.clone().unwrap_or_else(unique_name),
         consumer,
         buffer: buffer.clone(),
         stop: stop.clone(),
@@ -519,6 +524,8 @@ pub(crate) async fn connect<T: DeserializeOwned + Send + 'static>(
 struct Reader<T> {
     shared: Arc<Shared>,
     consumer: Consumer,
+    /// This customer's consumer name in the group.
+    name: String,
     buffer: Arc<Buffer<T>>,
     /// The customer closed or went: no more reading.
     stop: CancellationToken,
@@ -628,7 +635,7 @@ impl<T: DeserializeOwned> Reader<T> {
     /// held, not stale, for other consumers' reclaims.
     async fn touch_buffered(&self) {
         let ids = self.buffer.buffered_ids();
-        self.set_idle(ids, &self.consumer.name, 0, false).await;
+        self.set_idle(ids, &self.name, 0, false).await;
     }
 
     async fn set_idle(&self, ids: Vec<String>, to: &str, idle: u64, lower: bool) {
@@ -639,7 +646,7 @@ impl<T: DeserializeOwned> Reader<T> {
         let mut invocation = SET_IDLE_SCRIPT.key(&self.shared.keys.stream);
         invocation
             .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
+            .arg(&self.name)
             .arg(to)
             .arg(idle)
             .arg(if lower { "1" } else { "0" })
@@ -778,7 +785,7 @@ impl<T: DeserializeOwned> Reader<T> {
             .arg(start)
             .arg("+")
             .arg(self.count())
-            .arg(&self.consumer.name)
+            .arg(&self.name)
             .query_async(conn)
             .await?;
         let rows = pending_rows(&reply);
@@ -809,7 +816,7 @@ impl<T: DeserializeOwned> Reader<T> {
         let reply: Value = redis::cmd("XCLAIM")
             .arg(&self.shared.keys.stream)
             .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
+            .arg(&self.name)
             .arg(min_idle)
             .arg(rows.iter().map(|row| row.id.as_str()).collect::<Vec<_>>())
             .query_async(conn)
@@ -851,7 +858,7 @@ impl<T: DeserializeOwned> Reader<T> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
+            .arg(&self.name)
             .arg("COUNT")
             .arg(self.count())
             .arg("BLOCK")
@@ -898,8 +905,8 @@ impl<T: DeserializeOwned> Reader<T> {
     /// done. A work queue's close record goes to one worker, so the others end on
     /// the closed flag; but only once a second, non-blocking read is empty too (a
     /// send and the close may have come between the first read and the flag) and
-    /// no other consumer of the group still holds entries (a dead one's must be
-    /// reclaimed first).
+    /// no consumer of the group still holds entries its customer lacks (a dead
+    /// one's must be reclaimed first).
     async fn closed_and_done(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
@@ -918,7 +925,7 @@ impl<T: DeserializeOwned> Reader<T> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.consumer.group)
-            .arg(&self.consumer.name)
+            .arg(&self.name)
             .arg("COUNT")
             .arg(self.count())
             .arg("STREAMS")
@@ -933,8 +940,34 @@ impl<T: DeserializeOwned> Reader<T> {
             }
             return Ok(None);
         }
-        let others = self.others_pending(conn).await?;
-        Ok(others.is_empty().then_some(Ended::Closed))
+        for (consumer, n) in self.holding(conn).await? {
+            if consumer != self.name || self.holds_what_it_lacks(conn, n).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Ended::Closed))
+    }
+
+    /// Whether this consumer name holds (of its `n` pending entries) one that its
+    /// customer does not have.
+    async fn holds_what_it_lacks(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        n: u64,
+    ) -> Result<bool, redis::RedisError> {
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(&self.shared.keys.stream)
+            .arg(&self.consumer.group)
+            .arg("-")
+            .arg("+")
+            .arg(n)
+            .arg(&self.name)
+            .query_async(conn)
+            .await?;
+        let handed_out = self.buffer.handed_out();
+        Ok(pending_rows(&reply)
+            .iter()
+            .any(|row| !handed_out.contains(&row.id)))
     }
 
     /// Hands one entry over (or, past `max_deliveries`, to the dead letters);
@@ -1019,17 +1052,19 @@ impl<T: DeserializeOwned> Reader<T> {
             .await
     }
 
-    /// Claims entries other consumers of the group have left pending past
-    /// `reclaim_after` (never this consumer's own: those are in its customer's
-    /// hands), looked for consumer by consumer so its own cannot fill the page;
-    /// those delivered `max_deliveries` times already go to the dead letters.
+    /// Claims entries consumers of the group have left pending past
+    /// `reclaim_after`, looked for consumer by consumer so one cannot fill the
+    /// page; those delivered `max_deliveries` times already go to the dead
+    /// letters. This consumer name's own are taken too, but only those its
+    /// customer does not have: another customer of the same name (one it replaced
+    /// whose last read was still under way) may have left them.
     async fn reclaim(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
     ) -> Result<(), redis::RedisError> {
         let idle = self.consumer.reclaim_after.as_millis() as u64;
         let mut stale = Vec::new();
-        for (consumer, _) in self.others_pending(conn).await? {
+        for (consumer, _) in self.holding(conn).await? {
             let room = self.count().saturating_sub(stale.len());
             if room == 0 {
                 break;
@@ -1045,7 +1080,12 @@ impl<T: DeserializeOwned> Reader<T> {
                 .arg(&consumer)
                 .query_async(conn)
                 .await?;
-            stale.extend(pending_rows(&reply));
+            let mut rows = pending_rows(&reply);
+            if consumer == self.name && !rows.is_empty() {
+                let handed_out = self.buffer.handed_out();
+                rows.retain(|row| !handed_out.contains(&row.id));
+            }
+            stale.extend(rows);
         }
         if !stale.is_empty() {
             tracing::info!(channel = %self.shared.keys.name, count = stale.len(), "redis: reclaiming entries another consumer left pending");
@@ -1053,8 +1093,8 @@ impl<T: DeserializeOwned> Reader<T> {
         self.claim(conn, stale, idle).await
     }
 
-    /// The other consumers of the group that hold entries, with how many.
-    async fn others_pending(
+    /// The consumers of the group that hold entries, with how many.
+    async fn holding(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
     ) -> Result<Vec<(String, u64)>, redis::RedisError> {
@@ -1072,7 +1112,7 @@ impl<T: DeserializeOwned> Reader<T> {
                     Value::Int(n) => *n as u64,
                     v => text(v)?.parse().ok()?,
                 };
-                (name != self.consumer.name && n > 0).then_some((name, n))
+                (n > 0).then_some((name, n))
             })
             .collect())
     }
