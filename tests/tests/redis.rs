@@ -1121,3 +1121,88 @@ async fn an_entry_left_under_a_customers_own_name_is_taken_up() {
     w.ack(&m);
     expect_closed(&mut w).await;
 }
+
+/// The consumer names of a group, as `XINFO CONSUMERS` lists them.
+async fn consumer_names(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(consumers) = reply else {
+        panic!("{reply:?}")
+    };
+    consumers
+        .iter()
+        .map(|c| match c {
+            redis::Value::Array(fields) => match &fields[1] {
+                redis::Value::BulkString(name) => String::from_utf8_lossy(name).into_owned(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The names that customers that went or died leave in a group are forgotten once
+/// they hold nothing and have been idle past `reclaim_after` (and three blocking
+/// reads); what a dead one held is taken up first, a live customer that holds an
+/// entry keeps its name, and one whose name was forgotten goes on receiving.
+#[tokio::test]
+async fn the_names_of_consumers_that_went_are_forgotten() {
+    let server = RedisServer::start();
+    let ch = RedisChannel::<u64>::open(server.url(), "forget", Options::durable())
+        .await
+        .unwrap();
+    let stream = "{forget}:stream";
+    let mut conn = raw_conn(&server).await;
+    // One that died holding 1, one that went holding nothing.
+    for args in [
+        &["CREATE", stream, "workers", "$", "MKSTREAM"][..],
+        &["CREATECONSUMER", stream, "workers", "went"][..],
+    ] {
+        let _: redis::Value = redis::cmd("XGROUP")
+            .arg(args)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    ch.send(&1).await.unwrap();
+    take_as(&mut conn, stream, "workers", "died").await;
+    let mut live = ch
+        .connect_as(Consumer::work_queue().reclaim_after(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    // The live one takes 1 up and holds it, unacknowledged, meanwhile.
+    let held = live.recv_timeout(WAIT).await.unwrap();
+    assert_eq!((held.payload, held.deliveries), (1, 2));
+    let began = std::time::Instant::now();
+    let names = loop {
+        let names = consumer_names(&mut conn, stream, "workers").await;
+        if !names.iter().any(|n| n == "went" || n == "died") {
+            break names;
+        }
+        assert!(began.elapsed() < Duration::from_secs(15), "{names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(names.len(), 1, "the live one, holding 1, stays: {names:?}");
+    assert_eq!(pending_count(&mut conn, stream, "workers").await, 1);
+    live.ack(&held);
+    // Idle and holding nothing, its name may go too: it goes on receiving.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ch.send(&2).await.unwrap();
+    let second = live.recv_timeout(WAIT).await.unwrap();
+    assert_eq!((second.payload, second.deliveries), (2, 1));
+    live.ack(&second);
+    let began = std::time::Instant::now();
+    while pending_count(&mut conn, stream, "workers").await != 0 {
+        assert!(began.elapsed() < WAIT, "the acknowledgement was not sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -566,6 +566,32 @@ const HANDED_BACK: &str = "servicekit:handed-back";
 static SET_IDLE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(SET_IDLE));
 
+/// Forgets the consumers of a group that hold nothing and have been idle for
+/// longer than a time: those of customers that went (each customer has a name of
+/// its own, so every one that goes, or dies, leaves one). `KEYS[1]` the stream;
+/// `ARGV` the group, the idle time in ms, the caller's name (kept).
+///
+/// One script, so a consumer is removed only while it holds nothing: nothing
+/// pending is ever dropped with it. Redis 7.0 counts a consumer's idle time from
+/// the last entry it was given, not from its last read, so a live customer that
+/// has had nothing for that long is forgotten too; the read that next gives it
+/// an entry, a blocked one included, makes its consumer again (checked on 7.0).
+const FORGET_IDLE: &str = r#"
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) and f['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+"#;
+
+static FORGET_IDLE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(FORGET_IDLE));
+
 /// Why a round ended the reading.
 enum Ended {
     /// The channel is closed and everything before the close was handed over.
@@ -681,6 +707,7 @@ impl<T: DeserializeOwned> Reader<T> {
         let mut own_from = Some(String::new());
         let mut next_reclaim = Instant::now();
         let mut next_touch = Instant::now();
+        let mut next_forget = Instant::now();
         let mut delay = BACKOFF_MIN;
         // The close record (or the closed flag) was seen: no read waits any more.
         let mut closing = false;
@@ -722,6 +749,10 @@ impl<T: DeserializeOwned> Reader<T> {
             }
             let round = if Instant::now() >= next_reclaim {
                 next_reclaim = Instant::now() + self.reclaim_every();
+                if Instant::now() >= next_forget {
+                    next_forget = Instant::now() + self.forget_after();
+                    self.forget_idle(c).await;
+                }
                 self.reclaim(c).await.map(|()| None)
             } else if let Some(from) = &mut own_from {
                 match self.recover_own(c, from).await {
@@ -758,6 +789,36 @@ impl<T: DeserializeOwned> Reader<T> {
     /// closed customer handed back is taken up soon.
     fn reclaim_every(&self) -> Duration {
         (self.consumer.reclaim_after / 2).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// How long a consumer of the group that holds nothing must have been idle to
+    /// be forgotten: `reclaim_after`, and at least three blocking reads (a quiet
+    /// live customer is forgotten too, see [`FORGET_IDLE`]: not at every round).
+    fn forget_after(&self) -> Duration {
+        self.consumer.reclaim_after.max(self.consumer.block * 3)
+    }
+
+    /// Forgets the group's consumers that went ([`FORGET_IDLE`]). A private
+    /// group has only this one. Housekeeping: a failure is logged, and the reclaim
+    /// that follows finds a broken connection.
+    async fn forget_idle(&self, conn: &mut redis::aio::MultiplexedConnection) {
+        if self.consumer.mode == Mode::Private {
+            return;
+        }
+        let mut invocation = FORGET_IDLE_SCRIPT.key(&self.shared.keys.stream);
+        invocation
+            .arg(&self.consumer.group)
+            .arg(self.forget_after().as_millis() as u64)
+            .arg(&self.name);
+        match invocation.invoke_async::<i64>(conn).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(channel = %self.shared.keys.name, group = %self.consumer.group, forgotten = n, "redis: consumers that went are forgotten");
+            }
+            Err(e) => {
+                tracing::debug!(channel = %self.shared.keys.name, error = %e, "redis: consumers not forgotten");
+            }
+        }
     }
 
     /// How many entries to read now: a batch, within the room the customer has.

@@ -64,7 +64,10 @@
 //!
 //! The keys of channel `name` share the hash tag `{name}`, so a channel lives on one
 //! slot of a Redis Cluster: `{name}:pub` (the pub/sub channel), `{name}:stream`,
-//! `{name}:dead` (dead letters) and `{name}:closed`. In a consumer group, the
+//! `{name}:dead` (dead letters) and `{name}:closed`. In a consumer group each
+//! customer is a consumer of its own name (unless [`Consumer::name`] fixes one);
+//! the names of customers that went or died are removed by the live ones once
+//! they hold nothing and have been idle past [`Consumer::reclaim_after`]. The
 //! consumer `servicekit:handed-back` holds what a closed or dropped customer gave
 //! back until a live consumer reclaims it.
 //!
