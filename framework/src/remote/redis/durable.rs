@@ -4,8 +4,10 @@
 //! pending list).
 //!
 //! Each round: send the acknowledgements the customer made; at least every second,
-//! reclaim what other consumers left pending past `reclaim_after` (consumer by
-//! consumer: `XPENDING … IDLE`, `XCLAIM`); then read new entries. At start and
+//! reclaim what other consumers left pending past `reclaim_after`, and what its own
+//! name holds past it that its customer does not have (consumer by consumer:
+//! `XPENDING … IDLE`, `XCLAIM`), and now and then forget the names of consumers
+//! that went; then read new entries. At start and
 //! after each reconnect it first takes up the entries its own name holds that its
 //! customer does not (a predecessor's, or a read a lost connection swallowed). It
 //! waits for room in the customer's buffer rather than drop anything, keeping what
@@ -15,7 +17,7 @@
 //! finish is handed back to the group through the consumer `servicekit:handed-back`.
 //!
 //! A customer sees `Closed` once the channel is closed, a last non-blocking read is
-//! empty and no other consumer of its group holds entries.
+//! empty and no consumer of its group holds entries its customer does not have.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,8 +116,9 @@ impl Consumer {
     /// groups do. A customer that connects again with the same name goes on where
     /// the group was: what its predecessor held unacknowledged comes again, at
     /// once if the predecessor was closed or dropped, after
-    /// [`reclaim_after`](Self::reclaim_after) if its process died. Several
-    /// customers with one name share its messages.
+    /// [`reclaim_after`](Self::reclaim_after) if its process died (or if Redis was
+    /// away when it went, so it could not hand them back). Several customers with
+    /// one name share its messages.
     ///
     /// # Examples
     ///
@@ -165,10 +168,9 @@ impl Consumer {
     /// This consumer's name within its group. By default each customer made with
     /// this `Consumer` (or a clone of it) gets a name of its own: the process id
     /// and a random part. A process that restarts with a fixed name gets back what
-    /// it left pending at once, without waiting for the reclaim; two live
-    /// customers should not share one (nothing is lost if they do, but what one
-    /// of them took and did not hand over waits for
-    /// [`reclaim_after`](Self::reclaim_after)).
+    /// it left pending at once, without waiting for the reclaim. Two live
+    /// customers must not share one: one that starts takes at once what the other
+    /// holds, which is then delivered twice.
     ///
     /// # Examples
     ///
@@ -212,8 +214,10 @@ impl Consumer {
     }
 
     /// How long an entry may stay pending, unacknowledged, with another consumer
-    /// of the group before this one claims it (30 s by default; `XPENDING IDLE`
-    /// and `XCLAIM`). Choose it above the longest time a handler takes.
+    /// of the group (or under this one's name without its customer having it)
+    /// before this one claims it (30 s by default; `XPENDING IDLE` and `XCLAIM`).
+    /// Choose it above the longest time a handler takes. A consumer that holds
+    /// nothing and has been idle this long (and at least 3 s) is forgotten.
     ///
     /// # Panics
     ///
@@ -572,10 +576,11 @@ static SET_IDLE_SCRIPT: std::sync::LazyLock<redis::Script> =
 /// `ARGV` the group, the idle time in ms, the caller's name (kept).
 ///
 /// One script, so a consumer is removed only while it holds nothing: nothing
-/// pending is ever dropped with it. Redis 7.0 counts a consumer's idle time from
-/// the last entry it was given, not from its last read, so a live customer that
-/// has had nothing for that long is forgotten too; the read that next gives it
-/// an entry, a blocked one included, makes its consumer again (checked on 7.0).
+/// pending is ever dropped with it. Before 7.2, Redis counts a consumer's idle
+/// time from the last entry it was given, not from its last read, so a live
+/// customer that has had nothing for that long is forgotten too; the read that
+/// next gives it an entry, a blocked one included, makes its consumer again
+/// (checked on 7.0).
 const FORGET_IDLE: &str = r#"
 local n = 0
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
@@ -1130,6 +1135,10 @@ impl<T: DeserializeOwned> Reader<T> {
             if room == 0 {
                 break;
             }
+            // Its own name holds what its customer has too: a page with room for
+            // those, which are left out.
+            let handed_out = (consumer == self.name).then(|| self.buffer.handed_out());
+            let page = room + handed_out.as_ref().map_or(0, |ids| ids.len());
             let reply: Value = redis::cmd("XPENDING")
                 .arg(&self.shared.keys.stream)
                 .arg(&self.consumer.group)
@@ -1137,19 +1146,19 @@ impl<T: DeserializeOwned> Reader<T> {
                 .arg(idle)
                 .arg("-")
                 .arg("+")
-                .arg(room)
+                .arg(page)
                 .arg(&consumer)
                 .query_async(conn)
                 .await?;
             let mut rows = pending_rows(&reply);
-            if consumer == self.name && !rows.is_empty() {
-                let handed_out = self.buffer.handed_out();
-                rows.retain(|row| !handed_out.contains(&row.id));
+            if let Some(ids) = handed_out {
+                rows.retain(|row| !ids.contains(&row.id));
+                rows.truncate(room);
             }
             stale.extend(rows);
         }
         if !stale.is_empty() {
-            tracing::info!(channel = %self.shared.keys.name, count = stale.len(), "redis: reclaiming entries another consumer left pending");
+            tracing::info!(channel = %self.shared.keys.name, count = stale.len(), "redis: reclaiming entries left pending");
         }
         self.claim(conn, stale, idle).await
     }

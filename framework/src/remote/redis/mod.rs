@@ -66,8 +66,11 @@
 //! slot of a Redis Cluster: `{name}:pub` (the pub/sub channel), `{name}:stream`,
 //! `{name}:dead` (dead letters) and `{name}:closed`. In a consumer group each
 //! customer is a consumer of its own name (unless [`Consumer::name`] fixes one);
-//! the names of customers that went or died are removed by the live ones once
-//! they hold nothing and have been idle past [`Consumer::reclaim_after`]. The
+//! in a shared group (fan-out or work queue) the live customers remove the names
+//! of those that went or died once they hold nothing and have been idle past
+//! [`Consumer::reclaim_after`] (and at least 3 s; before Redis 7.2 a quiet live
+//! customer's name can go too, and comes back with its next message). A
+//! customer's private group goes with it. The
 //! consumer `servicekit:handed-back` holds what a closed or dropped customer gave
 //! back until a live consumer reclaims it.
 //!
