@@ -7,11 +7,11 @@
 //! reclaim what other consumers left pending past `reclaim_after`, and what its own
 //! name holds past it that its customer does not have (consumer by consumer:
 //! `XPENDING … IDLE`, `XCLAIM`), and now and then forget the names of consumers
-//! that went; then read new entries. At start and
-//! after each reconnect it first takes up the entries its own name holds that its
-//! customer does not (a predecessor's, or a read a lost connection swallowed). It
-//! waits for room in the customer's buffer rather than drop anything, keeping what
-//! waits there fresh for the others' reclaims. An error drops the connection; it is
+//! that went; then read new entries. At start and after each reconnect it first
+//! takes up the entries its own name holds that its customer does not (a
+//! predecessor's, or a read a lost connection swallowed). It waits for room in the
+//! customer's buffer rather than drop anything, keeping what waits there fresh for
+//! the others' reclaims. An error drops the connection; it is
 //! made again with a jittered backoff, forever, and nothing is missed
 //! (unacknowledged entries stay pending). What a closed or dropped customer did not
 //! finish is handed back to the group through the consumer `servicekit:handed-back`.
