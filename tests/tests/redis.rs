@@ -712,7 +712,8 @@ async fn a_returning_fan_out_customer_gets_what_was_held_once() {
 }
 
 /// Entries a worker holds in its buffer past `reclaim_after` are not taken back
-/// from it (only other consumers' are reclaimed).
+/// from it (its own name's entries are reclaimed only when its customer lacks
+/// them).
 #[tokio::test]
 async fn a_worker_is_not_reclaimed_from_itself() {
     let server = RedisServer::start();

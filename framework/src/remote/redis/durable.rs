@@ -11,8 +11,8 @@
 //! takes up the entries its own name holds that its customer does not (a
 //! predecessor's, or a read a lost connection swallowed). It waits for room in the
 //! customer's buffer rather than drop anything, keeping what waits there fresh for
-//! the others' reclaims. An error drops the connection; it is
-//! made again with a jittered backoff, forever, and nothing is missed
+//! the others' reclaims. An error drops the connection; it is made again with a
+//! jittered backoff, forever, and nothing is missed
 //! (unacknowledged entries stay pending). What a closed or dropped customer did not
 //! finish is handed back to the group through the consumer `servicekit:handed-back`.
 //!
@@ -907,14 +907,15 @@ impl<T: DeserializeOwned> Reader<T> {
         until: Instant,
         closing: &mut bool,
     ) -> Result<Option<Ended>, redis::RedisError> {
-        // Not past the next reclaim; once closing, only waiting for other
-        // consumers' entries, looked at by the reclaim.
+        // Not past the next reclaim; once closing, only waiting for entries its
+        // customer lacks (other consumers', or left under its own name), looked
+        // at by the reclaim.
         let block = self
             .consumer
             .block
             .min(until.saturating_duration_since(Instant::now()));
         if *closing {
-            // Waiting for other consumers' entries (reclaimed when stale).
+            // Waiting for entries it lacks (reclaimed when stale).
             tokio::select! {
                 () = self.stop.cancelled() => return Ok(Some(Ended::Stopped)),
                 () = tokio::time::sleep(block.min(Duration::from_millis(250))) => {}
